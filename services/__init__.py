@@ -1,0 +1,1 @@
+"""paysaga services: the Order and Payment gRPC services and what they share."""

@@ -1,0 +1,1 @@
+"""Mechanisms both services share: settings, logging, database, Kafka, inbox, outbox, relay."""
