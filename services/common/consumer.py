@@ -1,0 +1,190 @@
+"""The consume -> transact -> commit loop every hop runs; services plug in one handler per topic.
+
+For each batch of records:
+1. decode each (CloudEvents headers + protobuf); an undecodable one is dead-lettered;
+2. in ONE database transaction: skip events whose id is in the inbox, apply each new one
+   through its handler (in a savepoint, so an invalid event is dead-lettered alone),
+   record its id, and stage outgoing events and dead letters in the outbox;
+3. commit the transaction, then commit the Kafka offsets.
+If the transaction fails, nothing of the batch is applied and the consumer rewinds to
+the batch's first offsets and tries again: Kafka delivers at least once, the inbox
+makes it effectively once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from google.protobuf.message import Message
+from sqlmodel import Session
+
+from services.common import inbox, outbox
+from services.common.cloudevents import EventMeta, InvalidEvent, decode
+from services.common.db import Database
+from services.common.topics import TOPICS
+
+log = logging.getLogger(__name__)
+
+#: A handler applies one event inside the caller's transaction; raises InvalidEvent to reject it.
+Handler = Callable[[Session, Message, EventMeta], None]
+
+
+@dataclass
+class _Record:
+    kafka: KafkaMessage
+    meta: EventMeta | None = None
+    event: Message | None = None
+    error: str = ""
+
+    @property
+    def inbox_id(self) -> str:
+        """The event id, or the record's coordinates when it has no usable id."""
+        if self.meta is not None:
+            return self.meta.id
+        k = self.kafka
+        return f"{k.topic()}/{k.partition()}/{k.offset()}"
+
+
+class EventConsumer:
+    """Consumes the topics of `handlers` as consumer group `group_id`, one batch per transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        consumer: Consumer,
+        handlers: dict[str, Handler],
+        *,
+        batch_size: int = 500,
+        poll_timeout_s: float = 0.2,
+    ) -> None:
+        unknown = set(handlers) - set(TOPICS)
+        if unknown:
+            raise ValueError(f"no such saga topic(s): {sorted(unknown)}")
+        self.db = db
+        self.consumer = consumer
+        self.handlers = handlers
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.applied = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
+
+    def start(self) -> None:
+        self.consumer.subscribe(sorted(self.handlers))
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the batch in hand, commit it, leave the group."""
+        self._stopping.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        try:
+            while not self._stopping.is_set():
+                records = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+                records = [r for r in records if self._usable(r)]
+                if not records:
+                    continue
+                try:
+                    self.process_batch(records)
+                    backoff = 0.1
+                except Exception:
+                    log.exception(
+                        "batch failed; rewinding to retry it",
+                        extra={"records": len(records), "backoff_s": backoff},
+                    )
+                    self._rewind(records)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            self.consumer.close()
+
+    @staticmethod
+    def _usable(record: KafkaMessage) -> bool:
+        err = record.error()
+        if err is None:
+            return True
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error", extra={"error": str(err)})
+            if err.fatal():
+                raise RuntimeError(f"fatal Kafka consumer error: {err}")
+        return False
+
+    def process_batch(self, kafka_records: list[KafkaMessage]) -> None:
+        """Apply a batch in one transaction, then commit its offsets."""
+        records = [self._decode(k) for k in kafka_records]
+        with self.db.write() as session:
+            for record in records:
+                self._apply(session, record)
+        self._commit_offsets(kafka_records)
+        self.applied += len(records)
+
+    @staticmethod
+    def _decode(kafka: KafkaMessage) -> _Record:
+        topic = TOPICS[kafka.topic()]
+        try:
+            meta, event = decode(topic, kafka.headers(), kafka.value())
+        except InvalidEvent as exc:
+            return _Record(kafka, error=str(exc))
+        return _Record(kafka, meta=meta, event=event)
+
+    def _apply(self, session: Session, record: _Record) -> None:
+        k = record.kafka
+        fields = {
+            "topic": k.topic(),
+            "partition": k.partition(),
+            "offset": k.offset(),
+            "event_id": record.inbox_id,
+        }
+        if not inbox.first_delivery(session, event_id=record.inbox_id, topic=k.topic()):
+            log.info("duplicate event skipped", extra=fields)
+            return
+        if record.meta is not None and record.event is not None:
+            try:
+                with session.begin_nested():
+                    self.handlers[k.topic()](session, record.event, record.meta)
+                return
+            except InvalidEvent as exc:
+                record.error = str(exc)
+        log.warning("event dead-lettered", extra={**fields, "reason": record.error})
+        outbox.add_dead_letter(
+            session,
+            topic=k.topic(),
+            key=k.key(),
+            value=k.value(),
+            headers=k.headers() or [],
+            reason=record.error,
+            event_id=record.inbox_id,
+        )
+
+    def _commit_offsets(self, records: list[KafkaMessage]) -> None:
+        next_offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            next_offsets[(r.topic(), r.partition())] = r.offset() + 1
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception:
+            # The transaction is committed: a redelivery is dropped by the inbox.
+            log.warning("offset commit failed; the batch may be redelivered", exc_info=True)
+
+    def _rewind(self, records: list[KafkaMessage]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            first.setdefault((r.topic(), r.partition()), r.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except Exception:
+                log.warning(
+                    "seek failed; partition will resume from its committed offset",
+                    extra={"topic": topic, "partition": partition},
+                    exc_info=True,
+                )

@@ -1,0 +1,118 @@
+"""The database: one SQLAlchemy engine per service, SQLite (WAL) by default, any URL by setting.
+
+Writes go through `Database.write()`, one transaction each. On SQLite that transaction
+starts with BEGIN IMMEDIATE, so concurrent writers queue on the write lock instead of
+failing when a read transaction tries to upgrade; reads (`Database.read()`) use a plain
+BEGIN and never block writers (WAL). Callbacks registered with `run_after_commit` run
+only once the transaction is durable: that is how the relay and WatchOrders learn of
+new rows without polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.schema import Table
+from sqlmodel import Session, SQLModel
+
+log = logging.getLogger(__name__)
+
+#: SQLite settings applied to every connection. synchronous=FULL makes every commit
+#: durable across power loss: a committed debit must never vanish after its Kafka
+#: offset was committed (see README, Guarantees).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA cache_size=-16000",
+)
+
+_AFTER_COMMIT = "after_commit_callbacks"
+
+
+def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback` once the session's current transaction has committed (never on rollback)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+class Database:
+    """Engines and sessions for one service's database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        #: Set after every commit that wrote outbox rows; the relay waits on it.
+        self.outbox_signal = threading.Event()
+        self._writer = self._create_engine(begin="BEGIN IMMEDIATE")
+        self._reader = self._create_engine(begin="BEGIN") if self.is_sqlite else self._writer
+
+    def _create_engine(self, *, begin: str) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(self.url, pool_pre_ping=True)
+        path = make_url(self.url).database
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(self.url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not the sqlite3 module, decide where transactions
+            # begin, so that BEGIN IMMEDIATE and SAVEPOINT work as written.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin)
+
+        return engine
+
+    def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
+        """Create this service's tables (only these: both services share SQLModel's metadata)."""
+        SQLModel.metadata.create_all(
+            self._writer, tables=[t.__table__ for t in tables if isinstance(t.__table__, Table)]
+        )
+
+    def _session(self, engine: Engine) -> Session:
+        session = Session(engine, expire_on_commit=False)
+        session.info["outbox_signal"] = self.outbox_signal
+        return session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: commits on success, rolls back on any exception."""
+        session = self._session(self._writer)
+        try:
+            with session.begin():
+                yield session
+            callbacks = session.info.pop(_AFTER_COMMIT, [])
+        finally:
+            session.close()
+        for callback in callbacks:
+            callback()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """One read-only transaction."""
+        with self._session(self._reader) as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self._reader.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()

@@ -1,0 +1,129 @@
+"""Runs a gRPC service process: servicers, health, reflection, background workers, graceful stop.
+
+Health reports SERVING only while the database and Kafka both answer; it is re-checked
+every few seconds. On SIGTERM/SIGINT the server stops taking calls, lets in-flight ones
+finish, then the workers stop in reverse order (consumer commits, relay flushes).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A background part of the service (the consumer, the relay)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout_s: float = ...) -> None: ...
+
+
+class AddressInUse(RuntimeError):
+    """The gRPC address could not be bound."""
+
+
+class GrpcApp:
+    """One service process: a gRPC server plus the workers it starts and stops."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        service_names: Sequence[str],
+        register: Callable[[grpc.Server], None],
+        workers: Sequence[Worker],
+        readiness_checks: Sequence[Callable[[], None]],
+        max_workers: int = 64,
+        max_request_bytes: int = 64 * 1024,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.service_names = list(service_names)
+        self.workers = list(workers)
+        self.readiness_checks = list(readiness_checks)
+        self.grace_s = grace_s
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", max_request_bytes)],
+        )
+        register(self.server)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise AddressInUse(f"cannot listen on {address}: {exc}") from exc
+        if self.port == 0:
+            raise AddressInUse(f"cannot listen on {address}: address already in use?")
+        self.host = address.rsplit(":", 1)[0]
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ["", *self.service_names]:
+            self.health.set(name, status)
+
+    def start(self) -> None:
+        self.server.start()
+        for worker in self.workers:
+            worker.start()
+        threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
+        log.info("gRPC server listening", extra={"address": self.address})
+
+    def _watch_readiness(self) -> None:
+        serving: bool | None = None
+        while not self._stop.is_set():
+            try:
+                for check in self.readiness_checks:
+                    check()
+                ready, reason = True, ""
+            except Exception as exc:
+                ready, reason = False, str(exc)
+            if ready != serving:
+                serving = ready
+                self._set_health(
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ready
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                log.info("health changed", extra={"serving": ready, "reason": reason})
+            self._stop.wait(5.0 if ready else 0.5)
+
+    def stop(self) -> None:
+        """Stop taking calls, finish in-flight ones, then stop the workers in reverse."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        log.info("shutting down", extra={"grace_s": self.grace_s})
+        self.health.enter_graceful_shutdown()
+        self.server.stop(self.grace_s).wait()
+        for worker in reversed(self.workers):
+            worker.stop()
+        self._stopped.set()
+        log.info("stopped")
+
+    def run_until_signalled(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
+        self.start()
+        while not self._stopped.wait(1.0):
+            pass

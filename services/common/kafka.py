@@ -1,0 +1,46 @@
+"""Kafka client settings in one place: idempotent producers, manual-commit consumers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+
+def producer_config(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
+    """An idempotent producer: acks=all, no duplicates or reordering on internal retries."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "batch.num.messages": 10000,
+        "delivery.timeout.ms": 30000,
+    }
+
+
+def consumer_config(bootstrap_servers: str, group_id: str, client_id: str) -> dict[str, Any]:
+    """A consumer whose offsets move only when we commit them, after the database commit."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 50,
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+    }
+
+
+def new_producer(bootstrap_servers: str, client_id: str) -> Producer:
+    return Producer(producer_config(bootstrap_servers, client_id))
+
+
+def check_reachable(bootstrap_servers: str, timeout_s: float = 3.0) -> None:
+    """Raise if no broker answers a metadata request within `timeout_s`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin.list_topics(timeout=timeout_s)

@@ -1,0 +1,37 @@
+"""Settings shared by both services, read from the environment with defaults that run locally."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; each service subclasses it with its own env prefix.
+
+    With prefix ORDER_, `grpc_address` is read from ORDER_GRPC_ADDRESS, and so on.
+    The Kafka address is shared by both services: KAFKA_BOOTSTRAP_SERVERS.
+    """
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    grpc_address: str = "127.0.0.1:0"
+    database_url: str = "sqlite:///var/service.db"
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+    )
+    log_level: str = "INFO"
+    log_format: str = "json"
+    #: gRPC worker threads; WatchOrders streams each hold one while open.
+    grpc_max_workers: int = 64
+    #: Largest gRPC request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    grpc_max_request_bytes: int = 64 * 1024
+    #: Most events consumed and applied in one database transaction.
+    consumer_batch_size: int = 500
+    #: Most outbox rows published per relay round.
+    relay_batch_size: int = 1000
+    #: The relay also looks for unpublished rows this often, even if nobody woke it.
+    relay_idle_poll_s: float = 1.0
+    #: Seconds in-flight RPCs get to finish on SIGTERM.
+    shutdown_grace_s: float = 10.0

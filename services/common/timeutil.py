@@ -1,0 +1,21 @@
+"""UTC time helpers: the database keeps naive UTC datetimes, the protos carry Timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def utcnow() -> datetime:
+    """Now, as a naive UTC datetime (what SQLite stores and gives back)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    """A naive-UTC or aware datetime as a protobuf Timestamp."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

@@ -1,0 +1,50 @@
+"""Order rules, free of I/O: what a valid order request is and how a saga outcome lands."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+MAX_ID = 2**63 - 1
+MAX_REQUEST_ID_LENGTH = 128
+
+
+class Status(StrEnum):
+    """Where an order stands; COMPLETED and FAILED are terminal."""
+
+    CREATED = "CREATED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not Status.CREATED
+
+
+class InvalidOrderRequest(ValueError):
+    """A CreateOrder request the caller must fix."""
+
+
+def check_order_request(user_id: int, product_id: int, request_id: str) -> None:
+    """Raise InvalidOrderRequest naming the first thing wrong with a CreateOrder request."""
+    if user_id <= 0:
+        raise InvalidOrderRequest(f"user_id must be a positive integer, got {user_id}")
+    if product_id <= 0:
+        raise InvalidOrderRequest(f"product_id must be a positive integer, got {product_id}")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidOrderRequest(
+            f"request_id must be at most {MAX_REQUEST_ID_LENGTH} characters, got {len(request_id)}"
+        )
+
+
+def saga_outcome(successful: bool, reason: str) -> tuple[Status, str]:
+    """The status and failure reason an order gets from its TransactionRecorded outcome."""
+    if successful:
+        return Status.COMPLETED, ""
+    return Status.FAILED, reason or "payment was not completed"
+
+
+def next_status(current: Status, successful: bool, reason: str) -> tuple[Status, str] | None:
+    """The order's new (status, reason), or None when it is terminal and must not change."""
+    if current.terminal:
+        return None
+    return saga_outcome(successful, reason)

@@ -1,0 +1,51 @@
+"""Order service tables: the product catalogue and the orders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlmodel import Field, Index, SQLModel
+
+from services.common.timeutil import utcnow
+
+
+class Product(SQLModel, table=True):
+    """A product in the catalogue; its price is what an order of it costs."""
+
+    __tablename__ = "product"
+
+    id: int = Field(primary_key=True)
+    name: str
+    price_cents: int
+
+
+class Order(SQLModel, table=True):
+    """One order and where it stands in its saga."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_created", "created_at", "id"),
+        Index("ix_orders_user_created", "user_id", "created_at", "id"),
+    )
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True)
+    user_id: int
+    product_id: int
+    price_cents: int
+    #: CREATED, COMPLETED or FAILED (services.order.domain.Status).
+    status: str = Field(index=True)
+    failure_reason: str = ""
+    request_id: str | None = Field(default=None, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+#: Seeded on first start: products 1..5 (prices in cents).
+CATALOGUE = [
+    Product(id=1, name="Product 1", price_cents=5000),
+    Product(id=2, name="Product 2", price_cents=7500),
+    Product(id=3, name="Product 3", price_cents=10000),
+    Product(id=4, name="Product 4", price_cents=50000),
+    Product(id=5, name="Product 5", price_cents=100000),
+]

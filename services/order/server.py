@@ -1,0 +1,151 @@
+"""The OrderService servicer: protobuf <-> domain, and errors -> status codes."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import uuid
+from collections.abc import Iterator
+
+import grpc
+
+from paysaga.v1 import orders_pb2, orders_pb2_grpc
+from services.common.db import Database
+from services.common.paging import BadPageRequest, parse_page, split_page
+from services.common.timeutil import to_timestamp
+from services.order import store
+from services.order.domain import InvalidOrderRequest, Status, check_order_request
+from services.order.models import Order
+from services.order.watch import OrderChanges
+
+log = logging.getLogger(__name__)
+
+_STATUS_TO_PROTO = {
+    Status.CREATED: orders_pb2.ORDER_STATUS_CREATED,
+    Status.COMPLETED: orders_pb2.ORDER_STATUS_COMPLETED,
+    Status.FAILED: orders_pb2.ORDER_STATUS_FAILED,
+}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+
+
+def order_to_proto(order: Order) -> orders_pb2.Order:
+    return orders_pb2.Order(
+        id=order.id,
+        user_id=order.user_id,
+        product_id=order.product_id,
+        price_cents=order.price_cents,
+        status=_STATUS_TO_PROTO[Status(order.status)],
+        failure_reason=order.failure_reason,
+        create_time=to_timestamp(order.created_at),
+        update_time=to_timestamp(order.updated_at),
+        request_id=order.request_id or "",
+    )
+
+
+class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
+    """paysaga.v1.OrderService over the order database."""
+
+    def __init__(self, db: Database, changes: OrderChanges) -> None:
+        self.db = db
+        self.changes = changes
+
+    def publish_change(self, order: Order) -> None:
+        """Tell WatchOrders streams about a committed change."""
+        self.changes.publish(order_to_proto(order))
+
+    def CreateOrder(
+        self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
+    ) -> orders_pb2.CreateOrderResponse:
+        try:
+            check_order_request(request.user_id, request.product_id, request.request_id)
+            with self.db.write() as session:
+                order, created = store.create_order(
+                    session=session,
+                    user_id=request.user_id,
+                    product_id=request.product_id,
+                    request_id=request.request_id,
+                    on_change=self.publish_change,
+                )
+        except (InvalidOrderRequest, store.RequestIdReused) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except store.UnknownProduct as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        log.info(
+            "order created" if created else "order create retried",
+            extra={
+                "order_id": order.id,
+                "user_id": order.user_id,
+                "request_id": request.request_id,
+            },
+        )
+        return orders_pb2.CreateOrderResponse(order=order_to_proto(order))
+
+    def GetOrder(
+        self, request: orders_pb2.GetOrderRequest, context: grpc.ServicerContext
+    ) -> orders_pb2.GetOrderResponse:
+        try:
+            uuid.UUID(request.order_id)
+        except ValueError:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"order_id must be an order id (a UUID), got {request.order_id!r}",
+            )
+        with self.db.read() as session:
+            order = session.get(Order, request.order_id)
+        if order is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"order {request.order_id} does not exist")
+        return orders_pb2.GetOrderResponse(order=order_to_proto(order))
+
+    def ListOrders(
+        self, request: orders_pb2.ListOrdersRequest, context: grpc.ServicerContext
+    ) -> orders_pb2.ListOrdersResponse:
+        if request.user_id < 0:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"user_id must be positive (or 0 for any user), got {request.user_id}",
+            )
+        if request.status not in _STATUS_FROM_PROTO and request.status != 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
+        status = _STATUS_FROM_PROTO.get(request.status)
+        scope = f"orders:{request.user_id}:{request.status}"
+        try:
+            limit, after = parse_page(request.page_size, request.page_token, scope)
+        except BadPageRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        with self.db.read() as session:
+            rows = store.list_orders(
+                session=session,
+                user_id=request.user_id,
+                status=status,
+                after=after,
+                limit=limit + 1,
+            )
+        page, token = split_page(rows, limit, scope)
+        return orders_pb2.ListOrdersResponse(
+            orders=[order_to_proto(o) for o in page], next_page_token=token
+        )
+
+    def WatchOrders(
+        self, request: orders_pb2.WatchOrdersRequest, context: grpc.ServicerContext
+    ) -> Iterator[orders_pb2.WatchOrdersResponse]:
+        if request.user_id < 0:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"user_id must be positive (or 0 for any user), got {request.user_id}",
+            )
+        with self.changes.subscribe() as sub:
+            while context.is_active():
+                if sub.overflowed:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "this watcher fell too far behind: call ListOrders, then watch again",
+                    )
+                try:
+                    order = sub.changes.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if request.user_id and order.user_id != request.user_id:
+                    continue
+                if request.order_id and order.id != request.order_id:
+                    continue
+                yield orders_pb2.WatchOrdersResponse(order=order)

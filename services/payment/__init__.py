@@ -1,0 +1,1 @@
+"""The Payment service: charges users for orders and records the transactions."""
