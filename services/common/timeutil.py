@@ -1,4 +1,4 @@
-"""UTC time helpers: the database keeps naive UTC datetimes, the protos carry Timestamps."""
+"""UTC time helpers: the database keeps aware UTC datetimes, the protos carry Timestamps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 
 def utcnow() -> datetime:
-    """Now, as a naive UTC datetime (what SQLite stores and gives back)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now, as an aware UTC datetime (SQLModel stores and returns these)."""
+    return datetime.now(UTC)
 
 
 def to_timestamp(moment: datetime) -> Timestamp:
