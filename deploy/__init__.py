@@ -1,0 +1,1 @@
+"""Deployment helpers: the local Kafka runtime (deploy.kafka) and the Docker files."""

@@ -1,0 +1,374 @@
+"""A real single-node Apache Kafka (KRaft) from Maven jars: fetch, format, start, stop."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from string import Template
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.common.topics import TOPICS
+
+log = logging.getLogger(__name__)
+
+KAFKA_DIR = Path(__file__).resolve().parent
+REPO_ROOT = KAFKA_DIR.parents[1]
+LIB_DIR = KAFKA_DIR / "lib"
+POM = KAFKA_DIR / "pom.xml"
+JARS_STAMP = LIB_DIR / ".complete"
+KAFKA_VERSION = "4.3.1"
+JVM_OPTS = ["-Xms512m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+JVM_OPTS += ["-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
+
+#: The saga topics, then one dead-letter topic each.
+TOPIC_NAMES: list[str] = [*TOPICS, *(topic.dlt for topic in TOPICS.values())]
+
+
+class KafkaRuntimeError(RuntimeError):
+    """The broker could not be fetched, formatted, started or stopped; the message says why."""
+
+
+class PortInUseError(KafkaRuntimeError):
+    """A port the broker needs is held by another process."""
+
+
+def check_java() -> None:
+    """Fail with what to install unless a JDK 17 or newer is on the PATH."""
+    if shutil.which("java") is None:
+        raise KafkaRuntimeError("java not found: install a JDK 17 or newer (Kafka runs on it)")
+    settings = ["java", "-XshowSettings:properties", "-version"]
+    out = subprocess.run(settings, capture_output=True, text=True).stderr
+    found = re.search(r"^\s*java\.specification\.version = (\S+)", out, re.MULTILINE)
+    spec = found.group(1) if found else "unknown"
+    if not found or int(spec.split(".")[0]) < 17:
+        raise KafkaRuntimeError(f"Java {spec} found: Kafka 4 needs a JDK 17 or newer")
+
+
+def ensure_jars() -> bool:
+    """Fetch the Kafka jars into deploy/kafka/lib with Maven unless present; True if fetched."""
+    if JARS_STAMP.exists() and JARS_STAMP.stat().st_mtime >= POM.stat().st_mtime:
+        return False
+    if shutil.which("mvn") is None:
+        raise KafkaRuntimeError("mvn not found: install Apache Maven (it fetches the Kafka jars)")
+    log.info("fetching Apache Kafka %s jars into %s", KAFKA_VERSION, LIB_DIR)
+    shutil.rmtree(LIB_DIR, ignore_errors=True)  # a changed pom must not leave stale jars behind
+    if subprocess.run(["mvn", "-B", "-f", str(POM), "package"]).returncode != 0:
+        raise KafkaRuntimeError(f"mvn could not fetch the Kafka jars (see its output above; {POM})")
+    JARS_STAMP.touch()
+    return True
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something already listens on host:port (bound like Java does, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+class KafkaRuntime:
+    """One Kafka broker+controller on 127.0.0.1 with its data, pid file and log in given places."""
+
+    def __init__(
+        self,
+        port: int = 9092,
+        controller_port: int = 9093,
+        data_dir: Path = REPO_ROOT / "var/kafka",
+        run_dir: Path = REPO_ROOT / "var/run",
+        log_file: Path = REPO_ROOT / "var/log/kafka.log",
+        partitions: int = 6,
+        detach: bool = True,
+    ) -> None:
+        self.port = port
+        self.controller_port = controller_port
+        self.data_dir = Path(data_dir).resolve()
+        self.run_dir = Path(run_dir).resolve()
+        self.log_file = Path(log_file).resolve()
+        self.partitions = partitions
+        self.detach = detach  # own session: a detached broker outlives the command that started it
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "kafka.pid"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "kraft-combined-logs"
+
+    # -- state ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """Pid of this runtime's live broker, else None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if self._alive(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def _alive(self, pid: int) -> bool:
+        """Alive, not a zombie, and really our broker (pids get reused)."""
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
+            return False
+        ps = subprocess.run(
+            ["ps", "-o", "stat=,args=", "-p", str(pid)], capture_output=True, text=True
+        )
+        stat, _, args = ps.stdout.strip().partition(" ")
+        return ps.returncode == 0 and not stat.startswith("Z") and str(self.config_file) in args
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return f"(no log at {self.log_file})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _java(self, main: str, *args: str, heap: bool = False) -> list[str]:
+        return [
+            "java",
+            *(JVM_OPTS if heap else []),
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+            f"-Dkafka.log.file={self.log_file}",
+            "-cp",
+            f"{LIB_DIR}/*",
+            main,
+            *args,
+        ]
+
+    def _write_config(self) -> None:
+        template = Template((KAFKA_DIR / "server.properties.in").read_text())
+        values = dict(
+            port=self.port, controller_port=self.controller_port, partitions=self.partitions
+        )
+        self.config_file.write_text(template.substitute(values, log_dirs=self.log_dirs))
+
+    def format_if_needed(self) -> bool:
+        """Format the storage once (KRaft, --standalone); True if it was formatted now."""
+        if (self.log_dirs / "meta.properties").exists():
+            return False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        run = subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True
+        )
+        cluster_id = run.stdout.strip().splitlines()[-1] if run.returncode == 0 else ""
+        if not cluster_id:
+            raise KafkaRuntimeError(f"kafka-storage random-uuid failed:\n{run.stderr}")
+        fmt = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(self.config_file),
+        )
+        run = subprocess.run(fmt, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise KafkaRuntimeError(f"formatting {self.log_dirs} failed:\n{run.stdout}{run.stderr}")
+        log.info("formatted Kafka storage in %s (cluster id %s)", self.log_dirs, cluster_id)
+        return True
+
+    def _check_ports(self) -> None:
+        for name, port in (("broker", self.port), ("controller", self.controller_port)):
+            if port_in_use(port):
+                raise PortInUseError(
+                    f"{name} port 127.0.0.1:{port} is already in use by another process "
+                    f"(not the broker of {self.pid_file}): stop that process or choose another "
+                    f"port (KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
+                )
+
+    def _check_formatted_controller(self) -> None:
+        """--standalone recorded the controller address at format time: it cannot move."""
+        if not self.config_file.exists():
+            return
+        wanted = f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"
+        if wanted not in self.config_file.read_text().splitlines():
+            raise KafkaRuntimeError(
+                f"{self.data_dir} was formatted for another controller port: start with the "
+                f"controller port in {self.config_file}, or remove the data (make kafka-clean)"
+            )
+
+    def start(self, timeout: float = 90.0) -> int:
+        """Start the broker (a no-op if already running), wait until it answers; return its pid."""
+        if (pid := self.pid()) is not None:
+            log.info("Kafka already running at %s (pid %d)", self.bootstrap_servers, pid)
+            return pid
+        check_java()
+        self._check_ports()
+        ensure_jars()
+        self._check_formatted_controller()
+        self.format_if_needed()
+        self._write_config()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        with self.log_file.open("ab") as out:  # JVM errors before log4j starts land here too
+            self._proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.config_file), heap=True),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.detach,
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+        try:
+            self._wait_ready(began + timeout)
+        except KafkaRuntimeError:
+            self.stop()
+            raise
+        log.info(
+            "Kafka %s up at %s (pid %d) in %.1f s",
+            KAFKA_VERSION,
+            self.bootstrap_servers,
+            self._proc.pid,
+            time.monotonic() - began,
+        )
+        return self._proc.pid
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Ready = the listener accepts and a metadata request answers with our broker."""
+        assert self._proc is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise KafkaRuntimeError(
+                    f"Kafka exited with code {self._proc.returncode} while starting; "
+                    f"last lines of {self.log_file}:\n{self.log_tail()}"
+                )
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                if self._admin().list_topics(timeout=2).brokers:
+                    return
+            except (OSError, KafkaException):
+                pass
+            time.sleep(0.2)
+        raise KafkaRuntimeError(
+            f"Kafka did not answer on {self.bootstrap_servers} in time; "
+            f"last lines of {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def _signal_and_wait(self, sig: signal.Signals, timeout: float) -> bool:
+        """Send sig to the broker and wait for it to exit; True if it did."""
+        pid = self.pid()
+        if pid is None:
+            return True
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop cleanly (SIGTERM, wait; SIGKILL as a last resort); False if it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        began = time.monotonic()
+        if self._signal_and_wait(signal.SIGTERM, timeout):
+            log.info("Kafka stopped (pid %d) in %.1f s", pid, time.monotonic() - began)
+        else:
+            log.warning("Kafka (pid %d) ignored SIGTERM for %.0f s: killing it", pid, timeout)
+            self._signal_and_wait(signal.SIGKILL, 10)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL the broker at once, as a crash would (for fault-injection tests)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        if not self._signal_and_wait(signal.SIGKILL, 10):
+            raise KafkaRuntimeError(f"Kafka (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        log.info("Kafka killed (pid %d)", pid)
+        return True
+
+    def clean(self) -> None:
+        """Stop the broker if it runs and remove its data."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        log.info("removed Kafka data in %s", self.data_dir)
+
+    # -- topics --------------------------------------------------------------------------
+
+    def _admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap_servers})
+
+    def topics(self) -> dict[str, int]:
+        """Topic name -> partition count, internal topics left out."""
+        metadata = self._admin().list_topics(timeout=10)
+        return {
+            name: len(topic.partitions)
+            for name, topic in sorted(metadata.topics.items())
+            if not name.startswith("__")
+        }
+
+    def create_topics(self, names: list[str] | None = None, timeout: float = 30.0) -> list[str]:
+        """Create the saga topics and their dead-letter topics if missing; return those created."""
+        admin = self._admin()
+        metadata = admin.list_topics(timeout=10)
+        replication = min(3, len(metadata.brokers))
+        missing = [name for name in names or TOPIC_NAMES if name not in metadata.topics]
+        if not missing:
+            return []
+        new = [NewTopic(name, self.partitions, replication) for name in missing]
+        for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise KafkaRuntimeError(f"could not create topic {name}: {exc}") from exc
+        self._wait_for_leaders(admin, missing, time.monotonic() + timeout)
+        log.info(
+            "created topics %s (%d partitions, replication %d)",
+            ", ".join(missing),
+            self.partitions,
+            replication,
+        )
+        return missing
+
+    def _wait_for_leaders(self, admin: AdminClient, names: list[str], deadline: float) -> None:
+        """Until every partition of the new topics has a leader, a producer could see errors."""
+        while time.monotonic() < deadline:
+            topics = admin.list_topics(timeout=5).topics
+            if all(
+                name in topics
+                and topics[name].partitions
+                and all(p.leader >= 0 for p in topics[name].partitions.values())
+                for name in names
+            ):
+                return
+            time.sleep(0.1)
+        raise KafkaRuntimeError(f"topics {names} have no leaders yet on {self.bootstrap_servers}")
