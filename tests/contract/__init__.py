@@ -1,0 +1,1 @@
+"""Contract tests: the protos, the generated code and the topic table agree."""
