@@ -1,0 +1,149 @@
+"""One hop (decode -> inbox -> handler -> outbox -> offset commit) over a real SQLite file.
+
+Kafka is replaced by in-memory records here; the integration tests run the same loop
+against the real broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from paysaga.v1 import events_pb2
+from services.common.cloudevents import EventMeta, Headers
+from services.common.consumer import EventConsumer
+from services.common.db import Database
+from services.common.inbox import ProcessedEvent
+from services.common.outbox import OutboxRecord
+from services.common.topics import ORDERS
+from services.payment.handlers import on_order_purchased
+from services.payment.models import Account, Payment, Transaction
+from services.payment.store import seed_accounts
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class FakeRecord:
+    """Stands in for confluent_kafka.Message."""
+
+    _topic: str
+    _offset: int
+    _value: bytes
+    _headers: Headers
+    _key: bytes = b"1"
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> Headers:
+        return self._headers
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass
+class FakeConsumer:
+    commits: list[Any] = field(default_factory=list)
+
+    def commit(self, offsets: Any, asynchronous: bool) -> None:
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+
+
+@pytest.fixture
+def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
+    db = Database(f"sqlite:///{tmp_path}/payment.db")
+    db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent])
+    seed_accounts(db)
+    consumer = FakeConsumer()
+    hop = EventConsumer(db, consumer, {ORDERS.name: on_order_purchased})  # type: ignore[arg-type]
+    return hop, db, consumer
+
+
+def order_record(offset: int, order_id: str, amount: int, event_id: str = "") -> FakeRecord:
+    meta = EventMeta.new(ce_type=ORDERS.ce_type, source="test")
+    if event_id:
+        meta = EventMeta(event_id, meta.type, meta.source, meta.time)
+    event = events_pb2.OrderPurchased(
+        order_id=order_id, user_id=1, product_id=1, amount_cents=amount
+    )
+    return FakeRecord("orders", offset, event.SerializeToString(), meta.headers())
+
+
+def balance(db: Database) -> int:
+    with db.read() as session:
+        account = session.get(Account, 1)
+        assert account is not None
+        return account.balance_cents
+
+
+def outbox_topics(db: Database) -> list[str]:
+    with db.read() as session:
+        return [r.topic for r in session.exec(select(OutboxRecord).order_by(OutboxRecord.seq))]
+
+
+def test_event_applied_once_even_when_delivered_twice(hop: Any) -> None:
+    consumer, db, kafka = hop
+    record = order_record(0, "order-a", 5000, event_id="evt-1")
+    consumer.process_batch([record])
+    consumer.process_batch([order_record(1, "order-a", 5000, event_id="evt-1")])
+    assert balance(db) == 5000
+    assert outbox_topics(db) == ["payments"]
+    assert kafka.commits == [[("orders", 0, 1)], [("orders", 0, 2)]]
+
+
+def test_same_order_under_a_new_event_id_is_not_charged_twice(hop: Any) -> None:
+    consumer, db, _ = hop
+    consumer.process_batch([order_record(0, "order-a", 5000), order_record(1, "order-a", 5000)])
+    assert balance(db) == 5000
+    assert outbox_topics(db) == ["payments"]
+
+
+def test_poison_is_dead_lettered_and_the_batch_goes_on(hop: Any) -> None:
+    consumer, db, kafka = hop
+    garbage = FakeRecord("orders", 1, b"\xff\x00garbage", [])
+    consumer.process_batch(
+        [order_record(0, "order-a", 3000), garbage, order_record(2, "order-b", 2000)]
+    )
+    assert balance(db) == 5000
+    assert outbox_topics(db) == ["payments", "orders.dlt", "payments"]
+    with db.read() as session:
+        dead = session.exec(select(OutboxRecord).where(OutboxRecord.topic == "orders.dlt")).one()
+    assert dict(dead.headers())["dlt_reason"].startswith(b"missing CloudEvents header")
+    assert dead.value == b"\xff\x00garbage"
+    assert kafka.commits == [[("orders", 0, 3)]]
+
+
+def test_invalid_event_rolls_back_only_itself(hop: Any) -> None:
+    consumer, db, _ = hop
+    consumer.process_batch([order_record(0, "order-a", -5), order_record(1, "order-b", 1000)])
+    assert balance(db) == 9000
+    with db.read() as session:
+        dead = session.exec(select(OutboxRecord).where(OutboxRecord.topic == "orders.dlt")).one()
+    assert dict(dead.headers())["dlt_reason"] == b"amount_cents must be positive, got -5"
+
+
+def test_balance_never_goes_negative(hop: Any) -> None:
+    consumer, db, _ = hop
+    consumer.process_batch([order_record(i, f"order-{i}", 3000) for i in range(5)])
+    assert balance(db) == 1000
+    with db.read() as session:
+        approved = session.exec(select(Payment).where(Payment.approved == True)).all()  # noqa: E712
+    assert len(approved) == 3
