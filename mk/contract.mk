@@ -48,7 +48,7 @@ contract: venv tools ## buf lint, buf breaking against the baseline, contract te
 	@echo "==> buf breaking against $(BASELINE)"
 	$(BUF) breaking --against $(BASELINE)
 	@echo "==> contract tests"
-	$(PY) -m pytest tests/contract -q -m contract
+	$(PY) -m pytest tests/contract -q
 
 .PHONY: contract-baseline
 contract-baseline: tools ## refresh the released-contract baseline (on purpose only)

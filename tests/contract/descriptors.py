@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -29,20 +29,21 @@ def pb2_module(proto: Path) -> ModuleType:
 
 
 def file_descriptors() -> list[FileDescriptor]:
+    """The descriptor of every contract file, from the generated code."""
     return [pb2_module(p).DESCRIPTOR for p in proto_files()]
 
 
-def _walk(messages: Iterator[Descriptor] | list[Descriptor]) -> Iterator[Descriptor]:
+def _walk(messages: Iterable[Descriptor]) -> Iterator[Descriptor]:
     for message in messages:
         if message.GetOptions().map_entry:
             continue
         yield message
-        yield from _walk(list(message.nested_types))
+        yield from _walk(message.nested_types)
 
 
 def all_messages() -> list[Descriptor]:
     """Every message (nested ones too, map entries excepted) in every contract file."""
-    return [m for f in file_descriptors() for m in _walk(list(f.message_types_by_name.values()))]
+    return [m for f in file_descriptors() for m in _walk(f.message_types_by_name.values())]
 
 
 # One distinct, non-default value per scalar type, so a field that is dropped or
