@@ -134,6 +134,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
             )
         with self.changes.subscribe() as sub:
+            # Headers now: a client that waits for them knows no later change is missed.
+            context.send_initial_metadata((("paysaga-watch", "subscribed"),))
             while context.is_active():
                 if sub.overflowed:
                     context.abort(

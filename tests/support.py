@@ -1,0 +1,82 @@
+"""Helpers shared by the integration, end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import Consumer, Message
+
+from paysaga.v1 import orders_pb2, orders_pb2_grpc
+
+T = TypeVar("T")
+
+TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s: float = 0.05
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def wait_terminal(
+    stub: orders_pb2_grpc.OrderServiceStub, order_id: str, timeout_s: float = 60.0
+) -> orders_pb2.Order:
+    """The order once it is COMPLETED or FAILED."""
+
+    def probe() -> orders_pb2.Order | None:
+        order = stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id)).order
+        return order if order.status in TERMINAL else None
+
+    return wait_for(f"order {order_id} to end", probe, timeout_s)
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    match: Callable[[Message], bool],
+    count: int = 1,
+    timeout_s: float = 60.0,
+) -> list[Message]:
+    """Read `topic` from the start until `count` records satisfy `match`; return those."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out: {len(found)} of {count} matching records on {topic}"
+                )
+            for record in consumer.consume(500, 0.5):
+                if record.error() is None and match(record):
+                    found.append(record)
+    finally:
+        consumer.close()
+    return found
