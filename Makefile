@@ -15,6 +15,8 @@ include mk/prereqs.mk
 include mk/contract.mk
 include mk/kafka.mk
 include mk/services.mk
+include mk/faults.mk
+include mk/bench.mk
 
 .PHONY: help
 help: ## list the targets
@@ -55,5 +57,5 @@ test-e2e: venv tools check-java ## end-to-end tests: real services called with g
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
-test: check-prereqs venv tools kafka-jars lint contract test-unit test-integration test-e2e ## everything CI runs
+test: check-prereqs venv tools kafka-jars lint contract test-unit test-integration test-e2e test-faults ## everything CI runs
 	@echo "==> all tests passed"
