@@ -9,7 +9,7 @@ from confluent_kafka import Consumer
 
 from services.common.consumer import EventConsumer, Handler
 from services.common.db import Database
-from services.common.grpc_app import GrpcApp
+from services.common.grpc_app import GrpcApp, Worker
 from services.common.kafka import check_reachable, consumer_config, new_producer
 from services.common.relay import OutboxRelay
 from services.common.settings import ServiceSettings
@@ -24,8 +24,13 @@ def build_app(
     handlers: dict[str, Handler],
     service_names: Sequence[str],
     register: Callable[[grpc.Server], None],
+    writers: Sequence[Worker] = (),
 ) -> GrpcApp:
-    """A runnable service: its servicers, the outbox relay and the consumer of `handlers`."""
+    """A runnable service: its servicers, the outbox relay and the consumer of `handlers`.
+
+    `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
+    after the gRPC server and the consumer, and before the relay publishes the rest.
+    """
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
         db,
@@ -43,7 +48,7 @@ def build_app(
         address=settings.grpc_address,
         service_names=service_names,
         register=register,
-        workers=[relay, consumer],
+        workers=[relay, *writers, consumer],
         readiness_checks=[db.ping, lambda: check_reachable(bootstrap)],
         max_workers=settings.grpc_max_workers,
         max_request_bytes=settings.grpc_max_request_bytes,

@@ -35,12 +35,30 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Session, Message, EventMeta], None]
 
 
+class _Rejected(Exception):
+    """A handler rejected an event of the batch: roll back and apply the batch again."""
+
+
 @dataclass
 class _Record:
     kafka: KafkaMessage
     meta: EventMeta | None = None
     event: Message | None = None
     error: str = ""
+
+    @property
+    def topic(self) -> str:
+        return self.kafka.topic() or ""
+
+    def log_fields(self) -> dict[str, object]:
+        k = self.kafka
+        return {
+            "topic": k.topic(),
+            "partition": k.partition(),
+            "offset": k.offset(),
+            "event_id": self.inbox_id,
+            "subject": self.meta.subject if self.meta else "",
+        }
 
     @property
     def inbox_id(self) -> str:
@@ -88,8 +106,7 @@ class EventConsumer:
         backoff = 0.1
         try:
             while not self._stopping.is_set():
-                records = self.consumer.consume(self.batch_size, self.poll_timeout_s)
-                records = [r for r in records if self._usable(r)]
+                records = [r for r in self._next_batch() if self._usable(r)]
                 if not records:
                     continue
                 try:
@@ -106,6 +123,16 @@ class EventConsumer:
         finally:
             self.consumer.close()
 
+    def _next_batch(self) -> list[KafkaMessage]:
+        """Wait for one record, then take what else is already fetched, up to batch_size.
+
+        (consume(n, timeout) alone would wait for a full batch or the whole timeout.)
+        """
+        first = self.consumer.poll(self.poll_timeout_s)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(self.batch_size - 1, 0)]
+
     @staticmethod
     def _usable(record: KafkaMessage) -> bool:
         err = record.error()
@@ -120,47 +147,65 @@ class EventConsumer:
     def process_batch(self, kafka_records: list[KafkaMessage]) -> None:
         """Apply a batch in one transaction, then commit its offsets."""
         records = [self._decode(k) for k in kafka_records]
-        with self.db.write() as session:
-            for record in records:
-                self._apply(session, record)
+        if not self._try_apply(records, savepoints=False):
+            # A handler rejected an event (now marked). Apply the batch again, each event
+            # in a savepoint this time, so further rejections cost no further attempts.
+            self._try_apply(records, savepoints=True)
         self._commit_offsets(kafka_records)
         self.applied += len(records)
 
     @staticmethod
     def _decode(kafka: KafkaMessage) -> _Record:
-        topic = TOPICS[kafka.topic()]
+        topic = TOPICS[kafka.topic() or ""]
         try:
-            meta, event = decode(topic, kafka.headers(), kafka.value())
+            meta, event = decode(topic, kafka.headers(), kafka.value())  # type: ignore[arg-type]
         except InvalidEvent as exc:
             return _Record(kafka, error=str(exc))
         return _Record(kafka, meta=meta, event=event)
 
-    def _apply(self, session: Session, record: _Record) -> None:
-        k = record.kafka
-        fields = {
-            "topic": k.topic(),
-            "partition": k.partition(),
-            "offset": k.offset(),
-            "event_id": record.inbox_id,
-        }
-        if not inbox.first_delivery(session, event_id=record.inbox_id, topic=k.topic()):
-            log.info("duplicate event skipped", extra=fields)
-            return
-        if record.meta is not None and record.event is not None:
+    def _try_apply(self, records: list[_Record], *, savepoints: bool) -> bool:
+        """One attempt at the batch; False when a handler rejected an event (now marked).
+
+        Without savepoints (the fast path: each savepoint costs a flush), an event rejected
+        half-way rolls the whole attempt back; with them, only the event is rolled back.
+        Either way a rejected event is dead-lettered.
+        """
+        try:
+            with self.db.write() as session:
+                new = inbox.record_new(session, [(r.inbox_id, r.topic) for r in records])
+                for record in records:
+                    if record.inbox_id not in new:
+                        log.info("duplicate event skipped", extra=record.log_fields())
+                        continue
+                    new.discard(record.inbox_id)
+                    self._apply(session, record, savepoints)
+        except _Rejected:
+            return False
+        return True
+
+    def _apply(self, session: Session, record: _Record, savepoint: bool) -> None:
+        if record.meta is not None and record.event is not None and not record.error:
+            handler = self.handlers[record.topic]
             try:
-                with session.begin_nested():
-                    self.handlers[k.topic()](session, record.event, record.meta)
+                if savepoint:
+                    with session.begin_nested():
+                        handler(session, record.event, record.meta)
+                else:
+                    handler(session, record.event, record.meta)
                 return
             except InvalidEvent as exc:
                 record.error = str(exc)
-        log.warning("event dead-lettered", extra={**fields, "reason": record.error})
+                if not savepoint:
+                    raise _Rejected from exc
+        k = record.kafka
+        log.warning("event dead-lettered", extra={**record.log_fields(), "reason": record.error})
         outbox.add_dead_letter(
             session,
-            topic=k.topic(),
+            topic=record.topic,
             key=k.key(),
-            value=k.value(),
-            headers=k.headers() or [],
-            reason=record.error,
+            value=k.value(),  # type: ignore[arg-type]
+            headers=list(k.headers() or []),
+            reason=record.error,  # type: ignore[arg-type]
             event_id=record.inbox_id,
         )
 

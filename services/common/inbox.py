@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import insert
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.common.timeutil import utcnow
 
@@ -19,11 +21,21 @@ class ProcessedEvent(SQLModel, table=True):
     processed_at: datetime = Field(default_factory=utcnow)
 
 
-def first_delivery(session: Session, *, event_id: str, topic: str) -> bool:
-    """Record `event_id` in this transaction; False if it was recorded before."""
-    seen = session.exec(select(ProcessedEvent.event_id).where(ProcessedEvent.event_id == event_id))
-    if seen.first() is not None:
-        return False
-    session.add(ProcessedEvent(event_id=event_id, topic=topic))
-    session.flush()
-    return True
+def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
+    """Record the (event id, topic) pairs not seen before; return their ids.
+
+    One query for the whole batch. An id that appears twice in `events` is returned
+    once: the caller applies its first copy and treats the next as a duplicate.
+    """
+    ids = {event_id for event_id, _ in events}
+    seen = set(
+        session.exec(select(ProcessedEvent.event_id).where(col(ProcessedEvent.event_id).in_(ids)))
+    )
+    new = {event_id: topic for event_id, topic in events if event_id not in seen}
+    if new:
+        now = utcnow()
+        session.execute(
+            insert(ProcessedEvent),
+            [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()],
+        )
+    return set(new)

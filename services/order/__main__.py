@@ -36,6 +36,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         register=lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(
             servicer, server
         ),
+        writers=[servicer.writes],
     )
 
 

@@ -11,6 +11,7 @@ import grpc
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.db import Database
+from services.common.group_commit import GroupCommitter
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.order import store
@@ -48,6 +49,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     def __init__(self, db: Database, changes: OrderChanges) -> None:
         self.db = db
         self.changes = changes
+        #: CreateOrder writes, committed in groups (see services.common.group_commit).
+        self.writes = GroupCommitter(db, rejects=store.CREATE_REJECTIONS)
 
     def publish_change(self, order: Order) -> None:
         """Tell WatchOrders streams about a committed change."""
@@ -58,14 +61,15 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     ) -> orders_pb2.CreateOrderResponse:
         try:
             check_order_request(request.user_id, request.product_id, request.request_id)
-            with self.db.write() as session:
-                order, created = store.create_order(
+            order, created = self.writes.submit(
+                lambda session: store.create_order(
                     session=session,
                     user_id=request.user_id,
                     product_id=request.product_id,
                     request_id=request.request_id,
                     on_change=self.publish_change,
                 )
+            )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except store.UnknownProduct as exc:

@@ -25,6 +25,10 @@ class RequestIdReused(ValueError):
     """A request_id already used for a different order request."""
 
 
+#: What create_order raises for a request the caller must fix (the rest are failures).
+CREATE_REJECTIONS: tuple[type[Exception], ...] = (UnknownProduct, RequestIdReused)
+
+
 def seed_catalogue(db: Database) -> None:
     """Insert the catalogue's products that are missing (first start)."""
     with db.write() as session:
