@@ -39,7 +39,7 @@ def up(kafka: KafkaRuntime) -> None:
     if (pid := kafka.pid()) is not None:
         print(f"Kafka is already running at {kafka.bootstrap_servers} (pid {pid}): nothing to do")
         return
-    kafka.start()
+    kafka.start(timeout=float(os.environ.get("KAFKA_START_TIMEOUT", "90")))
     kafka.create_topics()
     print(f"broker log: {kafka.log_file}; stop it with `make kafka-down`")
     print_topics(kafka)

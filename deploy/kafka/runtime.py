@@ -54,6 +54,7 @@ class KafkaRuntime:
         self.partitions = partitions
         self.detach = detach  # own session: a detached broker outlives the command that started it
         self._proc: subprocess.Popen[bytes] | None = None
+        self._proc_command = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -79,23 +80,25 @@ class KafkaRuntime:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if self._alive(pid):
+        args = self._command_line(pid)
+        if args is not None and str(self.config_file) in args:
             return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        if args is None or "kafka.Kafka" not in args:  # gone, or the pid now names another program
+            self.pid_file.unlink(missing_ok=True)
+        return None  # (or the broker of another data folder: its pid file is left alone)
 
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def _alive(self, pid: int) -> bool:
-        """Alive, not a zombie, and really our broker (pids get reused)."""
+    def _command_line(self, pid: int) -> str | None:
+        """The command line of a live process (not a zombie), None if there is none."""
         if self._proc is not None and self._proc.pid == pid:  # our child: poll() also reaps it
-            return self._proc.poll() is None
+            return self._proc_command if self._proc.poll() is None else None
         ps = subprocess.run(
             ["ps", "-ww", "-o", "stat=,args=", "-p", str(pid)], capture_output=True, text=True
         )
         stat, _, args = ps.stdout.strip().partition(" ")
-        return ps.returncode == 0 and not stat.startswith("Z") and str(self.config_file) in args
+        return args if ps.returncode == 0 and not stat.startswith("Z") else None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -177,8 +180,10 @@ class KafkaRuntime:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         with self.log_file.open("ab") as out:  # JVM errors before log4j starts land here too
+            command = self._java("kafka.Kafka", str(self.config_file), broker=True)
+            self._proc_command = " ".join(command)
             self._proc = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.config_file), broker=True),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -229,7 +234,7 @@ class KafkaRuntime:
         os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._alive(pid):
+            if self._command_line(pid) is None:
                 return True
             time.sleep(0.1)
         return False

@@ -51,7 +51,9 @@ def consumer(bootstrap: str, topic: str) -> Iterator[Consumer]:
         c.close()
 
 
-def consume_until(c: Consumer, done: Callable[[list[Message]], bool], timeout_s: float = 60):
+def consume_until(
+    c: Consumer, done: Callable[[list[Message]], bool], timeout_s: float = 60
+) -> list[Message]:
     """Poll until `done(messages)` holds; fail after timeout_s."""
     messages: list[Message] = []
     deadline = time.monotonic() + timeout_s
@@ -64,7 +66,7 @@ def consume_until(c: Consumer, done: Callable[[list[Message]], bool], timeout_s:
     return messages
 
 
-def values_of(messages: list[Message]) -> set[bytes]:
+def values_of(messages: list[Message]) -> set[bytes | None]:
     return {m.value() for m in messages}
 
 
@@ -97,8 +99,10 @@ def test_idempotent_producer_and_manual_commit_round_trip(kafka_broker: KafkaRun
         assert [m.value() for m in ours] == sent  # one key, one partition: in order
         last = ours[-1]
         c.commit(message=last, asynchronous=False)
-        (committed,) = c.committed([TopicPartition("orders", last.partition())], timeout=10)
-        assert committed.offset == last.offset() + 1
+        partition, offset = last.partition(), last.offset()
+        assert partition is not None and offset is not None
+        (committed,) = c.committed([TopicPartition("orders", partition)], timeout=10)
+        assert committed.offset == offset + 1
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["stop", "kill"])
