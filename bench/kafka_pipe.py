@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.procstat import CpuMeter
 from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta, decode
 from services.common.kafka import consumer_config, producer_config
@@ -156,8 +157,12 @@ def _create_topics(bootstrap: str, run: str, partitions: int) -> list[str]:
     return names
 
 
-def kafka_ceiling(bootstrap: str, *, count: int, partitions: int = 6) -> dict[str, Any]:
-    """Push `count` events through the 3 hops; msgs/s from first produce to last consume."""
+def kafka_ceiling(
+    bootstrap: str, *, count: int, pids: dict[str, int], partitions: int = 6
+) -> dict[str, Any]:
+    """Push `count` events through the 3 hops; msgs/s from first produce to last consume.
+
+    `pids` (the broker's, if known) are CPU-accounted while the events flow."""
     run = f"bench-{uuid.uuid4().hex[:8]}"
     names = _create_topics(bootstrap, run, partitions)
     print(f"[kafka] topics {', '.join(names)} ({partitions} partitions)", flush=True)
@@ -175,6 +180,8 @@ def kafka_ceiling(bootstrap: str, *, count: int, partitions: int = 6) -> dict[st
                 raise RuntimeError("a Kafka pipeline stage did not join its group in 60 s")
         print(f"[kafka] stages ready; producing {count} events", flush=True)
         producer = ctx.Process(target=source, args=(bootstrap, run, count, results))
+        cpu = CpuMeter(pids)
+        cpu.start()
         producer.start()
         stages.append(producer)
         got: dict[str, Any] = {}
@@ -183,6 +190,7 @@ def kafka_ceiling(bootstrap: str, *, count: int, partitions: int = 6) -> dict[st
                 got.update(results.get(timeout=330))
             except queue.Empty as exc:
                 raise RuntimeError("the Kafka pipeline did not finish") from exc
+        used = cpu.stop()
     finally:
         stop.set()
         for p in stages:
@@ -207,4 +215,5 @@ def kafka_ceiling(bootstrap: str, *, count: int, partitions: int = 6) -> dict[st
         "source_produce_s": round(got["produced_s"], 2),
         "partitions": partitions,
         "hops": "source -> hop -> hop -> sink, 4 processes",
+        "cpu_s": used,
     }

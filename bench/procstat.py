@@ -40,12 +40,15 @@ class CpuMeter:
         self._machine = machine_busy_seconds()
 
     def stop(self) -> dict[str, float | None]:
-        """name -> CPU seconds used since start(); plus `machine_busy_fraction` (0..1)."""
+        """name -> CPU seconds used since start(), plus the machine's busy share and the CPU
+        seconds of everything else on it (other people's processes, our helpers)."""
         used: dict[str, float | None] = {}
         for name, pid in self.pids.items():
             now, then = cpu_seconds(pid), self._start.get(name)
             used[name] = None if now is None or then is None else round(now - then, 3)
         busy, total = machine_busy_seconds()
-        span = total - self._machine[1]
-        used["machine_busy_fraction"] = round((busy - self._machine[0]) / span, 3) if span else None
+        busy_s, span = busy - self._machine[0], total - self._machine[1]
+        ours = sum(v for v in used.values() if v is not None)
+        used["other_processes"] = round(max(0.0, busy_s - ours), 3)
+        used["machine_busy_fraction"] = round(busy_s / span, 3) if span else None
         return used

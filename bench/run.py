@@ -119,7 +119,11 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             )
     if "kafka" in args.phases:
         print("== Kafka 3-hop ceiling (separate processes, same broker)", flush=True)
-        results["kafka"] = kafka_ceiling(stack.bootstrap, count=args.kafka_events)
+        results["kafka"] = kafka_ceiling(
+            stack.bootstrap,
+            count=args.kafka_events,
+            pids={k: v for k, v in stack.pids.items() if k == "kafka"},
+        )
     if {"throughput", "latency"} & set(args.phases):
         print("== saga: max throughput, then latency", flush=True)
         results.update(asyncio.run(saga_phases(stack, args)))

@@ -189,7 +189,11 @@ async def latency_phase(
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), drain_timeout_s)
     await drain(watcher, max(0.0, drain_timeout_s - (time.perf_counter() - began)), "latency")
     cpu_used = cpu.stop()
+    ended = time.perf_counter()
     finished = [(s, st, a, f.result()) for s, st, a, f in sent if f.done() and not f.cancelled()]
+    # An unfinished order counts with the time it had waited when we gave up: the
+    # percentiles are then lower bounds rather than figures of the survivors only.
+    censored = [ended - st for _, st, _, f in sent if not f.done()]
     result: dict[str, Any] = {
         "offered_per_s": rate,
         "duration_s": duration_s,
@@ -203,7 +207,8 @@ async def latency_phase(
         "first_errors": counters.first_errors,
         "cpu_s": cpu_used,
     }
-    result.update(summary_ms([done - started for _, started, _, done in finished]))
+    result.update(summary_ms([done - started for _, started, _, done in finished] + censored))
+    result["percentiles_are_lower_bounds"] = bool(censored)
     result["from_scheduled"] = summary_ms([done - sched for sched, _, _, done in finished])
     result["create_ack"] = summary_ms([ack - started for _, started, ack, _ in finished])
     return result
