@@ -17,7 +17,7 @@ import uuid
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.procstat import CpuMeter
@@ -63,7 +63,7 @@ def _produce(producer: Producer, topic: str, stage: str, order_id: str, user_id:
                 topic,
                 key=str(user_id).encode(),
                 value=event.SerializeToString(),
-                headers=meta.headers(),
+                headers=list(meta.headers()),
             )
             producer.poll(0)
             return
@@ -82,7 +82,7 @@ def _consumer(bootstrap: str, group: str, topic: str) -> Consumer:
 
 def _records(consumer: Consumer) -> list[Any]:
     batch = consumer.consume(BATCH, 0.1)
-    return [r for r in batch if r.error() is None or r.error().code() != KafkaError._PARTITION_EOF]
+    return [r for r in batch if r.error() is None]  # drops partition EOF and transient errors
 
 
 def _commit(consumer: Consumer, records: list[Any]) -> None:

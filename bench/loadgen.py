@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ class Schedule:
 
 
 async def open_loop(
-    send: Callable[[float], Awaitable[None]],
+    send: Callable[[float], Coroutine[Any, Any, None]],
     *,
     rate: float,
     duration_s: float,
