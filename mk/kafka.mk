@@ -19,7 +19,7 @@ $(KAFKA_JARS): deploy/kafka/pom.xml | check-java venv
 .PHONY: kafka-jars kafka-up kafka-down kafka-clean kafka-status kafka-topics
 kafka-jars: $(KAFKA_JARS) ## fetch the Kafka broker jars with Maven (once)
 
-kafka-up: $(KAFKA_JARS) ## start Kafka (127.0.0.1:$$KAFKA_PORT, default 9092), create the topics
+kafka-up: $(KAFKA_JARS) ## start Kafka on 127.0.0.1:KAFKA_PORT (9092), create the topics
 	@$(KAFKA) up
 
 kafka-down: venv ## stop Kafka cleanly (data kept)

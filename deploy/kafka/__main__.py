@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.kafka.runtime import REPO_ROOT, KafkaRuntime, KafkaRuntimeError, ensure_jars
+from deploy.kafka.install import REPO_ROOT, KafkaRuntimeError, ensure_jars
+from deploy.kafka.runtime import KafkaRuntime
 
 
 def runtime_from_env() -> KafkaRuntime:
@@ -38,18 +39,17 @@ def up(kafka: KafkaRuntime) -> None:
     if (pid := kafka.pid()) is not None:
         print(f"Kafka is already running at {kafka.bootstrap_servers} (pid {pid}): nothing to do")
         return
-    kafka.start()
+    kafka.start(timeout=float(os.environ.get("KAFKA_START_TIMEOUT", "90")))
     kafka.create_topics()
-    print(f"Kafka is up at {kafka.bootstrap_servers} (pid {kafka.pid()}, log {kafka.log_file})")
+    print(f"broker log: {kafka.log_file}; stop it with `make kafka-down`")
     print_topics(kafka)
 
 
 def down(kafka: KafkaRuntime) -> None:
-    pid = kafka.pid()
     if not kafka.stop():
         print("Kafka is not running: nothing to stop")
         return
-    print(f"Kafka stopped (pid {pid}); data kept in {kafka.data_dir}")
+    print(f"data kept in {kafka.data_dir} (`make kafka-clean` removes it)")
 
 
 def clean(kafka: KafkaRuntime) -> None:
@@ -69,7 +69,7 @@ def topics(kafka: KafkaRuntime) -> None:
     print_topics(kafka)
 
 
-def jars(kafka: KafkaRuntime) -> None:
+def jars(_: KafkaRuntime) -> None:
     fetched = ensure_jars()
     print("Kafka jars fetched" if fetched else "Kafka jars already present")
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.kafka", description=__doc__)
     parser.add_argument("command", choices=COMMANDS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="==> %(message)s")
+    logging.basicConfig(level=logging.INFO, format="==> %(message)s", stream=sys.stdout)
     try:
         COMMANDS[args.command](runtime_from_env())
     except KafkaRuntimeError as exc:

@@ -1,11 +1,9 @@
-"""A real single-node Apache Kafka (KRaft) from Maven jars: fetch, format, start, stop."""
+"""A real single-node Apache Kafka (KRaft) broker: format once, start, stop, kill, restart."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -14,71 +12,25 @@ import time
 from pathlib import Path
 from string import Template
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-from services.common.topics import TOPICS
+from deploy.kafka import topics
+from deploy.kafka.install import (
+    KAFKA_DIR,
+    KAFKA_VERSION,
+    REPO_ROOT,
+    KafkaRuntimeError,
+    PortInUseError,
+    check_java,
+    ensure_jars,
+    java_command,
+    port_in_use,
+)
+
+__all__ = ["KafkaRuntime", "KafkaRuntimeError", "PortInUseError"]
 
 log = logging.getLogger(__name__)
-
-KAFKA_DIR = Path(__file__).resolve().parent
-REPO_ROOT = KAFKA_DIR.parents[1]
-LIB_DIR = KAFKA_DIR / "lib"
-POM = KAFKA_DIR / "pom.xml"
-JARS_STAMP = LIB_DIR / ".complete"
-KAFKA_VERSION = "4.3.1"
-JVM_OPTS = ["-Xms512m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
-JVM_OPTS += ["-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
-
-#: The saga topics, then one dead-letter topic each.
-TOPIC_NAMES: list[str] = [*TOPICS, *(topic.dlt for topic in TOPICS.values())]
-
-
-class KafkaRuntimeError(RuntimeError):
-    """The broker could not be fetched, formatted, started or stopped; the message says why."""
-
-
-class PortInUseError(KafkaRuntimeError):
-    """A port the broker needs is held by another process."""
-
-
-def check_java() -> None:
-    """Fail with what to install unless a JDK 17 or newer is on the PATH."""
-    if shutil.which("java") is None:
-        raise KafkaRuntimeError("java not found: install a JDK 17 or newer (Kafka runs on it)")
-    settings = ["java", "-XshowSettings:properties", "-version"]
-    out = subprocess.run(settings, capture_output=True, text=True).stderr
-    found = re.search(r"^\s*java\.specification\.version = (\S+)", out, re.MULTILINE)
-    spec = found.group(1) if found else "unknown"
-    if not found or int(spec.split(".")[0]) < 17:
-        raise KafkaRuntimeError(f"Java {spec} found: Kafka 4 needs a JDK 17 or newer")
-
-
-def ensure_jars() -> bool:
-    """Fetch the Kafka jars into deploy/kafka/lib with Maven unless present; True if fetched."""
-    if JARS_STAMP.exists() and JARS_STAMP.stat().st_mtime >= POM.stat().st_mtime:
-        return False
-    if shutil.which("mvn") is None:
-        raise KafkaRuntimeError("mvn not found: install Apache Maven (it fetches the Kafka jars)")
-    log.info("fetching Apache Kafka %s jars into %s", KAFKA_VERSION, LIB_DIR)
-    shutil.rmtree(LIB_DIR, ignore_errors=True)  # a changed pom must not leave stale jars behind
-    if subprocess.run(["mvn", "-B", "-f", str(POM), "package"]).returncode != 0:
-        raise KafkaRuntimeError(f"mvn could not fetch the Kafka jars (see its output above; {POM})")
-    JARS_STAMP.touch()
-    return True
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something already listens on host:port (bound like Java does, SO_REUSEADDR)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise
-    return False
 
 
 class KafkaRuntime:
@@ -102,6 +54,7 @@ class KafkaRuntime:
         self.partitions = partitions
         self.detach = detach  # own session: a detached broker outlives the command that started it
         self._proc: subprocess.Popen[bytes] | None = None
+        self._proc_command = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -127,23 +80,25 @@ class KafkaRuntime:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if self._alive(pid):
+        args = self._command_line(pid)
+        if args is not None and str(self.config_file) in args:
             return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        if args is None or "kafka.Kafka" not in args:  # gone, or the pid now names another program
+            self.pid_file.unlink(missing_ok=True)
+        return None  # (or the broker of another data folder: its pid file is left alone)
 
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def _alive(self, pid: int) -> bool:
-        """Alive, not a zombie, and really our broker (pids get reused)."""
-        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is not None:
-            return False
+    def _command_line(self, pid: int) -> str | None:
+        """The command line of a live process (not a zombie), None if there is none."""
+        if self._proc is not None and self._proc.pid == pid:  # our child: poll() also reaps it
+            return self._proc_command if self._proc.poll() is None else None
         ps = subprocess.run(
-            ["ps", "-o", "stat=,args=", "-p", str(pid)], capture_output=True, text=True
+            ["ps", "-ww", "-o", "stat=,args=", "-p", str(pid)], capture_output=True, text=True
         )
         stat, _, args = ps.stdout.strip().partition(" ")
-        return ps.returncode == 0 and not stat.startswith("Z") and str(self.config_file) in args
+        return args if ps.returncode == 0 and not stat.startswith("Z") else None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -153,17 +108,8 @@ class KafkaRuntime:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _java(self, main: str, *args: str, heap: bool = False) -> list[str]:
-        return [
-            "java",
-            *(JVM_OPTS if heap else []),
-            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
-            f"-Dkafka.log.file={self.log_file}",
-            "-cp",
-            f"{LIB_DIR}/*",
-            main,
-            *args,
-        ]
+    def _java(self, main: str, *args: str, broker: bool = False) -> list[str]:
+        return java_command(main, *args, log_file=self.log_file, broker=broker)
 
     def _write_config(self) -> None:
         template = Template((KAFKA_DIR / "server.properties.in").read_text())
@@ -234,8 +180,10 @@ class KafkaRuntime:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         with self.log_file.open("ab") as out:  # JVM errors before log4j starts land here too
+            command = self._java("kafka.Kafka", str(self.config_file), broker=True)
+            self._proc_command = " ".join(command)
             self._proc = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.config_file), heap=True),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -267,7 +215,8 @@ class KafkaRuntime:
                 )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if self._admin().list_topics(timeout=2).brokers:
+                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+                if admin.list_topics(timeout=2).brokers:
                     return
             except (OSError, KafkaException):
                 pass
@@ -285,7 +234,7 @@ class KafkaRuntime:
         os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._alive(pid):
+            if self._command_line(pid) is None:
                 return True
             time.sleep(0.1)
         return False
@@ -323,52 +272,10 @@ class KafkaRuntime:
 
     # -- topics --------------------------------------------------------------------------
 
-    def _admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers})
-
     def topics(self) -> dict[str, int]:
-        """Topic name -> partition count, internal topics left out."""
-        metadata = self._admin().list_topics(timeout=10)
-        return {
-            name: len(topic.partitions)
-            for name, topic in sorted(metadata.topics.items())
-            if not name.startswith("__")
-        }
+        """Topic name -> partition count on this broker, internal topics left out."""
+        return topics.list_topics(self.bootstrap_servers)
 
-    def create_topics(self, names: list[str] | None = None, timeout: float = 30.0) -> list[str]:
+    def create_topics(self, names: list[str] | None = None) -> list[str]:
         """Create the saga topics and their dead-letter topics if missing; return those created."""
-        admin = self._admin()
-        metadata = admin.list_topics(timeout=10)
-        replication = min(3, len(metadata.brokers))
-        missing = [name for name in names or TOPIC_NAMES if name not in metadata.topics]
-        if not missing:
-            return []
-        new = [NewTopic(name, self.partitions, replication) for name in missing]
-        for name, future in admin.create_topics(new, operation_timeout=timeout).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise KafkaRuntimeError(f"could not create topic {name}: {exc}") from exc
-        self._wait_for_leaders(admin, missing, time.monotonic() + timeout)
-        log.info(
-            "created topics %s (%d partitions, replication %d)",
-            ", ".join(missing),
-            self.partitions,
-            replication,
-        )
-        return missing
-
-    def _wait_for_leaders(self, admin: AdminClient, names: list[str], deadline: float) -> None:
-        """Until every partition of the new topics has a leader, a producer could see errors."""
-        while time.monotonic() < deadline:
-            topics = admin.list_topics(timeout=5).topics
-            if all(
-                name in topics
-                and topics[name].partitions
-                and all(p.leader >= 0 for p in topics[name].partitions.values())
-                for name in names
-            ):
-                return
-            time.sleep(0.1)
-        raise KafkaRuntimeError(f"topics {names} have no leaders yet on {self.bootstrap_servers}")
+        return topics.create_topics(self.bootstrap_servers, self.partitions, names)

@@ -1,0 +1,54 @@
+"""CPU time of processes and of the whole machine, read from /proc (no extra dependencies)."""
+
+from __future__ import annotations
+
+import os
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of all threads of `pid` so far; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy CPU seconds, total CPU seconds) of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return (total - idle) / _TICK, total / _TICK
+
+
+class CpuMeter:
+    """CPU seconds used by named processes (and the machine) between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float | None] = {}
+        self._machine: tuple[float, float] = (0.0, 0.0)
+
+    def start(self) -> None:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._machine = machine_busy_seconds()
+
+    def stop(self) -> dict[str, float | None]:
+        """name -> CPU seconds used since start(), plus the machine's busy share and the CPU
+        seconds of everything else on it (other people's processes, our helpers)."""
+        used: dict[str, float | None] = {}
+        for name, pid in self.pids.items():
+            now, then = cpu_seconds(pid), self._start.get(name)
+            used[name] = None if now is None or then is None else round(now - then, 3)
+        busy, total = machine_busy_seconds()
+        busy_s, span = busy - self._machine[0], total - self._machine[1]
+        ours = sum(v for v in used.values() if v is not None)
+        used["other_processes"] = round(max(0.0, busy_s - ours), 3)
+        used["machine_busy_fraction"] = round(busy_s / span, 3) if span else None
+        return used

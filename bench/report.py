@@ -1,0 +1,160 @@
+"""The end of a run: a readable table, the results file, and the one-line JSON summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def git_commit() -> tuple[str, bool]:
+    """(short commit, whether the checkout has uncommitted changes)."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], capture_output=True, text=True, cwd=RESULTS_DIR)
+        return run.stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") or "unknown", bool(git("status", "--porcelain"))
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures of the last line, named as issue 6 asks."""
+    tp = results.get("throughput", {})
+    lat = results.get("latency", {})
+    return {
+        "orders_per_s": tp.get("orders_per_s"),
+        "p50_ms": lat.get("p50_ms"),
+        "p95_ms": lat.get("p95_ms"),
+        "p99_ms": lat.get("p99_ms"),
+        "offered_per_s": lat.get("offered_per_s"),
+        "grpc_ceiling_rps": results.get("grpc_echo_sync", {}).get("rps"),
+        "kafka_ceiling_per_s": results.get("kafka", {}).get("msgs_per_s"),
+        "cpu_s_per_1k_orders": tp.get("cpu_s_per_1k_orders"),
+    }
+
+
+def save(results: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    path = RESULTS_DIR / f"{stamp}-{results['commit']}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        value = f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value}{unit}"
+
+
+def _cpu(cpu: dict[str, Any]) -> str:
+    parts = [f"{k} {v:.1f}s" for k, v in cpu.items() if k != "machine_busy_fraction" and v]
+    busy = cpu.get("machine_busy_fraction")
+    return ", ".join(parts) + (f"; machine {busy:.0%} busy" if busy is not None else "")
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as aligned rows of (what, figure, detail)."""
+    rows: list[tuple[str, str, str]] = []
+    for key in ("grpc_echo_sync", "grpc_echo_aio"):
+        echo = results.get(key)
+        if echo:
+            rows.append(
+                (
+                    f"gRPC echo ceiling ({key[-4:].strip('_')})",
+                    _fmt(echo["rps"], " rps"),
+                    f"{echo['model']}, {echo['concurrency']} in flight, {echo['duration_s']:.0f}s",
+                )
+            )
+    kafka = results.get("kafka")
+    if kafka:
+        rows.append(
+            (
+                "Kafka 3-hop ceiling",
+                _fmt(kafka["msgs_per_s"], " msgs/s"),
+                f"{kafka['received']} events, {kafka['partitions']} partitions, {kafka['hops']}",
+            )
+        )
+        rows.append(("  CPU while flowing", "", _cpu(kafka["cpu_s"])))
+    tp = results.get("throughput")
+    if tp:
+        rows.append(
+            (
+                "Saga max throughput",
+                _fmt(tp["orders_per_s"], " orders/s"),
+                f"terminal in {tp['window_s']:.0f}s window: {tp['orders_completed']} completed, "
+                f"{tp['orders_failed']} failed; {tp['concurrency']} CreateOrder in flight",
+            )
+        )
+        rows.append(
+            (
+                "  CreateOrder accepted",
+                _fmt(tp["creates_per_s"], "/s"),
+                f"at most {tp['max_backlog']} sagas unfinished; errors {tp['errors']}",
+            )
+        )
+        ratio = results.get("ratio_to_grpc_echo")
+        rows.append(
+            ("  vs gRPC echo (sync)", "n/a" if ratio is None else f"{ratio:.3f}", "target >= 0.25")
+        )
+        rows.append(
+            (
+                "  CPU per 1k orders",
+                _fmt(tp["cpu_s_per_1k_orders"], " s"),
+                "order + payment processes, utime+stime from /proc",
+            )
+        )
+        rows.append(("  CPU in window", "", _cpu(tp["cpu_s"])))
+    lat = results.get("latency")
+    if lat:
+        bound = ">=" if lat.get("percentiles_are_lower_bounds") else ""
+        rows.append(
+            (
+                f"Saga latency @{lat['offered_per_s']:.0f}/s",
+                f"p99 {bound}{_fmt(lat['p99_ms'], ' ms')}",
+                f"p50 {_fmt(lat['p50_ms'])} / p95 {_fmt(lat['p95_ms'])} / "
+                f"max {_fmt(lat['max_ms'])} ms, CreateOrder -> terminal on WatchOrders; "
+                "target p99 <= 250 ms"
+                + ("; unfinished orders counted with their wait so far" if bound else ""),
+            )
+        )
+        rows.append(
+            (
+                "  orders",
+                f"{lat['finished']}/{lat['sent']}",
+                f"finished; {lat['unfinished_after_drain']} unfinished after "
+                f"{lat['drain_timeout_s']:.0f}s drain; {lat['errors']} errors; sent at "
+                f"{lat['achieved_send_per_s']:.0f}/s, "
+                f"max lag {lat['max_schedule_lag_ms']} ms",
+            )
+        )
+        sched, ack = lat["from_scheduled"], lat["create_ack"]
+        rows.append(
+            (
+                "  from scheduled time",
+                f"p99 {_fmt(sched['p99_ms'], ' ms')}",
+                f"p50 {_fmt(sched['p50_ms'])} ms (counts send lag too)",
+            )
+        )
+        rows.append(
+            (
+                "  CreateOrder ack",
+                f"p99 {_fmt(ack['p99_ms'], ' ms')}",
+                f"p50 {_fmt(ack['p50_ms'])} ms (unary call only)",
+            )
+        )
+        rows.append(("  CPU in phase", "", _cpu(lat["cpu_s"])))
+    width = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    head = (
+        f"paysaga bench  {results['started_at']}  commit {results['commit']}"
+        f"{' (dirty)' if results['dirty'] else ''}  {results['machine']}"
+    )
+    lines = [head, "-" * len(head)]
+    lines += [f"{a:<{width[0]}}  {b:>{width[1]}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)

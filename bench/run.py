@@ -1,0 +1,177 @@
+"""`python -m bench.run`: saga throughput and latency next to gRPC and Kafka ceilings, one run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from bench.echo import echo_ceiling
+from bench.kafka_pipe import kafka_ceiling
+from bench.procstat import CpuMeter
+from bench.report import git_commit, save, summary, table
+from bench.saga import OrderMaker, latency_phase, throughput_phase
+from bench.stack import Stack, default_addresses, private_stack, running_stack
+from bench.watch import Terminals
+
+PHASES = ("echo", "kafka", "throughput", "latency")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    order, payment, bootstrap = default_addresses()
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument(
+        "--use-running",
+        action="store_true",
+        help="measure a running stack instead of starting a private one",
+    )
+    p.add_argument("--order-address", default=order, help="with --use-running (%(default)s)")
+    p.add_argument("--payment-address", default=payment, help="with --use-running (%(default)s)")
+    p.add_argument("--bootstrap", default=bootstrap, help="with --use-running (%(default)s)")
+    p.add_argument("--only", default=",".join(PHASES), help="phases to run (%(default)s)")
+    p.add_argument("--concurrency", type=int, default=64, help="calls in flight (%(default)s)")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    p.add_argument("--duration", type=float, default=20.0, help="throughput window, seconds")
+    p.add_argument(
+        "--max-backlog",
+        type=int,
+        default=2000,
+        help="most unfinished sagas during the throughput phase (%(default)s)",
+    )
+    p.add_argument("--rate", type=float, default=500.0, help="offered orders/s (%(default)s)")
+    p.add_argument("--latency-duration", type=float, default=15.0, help="seconds of offered load")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for unfinished orders after a phase (%(default)s)",
+    )
+    p.add_argument("--echo-duration", type=float, default=8.0, help="echo window, seconds")
+    p.add_argument("--kafka-events", type=int, default=50000, help="events through the pipeline")
+    p.add_argument("--keep", action="store_true", help="keep the private stack's dir (logs, dbs)")
+    p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
+    args = p.parse_args(argv)
+    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phase(s) {sorted(unknown)}; choose from {', '.join(PHASES)}")
+    return args
+
+
+async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Both saga phases over one channel and ONE WatchOrders stream opened before any load."""
+    out: dict[str, Any] = {}
+    cpu = CpuMeter({**stack.pids, "loadgen": os.getpid()})
+    async with grpc.aio.insecure_channel(stack.order_address) as channel:
+        watcher = Terminals(channel)
+        await watcher.start()
+        print("[saga] WatchOrders subscribed (initial metadata received)", flush=True)
+        maker = OrderMaker(channel, watcher)
+        try:
+            if "throughput" in args.phases:
+                out["throughput"] = await throughput_phase(
+                    maker,
+                    cpu,
+                    concurrency=args.concurrency,
+                    max_backlog=args.max_backlog,
+                    warmup_s=args.warmup,
+                    duration_s=args.duration,
+                    drain_timeout_s=args.drain_timeout,
+                )
+                print(f"[throughput] {out['throughput']['orders_per_s']} orders/s", flush=True)
+            if "latency" in args.phases:
+                out["latency"] = await latency_phase(
+                    maker,
+                    cpu,
+                    rate=args.rate,
+                    duration_s=args.latency_duration,
+                    drain_timeout_s=args.drain_timeout,
+                )
+                lat = out["latency"]
+                print(f"[latency] p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
+        finally:
+            out["watch"] = {
+                "changes": watcher.changes,
+                "foreign_terminal": watcher.foreign,
+                "error": watcher.error,
+            }
+            await watcher.close()
+    return out
+
+
+def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if "echo" in args.phases:
+        for model in ("sync", "aio"):
+            print(f"== gRPC echo ceiling ({model} server, separate process)", flush=True)
+            results[f"grpc_echo_{model}"] = echo_ceiling(
+                model, concurrency=args.concurrency, warmup_s=2.0, duration_s=args.echo_duration
+            )
+    if "kafka" in args.phases:
+        print("== Kafka 3-hop ceiling (separate processes, same broker)", flush=True)
+        results["kafka"] = kafka_ceiling(
+            stack.bootstrap,
+            count=args.kafka_events,
+            pids={k: v for k, v in stack.pids.items() if k == "kafka"},
+        )
+    if {"throughput", "latency"} & set(args.phases):
+        print("== saga: max throughput, then latency", flush=True)
+        results.update(asyncio.run(saga_phases(stack, args)))
+    return results
+
+
+def _stop(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    commit, dirty = git_commit()
+    results: dict[str, Any] = {
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        "commit": commit,
+        "dirty": dirty,
+        "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"grpcio {grpc.__version__}",
+        "args": {k: v for k, v in vars(args).items() if k != "phases"},
+    }
+    began = time.monotonic()
+    use_running = args.use_running or any(
+        f"--{name}" in arg
+        for arg in (argv or sys.argv[1:])
+        for name in ("order-address", "payment-address", "bootstrap")
+    )
+    stack_cm: AbstractContextManager[Stack] = (
+        running_stack(args.order_address, args.payment_address, args.bootstrap)
+        if use_running
+        else private_stack(keep=args.keep)
+    )
+    with stack_cm as stack:
+        results["stack"] = "running" if use_running else "private"
+        results.update(measure(stack, args))
+    echo = results.get("grpc_echo_sync", {}).get("rps")
+    orders = results.get("throughput", {}).get("orders_per_s")
+    results["ratio_to_grpc_echo"] = round(orders / echo, 3) if echo and orders else None
+    results["run_s"] = round(time.monotonic() - began, 1)
+    results["summary"] = summary(results)
+    print()
+    print(table(results))
+    if not args.no_save:
+        print(f"\nresults saved to {save(results)}")
+    print(json.dumps(results["summary"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

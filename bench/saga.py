@@ -1,0 +1,214 @@
+"""The saga phases: max throughput (closed loop) and latency at an offered rate (open loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from typing import Any
+
+import grpc
+
+from bench.loadgen import Counters, closed_loop, open_loop
+from bench.procstat import CpuMeter
+from bench.stats import summary_ms
+from bench.watch import Terminals
+from paysaga.v1 import orders_pb2, orders_pb2_grpc
+
+USERS = range(1, 6)
+PRODUCTS = range(1, 6)
+CALL_TIMEOUT_S = 30.0
+
+
+class OrderMaker:
+    """CreateOrder requests spread over users 1..5 and products 1..5, each with a request_id."""
+
+    def __init__(self, channel: grpc.aio.Channel, watcher: Terminals, seed: int = 6) -> None:
+        self.stub = orders_pb2_grpc.OrderServiceStub(channel)
+        self.watcher = watcher
+        self.rng = random.Random(seed)
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.seq = itertools.count()
+
+    async def create(self) -> tuple[float, asyncio.Future[float]]:
+        """Create one order; return when its CreateOrder call started and its terminal future."""
+        request_id = f"{self.prefix}-{next(self.seq)}"
+        future = self.watcher.expect(request_id)
+        request = orders_pb2.CreateOrderRequest(
+            user_id=self.rng.choice(USERS),
+            product_id=self.rng.choice(PRODUCTS),
+            request_id=request_id,
+        )
+        started = time.perf_counter()
+        try:
+            await self.stub.CreateOrder(request, timeout=CALL_TIMEOUT_S)
+        except BaseException:
+            self.watcher.forget(request_id)
+            future.cancel()
+            raise
+        return started, future
+
+
+def services_cpu(cpu_used: dict[str, float | None]) -> float | None:
+    """CPU seconds of the two service processes together; None if either was not measured."""
+    values = [cpu_used.get("order"), cpu_used.get("payment")]
+    return sum(v for v in values if v is not None) if None not in values else None
+
+
+async def drain(watcher: Terminals, timeout_s: float, label: str) -> float:
+    """Wait until every expected order is terminal (or timeout); return the seconds waited."""
+    began = time.perf_counter()
+    while watcher.pending and time.perf_counter() - began < timeout_s:
+        await asyncio.sleep(0.5)
+        if int((time.perf_counter() - began) * 2) % 2 == 0:
+            print(f"[{label}] draining: {watcher.pending} orders not terminal yet", flush=True)
+    return time.perf_counter() - began
+
+
+async def throughput_phase(
+    maker: OrderMaker,
+    cpu: CpuMeter,
+    *,
+    concurrency: int,
+    max_backlog: int,
+    warmup_s: float,
+    duration_s: float,
+    drain_timeout_s: float,
+) -> dict[str, Any]:
+    """`concurrency` CreateOrder calls in flight, at most `max_backlog` sagas unfinished."""
+    watcher = maker.watcher
+    backlog = asyncio.Semaphore(max_backlog)
+    counters = Counters()
+    cpu_used: dict[str, float | None] = {}
+
+    async def one_order() -> None:
+        await backlog.acquire()
+        try:
+            _, future = await maker.create()
+        except BaseException:
+            backlog.release()
+            raise
+        future.add_done_callback(lambda _: backlog.release())
+
+    def snapshot() -> dict[str, Any]:
+        """Called at the window's start (starts the CPU meter) and end (reads it)."""
+        if started_cpu:
+            cpu_used.update(cpu.stop())
+        else:
+            cpu.start()
+            started_cpu.append(True)
+        return {
+            "terminal": watcher.terminal,
+            "completed": watcher.completed,
+            "failed": watcher.failed,
+            "created": counters.done,
+        }
+
+    started_cpu: list[bool] = []
+    previous = {"terminal": 0, "t": time.perf_counter()}
+
+    def progress(elapsed: float, measuring: bool) -> None:
+        now = time.perf_counter()
+        rate = (watcher.terminal - previous["terminal"]) / (now - previous["t"])
+        previous.update(terminal=watcher.terminal, t=now)
+        print(
+            f"[throughput] {'measure' if measuring else 'warm-up'} t={elapsed:4.0f}s "
+            f"created={counters.done} terminal={watcher.terminal} ({rate:.0f}/s) "
+            f"unfinished={watcher.pending} errors={counters.errors}",
+            flush=True,
+        )
+
+    window = await closed_loop(
+        one_order,
+        concurrency=concurrency,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        snapshot=snapshot,
+        progress=progress,
+        counters=counters,
+    )
+    drained_s = await drain(watcher, drain_timeout_s, "throughput")
+    orders = window.delta("terminal")
+    cpu_total = services_cpu(cpu_used)
+    return {
+        "concurrency": concurrency,
+        "max_backlog": max_backlog,
+        "warmup_s": warmup_s,
+        "window_s": round(window.seconds, 2),
+        "orders_terminal": int(orders),
+        "orders_completed": int(window.delta("completed")),
+        "orders_failed": int(window.delta("failed")),
+        "orders_per_s": round(orders / window.seconds, 1),
+        "creates_per_s": round(window.delta("created") / window.seconds, 1),
+        "errors": counters.errors,
+        "first_errors": counters.first_errors,
+        "cpu_s": cpu_used,
+        "cpu_s_per_1k_orders": round(cpu_total / orders * 1000, 2)
+        if cpu_total is not None and orders
+        else None,
+        "unfinished_after_drain": watcher.pending,
+        "drain_s": round(drained_s, 1),
+    }
+
+
+async def latency_phase(
+    maker: OrderMaker,
+    cpu: CpuMeter,
+    *,
+    rate: float,
+    duration_s: float,
+    drain_timeout_s: float,
+) -> dict[str, Any]:
+    """Offer `rate` orders/s at scheduled times; time each from CreateOrder to terminal."""
+    counters = Counters()
+    sent: list[tuple[float, float, float, asyncio.Future[float]]] = []
+    watcher = maker.watcher
+
+    async def send(scheduled: float) -> None:
+        try:
+            started, future = await maker.create()
+        except Exception as exc:
+            counters.error(exc)
+            return
+        sent.append((scheduled, started, time.perf_counter(), future))
+
+    def progress(elapsed: float) -> None:
+        print(
+            f"[latency] t={elapsed:4.0f}s offered={rate:.0f}/s created={len(sent)} "
+            f"terminal={watcher.terminal - terminal_before} unfinished={watcher.pending} "
+            f"errors={counters.errors}",
+            flush=True,
+        )
+
+    terminal_before = watcher.terminal
+    cpu.start()
+    schedule, tasks = await open_loop(send, rate=rate, duration_s=duration_s, progress=progress)
+    began = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), drain_timeout_s)
+    await drain(watcher, max(0.0, drain_timeout_s - (time.perf_counter() - began)), "latency")
+    cpu_used = cpu.stop()
+    ended = time.perf_counter()
+    finished = [(s, st, a, f.result()) for s, st, a, f in sent if f.done() and not f.cancelled()]
+    # An unfinished order counts with the time it had waited when we gave up: the
+    # percentiles are then lower bounds rather than figures of the survivors only.
+    censored = [ended - st for _, st, _, f in sent if not f.done()]
+    result: dict[str, Any] = {
+        "offered_per_s": rate,
+        "duration_s": duration_s,
+        "sent": schedule.sent,
+        "achieved_send_per_s": round(schedule.sent / schedule.elapsed_s, 1),
+        "max_schedule_lag_ms": round(schedule.max_lag_s * 1000, 1),
+        "finished": len(finished),
+        "unfinished_after_drain": len(sent) - len(finished),
+        "drain_timeout_s": drain_timeout_s,
+        "errors": counters.errors,
+        "first_errors": counters.first_errors,
+        "cpu_s": cpu_used,
+    }
+    result.update(summary_ms([done - started for _, started, _, done in finished] + censored))
+    result["percentiles_are_lower_bounds"] = bool(censored)
+    result["from_scheduled"] = summary_ms([done - sched for sched, _, _, done in finished])
+    result["create_ack"] = summary_ms([ack - started for _, started, ack, _ in finished])
+    return result

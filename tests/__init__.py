@@ -1,0 +1,1 @@
+"""paysaga's tests: unit, contract, integration (real Kafka), e2e and faults."""

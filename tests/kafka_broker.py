@@ -1,0 +1,56 @@
+"""Pytest plugin: `kafka_broker`, a private real Kafka broker for the whole test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.kafka.install import check_java, ensure_jars
+from deploy.kafka.runtime import KafkaRuntime, KafkaRuntimeError
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held together while chosen, so never the same one twice)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRuntime]:
+    """A broker on free ports with a temporary data folder, topics created; stopped at the end.
+
+    Tests may `.stop()`, `.kill()` and `.start()` it (same ports, same data) but must leave it
+    running. It never touches a broker a user runs on 9092.
+    """
+    base = tmp_path_factory.mktemp("kafka")
+    port, controller_port = _free_ports(2)
+    kafka = KafkaRuntime(
+        port=port,
+        controller_port=controller_port,
+        data_dir=base / "data",
+        run_dir=base / "run",
+        log_file=base / "kafka.log",
+        partitions=int(os.environ.get("KAFKA_PARTITIONS", "6")),
+        detach=False,  # same process group: a Ctrl-C of pytest stops the broker too
+    )
+    try:
+        check_java()
+        ensure_jars()
+        kafka.start()
+        kafka.create_topics()
+    except KafkaRuntimeError as exc:
+        kafka.stop()
+        pytest.fail(f"could not start the test Kafka broker: {exc}", pytrace=False)
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
