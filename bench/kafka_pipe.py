@@ -81,7 +81,13 @@ def _consumer(bootstrap: str, group: str, topic: str) -> Consumer:
 
 
 def _records(consumer: Consumer) -> list[Any]:
-    batch = consumer.consume(BATCH, 0.1)
+    """Wait up to 100 ms for one record, then take what is already fetched, up to BATCH.
+
+    (consume(BATCH, timeout) would wait the whole timeout for a full batch at low rates.)
+    """
+    batch = consumer.consume(1, 0.1)
+    if batch:
+        batch += consumer.consume(BATCH - 1, 0)
     return [r for r in batch if r.error() is None]  # drops partition EOF and transient errors
 
 

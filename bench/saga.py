@@ -209,6 +209,7 @@ async def latency_phase(
     }
     result.update(summary_ms([done - started for _, started, _, done in finished] + censored))
     result["percentiles_are_lower_bounds"] = bool(censored)
-    result["from_scheduled"] = summary_ms([done - sched for sched, _, _, done in finished])
-    result["create_ack"] = summary_ms([ack - started for _, started, ack, _ in finished])
+    late = [ended - sched for sched, _, _, f in sent if not f.done()]
+    result["from_scheduled"] = summary_ms([done - sch for sch, _, _, done in finished] + late)
+    result["create_ack"] = summary_ms([ack - started for _, started, ack, _ in sent])
     return result
