@@ -14,7 +14,14 @@ SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
 REQUIRED_HEADERS = ("ce_id", "ce_type", "ce_source", "ce_specversion")
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def header_text(value: str | bytes | None) -> str:
+    """A header value as text (undecodable bytes replaced)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
 
 
 class InvalidEvent(Exception):
@@ -37,7 +44,7 @@ class EventMeta:
         return cls(id=str(uuid.uuid4()), type=ce_type, source=source, time=now, subject=subject)
 
     def headers(self) -> Headers:
-        headers = [
+        headers: Headers = [
             ("ce_specversion", SPEC_VERSION.encode()),
             ("ce_id", self.id.encode()),
             ("ce_type", self.type.encode()),
@@ -52,7 +59,7 @@ class EventMeta:
 
 def header_dict(headers: Headers | None) -> dict[str, str]:
     """Kafka headers as a dict of text (undecodable bytes replaced, last value wins)."""
-    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or []}
+    return {k: header_text(v) for k, v in headers or []}
 
 
 def decode(topic: Topic, headers: Headers | None, value: bytes | None) -> tuple[EventMeta, Message]:

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from sqlmodel import Session
 
 from services.common import inbox, outbox
-from services.common.cloudevents import EventMeta, InvalidEvent, decode
+from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode
 from services.common.db import Database
 from services.common.topics import TOPICS
 
@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 
 #: A handler applies one event inside the caller's transaction; raises InvalidEvent to reject it.
 Handler = Callable[[Session, Message, EventMeta], None]
+
+
+def _headers(record: KafkaMessage) -> Headers:
+    headers = record.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def _coordinates(record: KafkaMessage) -> tuple[str, int, int]:
+    """A consumed record's (topic, partition, offset)."""
+    return record.topic() or "", record.partition() or 0, record.offset() or 0
 
 
 class _Rejected(Exception):
@@ -158,7 +168,7 @@ class EventConsumer:
     def _decode(kafka: KafkaMessage) -> _Record:
         topic = TOPICS[kafka.topic() or ""]
         try:
-            meta, event = decode(topic, kafka.headers(), kafka.value())  # type: ignore[arg-type]
+            meta, event = decode(topic, _headers(kafka), kafka.value())
         except InvalidEvent as exc:
             return _Record(kafka, error=str(exc))
         return _Record(kafka, meta=meta, event=event)
@@ -203,16 +213,16 @@ class EventConsumer:
             session,
             topic=record.topic,
             key=k.key(),
-            value=k.value(),  # type: ignore[arg-type]
-            headers=list(k.headers() or []),
-            reason=record.error,  # type: ignore[arg-type]
+            value=k.value(),
+            headers=_headers(k),
+            reason=record.error,
             event_id=record.inbox_id,
         )
 
     def _commit_offsets(self, records: list[KafkaMessage]) -> None:
         next_offsets: dict[tuple[str, int], int] = {}
-        for r in records:
-            next_offsets[(r.topic(), r.partition())] = r.offset() + 1
+        for topic, partition, offset in map(_coordinates, records):
+            next_offsets[(topic, partition)] = offset + 1
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -222,8 +232,8 @@ class EventConsumer:
 
     def _rewind(self, records: list[KafkaMessage]) -> None:
         first: dict[tuple[str, int], int] = {}
-        for r in records:
-            first.setdefault((r.topic(), r.partition()), r.offset())
+        for topic, partition, offset in map(_coordinates, records):
+            first.setdefault((topic, partition), offset)
         for (topic, partition), offset in first.items():
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.schema import Table
 from sqlmodel import Session, SQLModel
 
 log = logging.getLogger(__name__)
@@ -80,9 +79,9 @@ class Database:
 
     def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
         """Create this service's tables (only these: both services share SQLModel's metadata)."""
-        SQLModel.metadata.create_all(
-            self._writer, tables=[t.__table__ for t in tables if isinstance(t.__table__, Table)]
-        )
+        metadata = SQLModel.metadata
+        selected = [metadata.tables[str(t.__tablename__)] for t in tables]
+        metadata.create_all(self._writer, tables=selected)
 
     def _session(self, engine: Engine) -> Session:
         session = Session(engine, expire_on_commit=False)

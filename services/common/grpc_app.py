@@ -12,13 +12,19 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End the RPC with `code` and a message that says what to fix."""
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")
 
 
 class Worker(Protocol):

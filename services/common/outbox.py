@@ -8,7 +8,7 @@ from datetime import datetime
 from google.protobuf.message import Message
 from sqlmodel import Field, Session, SQLModel
 
-from services.common.cloudevents import EventMeta, Headers
+from services.common.cloudevents import EventMeta, Headers, header_text
 from services.common.db import run_after_commit
 from services.common.timeutil import utcnow
 from services.common.topics import topic_for_event
@@ -41,7 +41,7 @@ def _add(
         topic=topic,
         key=key,
         value=value,
-        headers_json=json.dumps([[k, v.decode("utf-8", "replace")] for k, v in headers]),
+        headers_json=json.dumps([[k, header_text(v)] for k, v in headers]),
     )
     session.add(record)
     signal = session.info.get("outbox_signal")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import KafkaError, Message, Producer
 from sqlmodel import col, delete, select
@@ -19,6 +20,8 @@ from services.common.db import Database
 from services.common.outbox import OutboxRecord
 
 log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class OutboxRelay:
@@ -83,14 +86,17 @@ class OutboxRelay:
         delivered: list[int] = []
         failures: list[str] = []
 
-        def on_delivery(seq: int, err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                delivered.append(seq)
-            else:
-                failures.append(str(err))
+        def confirm(seq: int) -> DeliveryCallback:
+            def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+                if err is None:
+                    delivered.append(seq)
+                else:
+                    failures.append(str(err))
+
+            return on_delivery
 
         for row in rows:
-            self._produce(row, lambda err, msg, seq=row.seq: on_delivery(seq, err, msg))
+            self._produce(row, confirm(row.seq or 0))
         # Wait for every callback: a record not yet confirmed must not be produced twice
         # by the next round. librdkafka ends each wait by delivery.timeout.ms at the latest.
         while self.producer.flush(self.flush_timeout_s):
@@ -107,14 +113,14 @@ class OutboxRelay:
         log.debug("outbox published", extra={"count": len(delivered)})
         return len(delivered)
 
-    def _produce(self, row: OutboxRecord, callback: object) -> None:
+    def _produce(self, row: OutboxRecord, callback: DeliveryCallback) -> None:
         while True:
             try:
                 self.producer.produce(
                     row.topic,
                     key=row.key.encode(),
                     value=row.value,
-                    headers=row.headers(),
+                    headers=list(row.headers()),
                     on_delivery=callback,
                 )
                 self.producer.poll(0)

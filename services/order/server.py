@@ -12,6 +12,7 @@ import grpc
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.db import Database
 from services.common.group_commit import GroupCommitter
+from services.common.grpc_app import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.order import store
@@ -71,9 +72,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 )
             )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except store.UnknownProduct as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         log.info(
             "order created" if created else "order create retried",
             extra={
@@ -90,32 +91,34 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         try:
             uuid.UUID(request.order_id)
         except ValueError:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"order_id must be an order id (a UUID), got {request.order_id!r}",
             )
         with self.db.read() as session:
             order = session.get(Order, request.order_id)
         if order is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"order {request.order_id} does not exist")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"order {request.order_id} does not exist")
         return orders_pb2.GetOrderResponse(order=order_to_proto(order))
 
     def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: grpc.ServicerContext
     ) -> orders_pb2.ListOrdersResponse:
         if request.user_id < 0:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
             )
         if request.status not in _STATUS_FROM_PROTO and request.status != 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
         status = _STATUS_FROM_PROTO.get(request.status)
         scope = f"orders:{request.user_id}:{request.status}"
         try:
             limit, after = parse_page(request.page_size, request.page_token, scope)
         except BadPageRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         with self.db.read() as session:
             rows = store.list_orders(
                 session=session,
@@ -133,7 +136,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self, request: orders_pb2.WatchOrdersRequest, context: grpc.ServicerContext
     ) -> Iterator[orders_pb2.WatchOrdersResponse]:
         if request.user_id < 0:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
             )
@@ -142,7 +146,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             context.send_initial_metadata((("paysaga-watch", "subscribed"),))
             while context.is_active():
                 if sub.overflowed:
-                    context.abort(
+                    abort(
+                        context,
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
                         "this watcher fell too far behind: call ListOrders, then watch again",
                     )

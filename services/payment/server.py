@@ -8,6 +8,7 @@ import grpc
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
 from services.common.db import Database
+from services.common.grpc_app import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.payment import store
@@ -28,7 +29,7 @@ def _check_uuid(context: grpc.ServicerContext, name: str, value: str) -> None:
     try:
         uuid.UUID(value)
     except ValueError:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a UUID, got {value!r}")
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a UUID, got {value!r}")
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
@@ -41,14 +42,15 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.GetBalanceRequest, context: grpc.ServicerContext
     ) -> payments_pb2.GetBalanceResponse:
         if request.user_id <= 0:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be a positive integer, got {request.user_id}",
             )
         with self.db.read() as session:
             account = session.get(Account, request.user_id)
         if account is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"user {request.user_id} does not exist")
+            abort(context, grpc.StatusCode.NOT_FOUND, f"user {request.user_id} does not exist")
         return payments_pb2.GetBalanceResponse(
             user_id=account.user_id,
             balance_cents=account.balance_cents,
@@ -62,8 +64,10 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         with self.db.read() as session:
             transaction = session.get(Transaction, request.transaction_id)
         if transaction is None:
-            context.abort(
-                grpc.StatusCode.NOT_FOUND, f"transaction {request.transaction_id} does not exist"
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"transaction {request.transaction_id} does not exist",
             )
         return payments_pb2.GetTransactionResponse(transaction=transaction_to_proto(transaction))
 
@@ -71,7 +75,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self, request: payments_pb2.ListTransactionsRequest, context: grpc.ServicerContext
     ) -> payments_pb2.ListTransactionsResponse:
         if request.user_id < 0:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
             )
@@ -81,7 +86,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         try:
             limit, after = parse_page(request.page_size, request.page_token, scope)
         except BadPageRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         with self.db.read() as session:
             rows = store.list_transactions(
                 session=session,
