@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HEADER = ("scenario", "sent", "completed", "failed", "lost", "duplicated", "recover_s", "result")
+HEADER = (
+    "scenario",
+    "sent",
+    "completed",
+    "failed",
+    "lost",
+    "duplicated",
+    "recover_s",
+    "redelivered",
+    "result",
+)
 
 
 @dataclass
@@ -18,6 +28,8 @@ class Row:
     lost: int = 0
     duplicated: int = 0
     recover_s: float | None = None
+    #: Events delivered again and dropped by an inbox: proof the fault hit mid-hop.
+    redelivered: int = 0
     problems: int = 0
 
     def cells(self) -> tuple[str, ...]:
@@ -31,6 +43,7 @@ class Row:
             str(self.lost),
             str(self.duplicated),
             recover,
+            str(self.redelivered),
             result,
         )
 

@@ -88,7 +88,7 @@ class Scenario:
         )
         if self._recovering is not None:
             self._recovering.join(RECOVERY_TIMEOUT_S)
-        else:
+        elif self.recover_s is None:
             self.recover_s = drain_s
         time.sleep(1.0)  # anything still in flight would change a terminal order now
         outcome = check(
@@ -129,6 +129,7 @@ class Scenario:
                 lost=outcome.lost,
                 duplicated=outcome.duplicated,
                 recover_s=self.recover_s,
+                redelivered=self.stack.redeliveries(),
                 problems=len(outcome.problems),
             )
         )

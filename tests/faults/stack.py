@@ -167,6 +167,22 @@ class FaultStack:
                 return False
         return True
 
+    def reached(self, target: Offsets) -> bool:
+        """True when both groups have committed at least `target` on their topics."""
+        for service, topics in CONSUMES.items():
+            done = self.committed(service)
+            if any(done.get(tp, -1) < o for tp, o in target.items() if tp[0] in topics):
+                return False
+        return True
+
+    def redeliveries(self) -> int:
+        """Events the services received again and skipped by their inbox (from their logs)."""
+        return sum(
+            p.log_file.read_text(errors="replace").count("duplicate event skipped")
+            for p in self.processes.values()
+            if p.log_file.exists()
+        )
+
     def dead_letters(self) -> int:
         """How many records all dead-letter topics hold (their end offsets summed)."""
         dlts = [topic.dlt for topic in TOPICS.values()]

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from services.common.topics import TOPICS
 from tests.faults.scenario import Scenario, assert_holds
-from tests.faults.stack import FaultStack
+from tests.faults.stack import FaultStack, end_offsets
 from tests.support import wait_for
 
 pytestmark = pytest.mark.faults
@@ -48,10 +49,13 @@ def test_replay_from_earliest_changes_nothing(stack: FaultStack) -> None:
         time.sleep(BEFORE_S)
         stack.stop_services()
         stack.set_group_offsets(stack.base)  # this stack's earliest offsets
+        backlog = end_offsets(stack.bootstrap, [*TOPICS])
+        began = time.monotonic()
         stack.start_services()
-        run.mark_recovering()
+        wait_for("both groups to re-consume every topic", lambda: stack.reached(backlog), 120, 0.3)
+        run.recover_s = time.monotonic() - began
         time.sleep(AFTER_S)
         run.load.stop()
-        wait_for("both groups to re-consume every topic", stack.caught_up, 120, 0.5)
+        wait_for("both groups to consume the rest", stack.caught_up, 120, 0.3)
         outcome = run.finish()
     assert_holds(outcome, stack)

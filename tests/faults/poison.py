@@ -1,0 +1,65 @@
+"""Poison records for each saga topic: undecodable, truncated, of the wrong type, headerless."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from paysaga.v1 import events_pb2
+from services.common.cloudevents import EventMeta, Headers
+from services.common.topics import TOPICS
+
+
+@dataclass(frozen=True)
+class Poison:
+    """One record to inject; `key` is unique, so its dead letter can be found by it."""
+
+    topic: str
+    kind: str
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+def _valid(topic: str) -> Message:
+    order_id = str(uuid.uuid4())
+    if topic == "orders":
+        return events_pb2.OrderPurchased(order_id=order_id, user_id=2, product_id=1, amount_cents=1)
+    if topic == "payments":
+        return events_pb2.PaymentProcessed(
+            order_id=order_id, user_id=2, amount_cents=5000, status=1
+        )
+    return events_pb2.TransactionRecorded(order_id=order_id, user_id=2, amount_cents=5000, status=1)
+
+
+def _headers(ce_type: str) -> Headers:
+    return EventMeta.new(ce_type=ce_type, source="paysaga/faults").headers()
+
+
+def poison_for(topic: str) -> list[Poison]:
+    """The poison records for one topic, each of another kind."""
+    own = TOPICS[topic].ce_type
+    other = next(t for name, t in TOPICS.items() if name != topic)
+    kinds: dict[str, tuple[bytes, Headers]] = {
+        # An over-long varint: no protobuf parser accepts it.
+        "random bytes": (b"\xff" * 11 + os.urandom(48), _headers(own)),
+        "truncated protobuf": (_valid(topic).SerializeToString()[:12], _headers(own)),
+        "wrong type": (_valid(other.name).SerializeToString(), _headers(other.ce_type)),
+        "missing headers": (_valid(topic).SerializeToString(), []),
+        "empty payload": (b"", _headers(own)),
+    }
+    if topic != "orders":
+        # Another event's bytes under this topic's ce_type: it parses, but names no
+        # payment / order this service knows. (On `orders` it would be a charge: see README.)
+        kinds["wrong type, lying ce_type"] = (_valid(other.name).SerializeToString(), _headers(own))
+    return [
+        Poison(topic, kind, f"poison-{topic}-{kind}-{uuid.uuid4()}".encode(), value, headers)
+        for kind, (value, headers) in kinds.items()
+    ]
+
+
+def all_poison() -> list[Poison]:
+    return [p for topic in TOPICS for p in poison_for(topic)]
