@@ -38,8 +38,9 @@ gen: venv ## regenerate gen/ (pb2, pb2_grpc, pyi) from protos/
 	@mkdir -p $(GEN_DIR)/paysaga/v1
 	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) \
 	  --python_out=$(GEN_DIR) --pyi_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) $(PROTOS)
-	@# setuptools installs gen/paysaga as the package `paysaga`: it needs these.
-	@touch $(GEN_DIR)/paysaga/__init__.py $(GEN_DIR)/paysaga/v1/__init__.py
+	@# setuptools installs gen/paysaga as the package `paysaga`: it needs these; py.typed
+	@# lets a client's type checker use the .pyi stubs.
+	@touch $(GEN_DIR)/paysaga/__init__.py $(GEN_DIR)/paysaga/v1/__init__.py $(GEN_DIR)/paysaga/py.typed
 
 .PHONY: contract
 contract: venv tools ## buf lint, buf breaking against the baseline, contract tests

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer
 from services.common.consumer import EventConsumer, Handler
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp, Worker
-from services.common.kafka import check_reachable, consumer_config, new_producer
+from services.common.kafka import KafkaProbe, consumer_config, new_producer
 from services.common.relay import OutboxRelay
 from services.common.settings import ServiceSettings
 
@@ -49,7 +49,7 @@ def build_app(
         service_names=service_names,
         register=register,
         workers=[relay, *writers, consumer],
-        readiness_checks=[db.ping, lambda: check_reachable(bootstrap)],
+        readiness_checks=[db.ping, KafkaProbe(bootstrap)],
         max_workers=settings.grpc_max_workers,
         max_request_bytes=settings.grpc_max_request_bytes,
         grace_s=settings.shutdown_grace_s,

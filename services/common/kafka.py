@@ -40,7 +40,13 @@ def new_producer(bootstrap_servers: str, client_id: str) -> Producer:
     return Producer(producer_config(bootstrap_servers, client_id))
 
 
-def check_reachable(bootstrap_servers: str, timeout_s: float = 3.0) -> None:
-    """Raise if no broker answers a metadata request within `timeout_s`."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    admin.list_topics(timeout=timeout_s)
+class KafkaProbe:
+    """A readiness check: does a broker answer a metadata request? (One client, reused.)"""
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float = 3.0) -> None:
+        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self.timeout_s = timeout_s
+
+    def __call__(self) -> None:
+        """Raise if no broker answers within the timeout."""
+        self.admin.list_topics(timeout=self.timeout_s)

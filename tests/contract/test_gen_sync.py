@@ -14,7 +14,7 @@ from tests.contract.descriptors import GEN_DIR, PROTO_DIR, proto_files
 pytestmark = pytest.mark.contract
 
 # The same invocation as the `gen` target in mk/contract.mk.
-PACKAGE_INITS = ("paysaga/__init__.py", "paysaga/v1/__init__.py")
+PACKAGE_INITS = ("paysaga/__init__.py", "paysaga/v1/__init__.py", "paysaga/py.typed")
 
 
 def _generate(out: Path) -> None:
