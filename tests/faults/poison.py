@@ -51,10 +51,12 @@ def poison_for(topic: str) -> list[Poison]:
         "missing headers": (_valid(topic).SerializeToString(), []),
         "empty payload": (b"", _headers(own)),
     }
-    if topic != "orders":
-        # Another event's bytes under this topic's ce_type: it parses, but names no
-        # payment / order this service knows. (On `orders` it would be a charge: see README.)
-        kinds["wrong type, lying ce_type"] = (_valid(other.name).SerializeToString(), _headers(own))
+    # Another event's bytes under this topic's own ce_type: the protobuf parses as this
+    # topic's type, so only the handler's checks can catch it.
+    lying = _valid(other.name)
+    if isinstance(lying, events_pb2.TransactionRecorded):
+        lying.ClearField("transaction_id")  # else field 5 breaks the OrderPurchased parse
+    kinds["wrong type, lying ce_type"] = (lying.SerializeToString(), _headers(own))
     return [
         Poison(topic, kind, f"poison-{topic}-{kind}-{uuid.uuid4()}".encode(), value, headers)
         for kind, (value, headers) in kinds.items()

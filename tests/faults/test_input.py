@@ -86,6 +86,20 @@ CASES: list[tuple[str, str, str, object, grpc.StatusCode]] = [
         _list(page_token=_token({"s": "orders:9:0", "t": "2024-01-01T00:00:00+00:00", "i": "x"})),
         INVALID,
     ),
+    (
+        "ListOrders, token naive time",
+        "order",
+        "ListOrders",
+        _list(page_token=_token({"s": "orders:0:0", "t": "2024-01-01T00:00:00", "i": "x"})),
+        INVALID,
+    ),
+    (
+        "ListOrders, token time not a date",
+        "order",
+        "ListOrders",
+        _list(page_token=_token({"s": "orders:0:0", "t": "yesterday", "i": "x"})),
+        INVALID,
+    ),
     ("ListOrders, page_size -1", "order", "ListOrders", _list(page_size=-1), INVALID),
     ("ListOrders, page_size huge", "order", "ListOrders", _list(page_size=2**31 - 1), INVALID),
     ("ListOrders, user -1", "order", "ListOrders", _list(user_id=-1), INVALID),
@@ -124,6 +138,15 @@ CASES: list[tuple[str, str, str, object, grpc.StatusCode]] = [
         "payment",
         "ListTransactions",
         payments_pb2.ListTransactionsRequest(page_token="!!"),
+        INVALID,
+    ),
+    (
+        "ListTransactions, token naive time",
+        "payment",
+        "ListTransactions",
+        payments_pb2.ListTransactionsRequest(
+            page_token=_token({"s": "transactions:0:", "t": "2024-01-01T00:00:00", "i": "x"})
+        ),
         INVALID,
     ),
     (
