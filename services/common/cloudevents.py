@@ -79,6 +79,11 @@ def decode(topic: Topic, headers: Headers | None, value: bytes | None) -> tuple[
             f"event type {found['ce_type']!r} does not belong on topic {topic.name!r} "
             f"(expected {topic.ce_type!r})"
         )
+    if found["ce_source"] != topic.source:
+        raise InvalidEvent(
+            f"event source {found['ce_source']!r} does not publish on topic {topic.name!r} "
+            f"(only {topic.source!r} does)"
+        )
     content_type = found.get("content-type", CONTENT_TYPE)
     if content_type != CONTENT_TYPE:
         raise InvalidEvent(f"unsupported content-type {content_type!r}")

@@ -50,12 +50,10 @@ def _add(
     return record
 
 
-def add_event(
-    session: Session, event: Message, *, key: int | str, source: str, subject: str = ""
-) -> EventMeta:
+def add_event(session: Session, event: Message, *, key: int | str, subject: str = "") -> EventMeta:
     """Stage `event` for publication on its topic once this transaction commits."""
     topic = topic_for_event(event)
-    meta = EventMeta.new(ce_type=topic.ce_type, source=source, subject=subject)
+    meta = EventMeta.new(ce_type=topic.ce_type, source=topic.source, subject=subject)
     _add(
         session,
         event_id=meta.id,

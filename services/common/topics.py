@@ -11,10 +11,12 @@ from paysaga.v1 import events_pb2
 
 @dataclass(frozen=True)
 class Topic:
-    """A saga topic, the protobuf event type on it, and its dead-letter topic."""
+    """A saga topic, the protobuf event type on it, who publishes it, and its dead-letter topic."""
 
     name: str
     event_type: type[Message]
+    #: CloudEvents `source` of the only service that publishes on this topic.
+    source: str
 
     @property
     def dlt(self) -> str:
@@ -26,9 +28,12 @@ class Topic:
         return self.event_type.DESCRIPTOR.full_name
 
 
-ORDERS = Topic("orders", events_pb2.OrderPurchased)
-PAYMENTS = Topic("payments", events_pb2.PaymentProcessed)
-TRANSACTIONS = Topic("transactions", events_pb2.TransactionRecorded)
+ORDER_SERVICE = "paysaga/order"
+PAYMENT_SERVICE = "paysaga/payment"
+
+ORDERS = Topic("orders", events_pb2.OrderPurchased, ORDER_SERVICE)
+PAYMENTS = Topic("payments", events_pb2.PaymentProcessed, PAYMENT_SERVICE)
+TRANSACTIONS = Topic("transactions", events_pb2.TransactionRecorded, PAYMENT_SERVICE)
 
 #: topic name -> Topic; the one place that says which event travels where.
 TOPICS: dict[str, Topic] = {t.name: t for t in (ORDERS, PAYMENTS, TRANSACTIONS)}

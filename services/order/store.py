@@ -14,8 +14,6 @@ from services.common.timeutil import to_timestamp
 from services.order.domain import Status
 from services.order.models import CATALOGUE, Order, Product
 
-EVENT_SOURCE = "paysaga/order"
-
 
 class UnknownProduct(LookupError):
     """No product with that id in the catalogue."""
@@ -76,7 +74,7 @@ def create_order(
         amount_cents=product.price_cents,
         create_time=to_timestamp(order.created_at),
     )
-    add_event(session, event, key=user_id, source=EVENT_SOURCE, subject=order.id)
+    add_event(session, event, key=user_id, subject=order.id)
     run_after_commit(session, lambda: on_change(order))
     return order, True
 

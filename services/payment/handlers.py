@@ -16,8 +16,6 @@ from services.payment.models import Account, Payment, Transaction
 
 log = logging.getLogger(__name__)
 
-EVENT_SOURCE = "paysaga/payment"
-
 
 def _check_common(order_id: str, user_id: int, amount_cents: int) -> None:
     if not order_id:
@@ -69,7 +67,7 @@ def on_order_purchased(session: Session, event: Message, meta: EventMeta) -> Non
         status=status,
         reason=decision.reason,
     )
-    add_event(session, outgoing, key=event.user_id, source=EVENT_SOURCE, subject=event.order_id)
+    add_event(session, outgoing, key=event.user_id, subject=event.order_id)
     log.info(
         "payment decided",
         extra={**fields, "approved": decision.approved, "reason": decision.reason},
@@ -112,5 +110,5 @@ def on_payment_processed(session: Session, event: Message, meta: EventMeta) -> N
     else:
         outgoing.status = events_pb2.TRANSACTION_STATUS_UNSUCCESSFUL
         outgoing.reason = event.reason or "payment declined"
-    add_event(session, outgoing, key=event.user_id, source=EVENT_SOURCE, subject=event.order_id)
+    add_event(session, outgoing, key=event.user_id, subject=event.order_id)
     log.info("transaction outcome", extra={**fields, "recorded": approved})

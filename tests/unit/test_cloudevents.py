@@ -12,13 +12,17 @@ EVENT = events_pb2.OrderPurchased(order_id="o-1", user_id=1, product_id=1, amoun
 
 
 def _headers() -> list[tuple[str, bytes]]:
-    return EventMeta.new(ce_type=ORDERS.ce_type, source="test", subject="o-1").headers()
+    return EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source, subject="o-1").headers()
 
 
 def test_round_trip() -> None:
     meta, event = decode(ORDERS, _headers(), EVENT.SerializeToString())
     assert event == EVENT
-    assert (meta.type, meta.source, meta.subject) == ("paysaga.v1.OrderPurchased", "test", "o-1")
+    assert (meta.type, meta.source, meta.subject) == (
+        "paysaga.v1.OrderPurchased",
+        "paysaga/order",
+        "o-1",
+    )
 
 
 def test_missing_headers_are_named() -> None:
@@ -40,3 +44,9 @@ def test_truncated_payload_is_rejected() -> None:
 def test_empty_payload_is_rejected() -> None:
     with pytest.raises(InvalidEvent, match="empty payload"):
         decode(ORDERS, _headers(), b"")
+
+
+def test_event_from_a_service_that_does_not_publish_there_is_rejected() -> None:
+    headers = EventMeta.new(ce_type=ORDERS.ce_type, source="paysaga/payment").headers()
+    with pytest.raises(InvalidEvent, match="source 'paysaga/payment' does not publish on topic"):
+        decode(ORDERS, headers, EVENT.SerializeToString())

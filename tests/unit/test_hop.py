@@ -78,7 +78,7 @@ def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
 
 
 def order_record(offset: int, order_id: str, amount: int, event_id: str = "") -> FakeRecord:
-    meta = EventMeta.new(ce_type=ORDERS.ce_type, source="test")
+    meta = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source)
     if event_id:
         meta = EventMeta(event_id, meta.type, meta.source, meta.time)
     event = events_pb2.OrderPurchased(
