@@ -2,9 +2,10 @@
 
 For each batch of records:
 1. decode each (CloudEvents headers + protobuf); an undecodable one is dead-lettered;
-2. in ONE database transaction: skip events whose id is in the inbox, apply each new one
-   through its handler (in a savepoint, so an invalid event is dead-lettered alone),
-   record its id, and stage outgoing events and dead letters in the outbox;
+2. in ONE database transaction: drop events whose id is in the inbox (duplicates),
+   record the ids of the others, let each topic's handler apply its events (an event the
+   handler rejects is dead-lettered), and write the outgoing events and dead letters to
+   the outbox;
 3. commit the transaction, then commit the Kafka offsets.
 If the transaction fails, nothing of the batch is applied and the consumer rewinds to
 the batch's first offsets and tries again: Kafka delivers at least once, the inbox
@@ -16,23 +17,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from google.protobuf.message import Message
 from sqlmodel import Session
 
-from services.common import inbox, outbox
+from services.common import inbox
 from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode
 from services.common.db import Database
+from services.common.outbox import OutboxWriter
 from services.common.topics import TOPICS
 
 log = logging.getLogger(__name__)
 
-#: A handler applies one event inside the caller's transaction; raises InvalidEvent to reject it.
-Handler = Callable[[Session, Message, EventMeta], None]
+
+class EventBatch(Protocol):
+    """One topic's events of a consumed batch, applied inside the batch's transaction.
+
+    `apply` checks one event and stages its effect; it raises InvalidEvent BEFORE staging
+    anything, so a rejected event leaves no trace (it is dead-lettered). `write` writes
+    what was staged, once, at the end of the batch.
+    """
+
+    def apply(self, event: Message, meta: EventMeta) -> None: ...
+
+    def write(self) -> None: ...
+
+
+#: Opens a topic's EventBatch from the transaction's session, its outbox and the batch's
+#: events (so it can load what they need in one query each).
+Handler = Callable[[Session, OutboxWriter, Sequence[Message]], EventBatch]
 
 
 def _headers(record: KafkaMessage) -> Headers:
@@ -40,13 +58,17 @@ def _headers(record: KafkaMessage) -> Headers:
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
+def _by_topic(records: list[_Record]) -> dict[str, list[_Record]]:
+    """Records grouped by topic, each group in consumed order."""
+    groups: dict[str, list[_Record]] = {}
+    for record in records:
+        groups.setdefault(record.topic, []).append(record)
+    return groups
+
+
 def _coordinates(record: KafkaMessage) -> tuple[str, int, int]:
     """A consumed record's (topic, partition, offset)."""
     return record.topic() or "", record.partition() or 0, record.offset() or 0
-
-
-class _Rejected(Exception):
-    """A handler rejected an event of the batch: roll back and apply the batch again."""
 
 
 @dataclass
@@ -157,12 +179,22 @@ class EventConsumer:
     def process_batch(self, kafka_records: list[KafkaMessage]) -> None:
         """Apply a batch in one transaction, then commit its offsets."""
         records = [self._decode(k) for k in kafka_records]
-        if not self._try_apply(records, savepoints=False):
-            # A handler rejected an event (now marked). Apply the batch again, each event
-            # in a savepoint this time, so further rejections cost no further attempts.
-            self._try_apply(records, savepoints=True)
+        with self.db.write() as session:
+            outbox = OutboxWriter()
+            fresh = self._drop_duplicates(session, records)
+            for topic, group in _by_topic(fresh).items():
+                self._apply(session, outbox, topic, group)
+            outbox.write(session)
         self._commit_offsets(kafka_records)
         self.applied += len(records)
+        log.info(
+            "batch applied",
+            extra={
+                "records": len(records),
+                "new": len(fresh),
+                "dead_lettered": sum(bool(r.error) for r in fresh),
+            },
+        )
 
     @staticmethod
     def _decode(kafka: KafkaMessage) -> _Record:
@@ -173,51 +205,43 @@ class EventConsumer:
             return _Record(kafka, error=str(exc))
         return _Record(kafka, meta=meta, event=event)
 
-    def _try_apply(self, records: list[_Record], *, savepoints: bool) -> bool:
-        """One attempt at the batch; False when a handler rejected an event (now marked).
+    @staticmethod
+    def _drop_duplicates(session: Session, records: list[_Record]) -> list[_Record]:
+        """The records whose event was not seen before (recording them in the inbox)."""
+        new = inbox.record_new(session, [(r.inbox_id, r.topic) for r in records])
+        fresh = []
+        for record in records:
+            if record.inbox_id in new:
+                new.discard(record.inbox_id)  # a second copy in this batch is a duplicate
+                fresh.append(record)
+            else:
+                log.info("duplicate event skipped", extra=record.log_fields())
+        return fresh
 
-        Without savepoints (the fast path: each savepoint costs a flush), an event rejected
-        half-way rolls the whole attempt back; with them, only the event is rolled back.
-        Either way a rejected event is dead-lettered.
-        """
-        try:
-            with self.db.write() as session:
-                new = inbox.record_new(session, [(r.inbox_id, r.topic) for r in records])
-                for record in records:
-                    if record.inbox_id not in new:
-                        log.info("duplicate event skipped", extra=record.log_fields())
-                        continue
-                    new.discard(record.inbox_id)
-                    self._apply(session, record, savepoints)
-        except _Rejected:
-            return False
-        return True
-
-    def _apply(self, session: Session, record: _Record, savepoint: bool) -> None:
-        if record.meta is not None and record.event is not None and not record.error:
-            handler = self.handlers[record.topic]
-            try:
-                if savepoint:
-                    with session.begin_nested():
-                        handler(session, record.event, record.meta)
-                else:
-                    handler(session, record.event, record.meta)
-                return
-            except InvalidEvent as exc:
-                record.error = str(exc)
-                if not savepoint:
-                    raise _Rejected from exc
-        k = record.kafka
-        log.warning("event dead-lettered", extra={**record.log_fields(), "reason": record.error})
-        outbox.add_dead_letter(
-            session,
-            topic=record.topic,
-            key=k.key(),
-            value=k.value(),
-            headers=_headers(k),
-            reason=record.error,
-            event_id=record.inbox_id,
-        )
+    def _apply(
+        self, session: Session, outbox: OutboxWriter, topic: str, records: list[_Record]
+    ) -> None:
+        batch = self.handlers[topic](session, outbox, [r.event for r in records if r.event])
+        for record in records:
+            if record.event is not None and record.meta is not None and not record.error:
+                try:
+                    batch.apply(record.event, record.meta)
+                    continue
+                except InvalidEvent as exc:
+                    record.error = str(exc)
+            log.warning(
+                "event dead-lettered", extra={**record.log_fields(), "reason": record.error}
+            )
+            k = record.kafka
+            outbox.add_dead_letter(
+                topic=topic,
+                key=k.key(),
+                value=k.value(),
+                headers=_headers(k),
+                reason=record.error,
+                event_id=record.inbox_id,
+            )
+        batch.write()
 
     def _commit_offsets(self, records: list[KafkaMessage]) -> None:
         next_offsets: dict[tuple[str, int], int] = {}

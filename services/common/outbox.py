@@ -1,11 +1,17 @@
-"""The outbox: events to publish, written in the same transaction as the change they announce."""
+"""The outbox: events to publish, written in the same transaction as the change they announce.
+
+A transaction collects its outgoing records in an `OutboxWriter` and writes them with one
+INSERT at the end; the relay is woken once that transaction has committed.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.message import Message
+from sqlalchemy import insert
 from sqlmodel import Field, Session, SQLModel
 
 from services.common.cloudevents import EventMeta, Headers, header_text
@@ -33,56 +39,64 @@ class OutboxRecord(SQLModel, table=True):
         return [(name, text.encode()) for name, text in json.loads(self.headers_json)]
 
 
-def _add(
-    session: Session, *, event_id: str, topic: str, key: str, value: bytes, headers: Headers
-) -> OutboxRecord:
-    record = OutboxRecord(
-        event_id=event_id,
-        topic=topic,
-        key=key,
-        value=value,
-        headers_json=json.dumps([[k, header_text(v)] for k, v in headers]),
-    )
-    session.add(record)
-    signal = session.info.get("outbox_signal")
-    if signal is not None:
-        run_after_commit(session, signal.set)
-    return record
+class OutboxWriter:
+    """The outgoing records of one transaction, in order; `write` inserts them all."""
 
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
-def add_event(session: Session, event: Message, *, key: int | str, subject: str = "") -> EventMeta:
-    """Stage `event` for publication on its topic once this transaction commits."""
-    topic = topic_for_event(event)
-    meta = EventMeta.new(ce_type=topic.ce_type, source=topic.source, subject=subject)
-    _add(
-        session,
-        event_id=meta.id,
-        topic=topic.name,
-        key=str(key),
-        value=event.SerializeToString(),
-        headers=meta.headers(),
-    )
-    return meta
+    def _add(self, *, event_id: str, topic: str, key: str, value: bytes, headers: Headers) -> None:
+        self.rows.append(
+            {
+                "event_id": event_id,
+                "topic": topic,
+                "key": key,
+                "value": value,
+                "headers_json": json.dumps([[k, header_text(v)] for k, v in headers]),
+                "created_at": utcnow(),
+            }
+        )
 
+    def add_event(self, event: Message, *, key: int | str, subject: str = "") -> EventMeta:
+        """Stage `event` for publication on its topic, keyed by `key`."""
+        topic = topic_for_event(event)
+        meta = EventMeta.new(ce_type=topic.ce_type, source=topic.source, subject=subject)
+        self._add(
+            event_id=meta.id,
+            topic=topic.name,
+            key=str(key),
+            value=event.SerializeToString(),
+            headers=meta.headers(),
+        )
+        return meta
 
-def add_dead_letter(
-    session: Session,
-    *,
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Headers,
-    reason: str,
-    event_id: str,
-) -> None:
-    """Stage an unusable record for `<topic>.dlt`, as received, with the reason in a header."""
-    dead_headers = [h for h in headers if h[0] != "dlt_reason"]
-    dead_headers += [("dlt_reason", reason.encode()), ("dlt_original_topic", topic.encode())]
-    _add(
-        session,
-        event_id=event_id,
-        topic=f"{topic}.dlt",
-        key=(key or b"").decode("utf-8", "replace"),
-        value=value or b"",
-        headers=dead_headers,
-    )
+    def add_dead_letter(
+        self,
+        *,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        reason: str,
+        event_id: str,
+    ) -> None:
+        """Stage an unusable record for `<topic>.dlt`, as received, with the reason in a header."""
+        dead_headers = [h for h in headers if h[0] not in ("dlt_reason", "dlt_original_topic")]
+        dead_headers += [("dlt_reason", reason.encode()), ("dlt_original_topic", topic.encode())]
+        self._add(
+            event_id=event_id,
+            topic=f"{topic}.dlt",
+            key=header_text(key),
+            value=value or b"",
+            headers=dead_headers,
+        )
+
+    def write(self, session: Session) -> None:
+        """Insert the staged records in this transaction; wake the relay once it commits."""
+        if not self.rows:
+            return
+        session.execute(insert(OutboxRecord), self.rows)
+        self.rows = []
+        signal = session.info.get("outbox_signal")
+        if signal is not None:
+            run_after_commit(session, signal.set)

@@ -10,7 +10,7 @@ from services.common.inbox import ProcessedEvent
 from services.common.logs import configure_logging
 from services.common.outbox import OutboxRecord
 from services.common.topics import TRANSACTIONS
-from services.order.handlers import transaction_recorded_handler
+from services.order.handlers import finish_orders_handler
 from services.order.models import Order, Product
 from services.order.server import OrderServicer
 from services.order.settings import OrderSettings
@@ -31,7 +31,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
-        handlers={TRANSACTIONS.name: transaction_recorded_handler(servicer.publish_change)},
+        handlers={TRANSACTIONS.name: finish_orders_handler(servicer.publish_changes)},
         service_names=[SERVICE_NAME],
         register=lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(
             servicer, server

@@ -1,17 +1,18 @@
-"""Handlers of the events the Order service consumes: TransactionRecorded ends an order's saga."""
+"""Order service event handlers: TransactionRecorded ends an order's saga (topic `transactions`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from google.protobuf.message import Message
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta, InvalidEvent
-from services.common.consumer import Handler
+from services.common.consumer import EventBatch, Handler
 from services.common.db import run_after_commit
+from services.common.outbox import OutboxWriter
 from services.common.timeutil import utcnow
 from services.order.domain import Status, next_status
 from services.order.models import Order
@@ -24,16 +25,30 @@ _OUTCOMES = {
 }
 
 
-def transaction_recorded_handler(on_change: Callable[[Order], None]) -> Handler:
-    """The handler for topic `transactions`; `on_change` hears of each order it changes."""
+class FinishOrders:
+    """Sets each order COMPLETED or FAILED from its TransactionRecorded; terminal orders stay."""
 
-    def on_transaction_recorded(session: Session, event: Message, meta: EventMeta) -> None:
+    def __init__(
+        self,
+        session: Session,
+        events: Sequence[Message],
+        on_change: Callable[[Sequence[Order]], None],
+    ) -> None:
+        self.session = session
+        self.on_change = on_change
+        order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}
+        self.orders = {
+            o.id: o for o in session.exec(select(Order).where(col(Order.id).in_(order_ids)))
+        }
+        self.changed: dict[str, Order] = {}
+
+    def apply(self, event: Message, meta: EventMeta) -> None:
         assert isinstance(event, events_pb2.TransactionRecorded)
         if event.status not in _OUTCOMES:
             raise InvalidEvent(
                 f"transaction status {event.status} is neither SUCCESSFUL nor UNSUCCESSFUL"
             )
-        order = session.get(Order, event.order_id) if event.order_id else None
+        order = self.orders.get(event.order_id)
         if order is None:
             raise InvalidEvent(f"unknown order {event.order_id!r}")
         if (event.user_id, event.amount_cents) != (order.user_id, order.price_cents):
@@ -50,11 +65,25 @@ def transaction_recorded_handler(on_change: Callable[[Order], None]) -> Handler:
             return
         order.status, order.failure_reason = change
         order.updated_at = utcnow()
-        session.add(order)
-        run_after_commit(session, lambda: on_change(order))
-        log.info(
+        self.changed[order.id] = order
+        log.debug(
             "order finished",
             extra={**fields, "status": order.status, "reason": order.failure_reason},
         )
 
-    return on_transaction_recorded
+    def write(self) -> None:
+        # The changed orders are flushed by the session at commit; watchers hear after it.
+        changed = list(self.changed.values())
+        if changed:
+            run_after_commit(self.session, lambda: self.on_change(changed))
+
+
+def finish_orders_handler(on_change: Callable[[Sequence[Order]], None]) -> Handler:
+    """The handler for topic `transactions`; `on_change` hears of the orders it ends."""
+
+    def open_batch(
+        session: Session, _outbox: OutboxWriter, events: Sequence[Message]
+    ) -> EventBatch:
+        return FinishOrders(session, events, on_change)
+
+    return open_batch

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
 
 import grpc
 
@@ -51,32 +52,29 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self.db = db
         self.changes = changes
         #: CreateOrder writes, committed in groups (see services.common.group_commit).
-        self.writes = GroupCommitter(db, rejects=store.CREATE_REJECTIONS)
+        self.writes: GroupCommitter[store.NewOrder, Order] = GroupCommitter(
+            db, partial(store.create_orders, on_change=self.publish_changes)
+        )
 
-    def publish_change(self, order: Order) -> None:
-        """Tell WatchOrders streams about a committed change."""
-        self.changes.publish(order_to_proto(order))
+    def publish_changes(self, orders: Sequence[Order]) -> None:
+        """Tell WatchOrders streams about committed changes."""
+        for order in orders:
+            self.changes.publish(order_to_proto(order))
 
     def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
     ) -> orders_pb2.CreateOrderResponse:
         try:
             check_order_request(request.user_id, request.product_id, request.request_id)
-            order, created = self.writes.submit(
-                lambda session: store.create_order(
-                    session=session,
-                    user_id=request.user_id,
-                    product_id=request.product_id,
-                    request_id=request.request_id,
-                    on_change=self.publish_change,
-                )
+            order = self.writes.submit(
+                store.NewOrder(request.user_id, request.product_id, request.request_id)
             )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except store.UnknownProduct as exc:
             abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-        log.info(
-            "order created" if created else "order create retried",
+        log.debug(
+            "order created",
             extra={
                 "order_id": order.id,
                 "user_id": order.user_id,

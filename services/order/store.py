@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
 from services.common.db import Database, run_after_commit
-from services.common.outbox import add_event
+from services.common.outbox import OutboxWriter
 from services.common.paging import Cursor, newest_first_after
-from services.common.timeutil import to_timestamp
+from services.common.timeutil import to_timestamp, utcnow
 from services.order.domain import Status
 from services.order.models import CATALOGUE, Order, Product
 
@@ -23,10 +26,6 @@ class RequestIdReused(ValueError):
     """A request_id already used for a different order request."""
 
 
-#: What create_order raises for a request the caller must fix (the rest are failures).
-CREATE_REJECTIONS: tuple[type[Exception], ...] = (UnknownProduct, RequestIdReused)
-
-
 def seed_catalogue(db: Database) -> None:
     """Insert the catalogue's products that are missing (first start)."""
     with db.write() as session:
@@ -35,48 +34,89 @@ def seed_catalogue(db: Database) -> None:
                 session.add(Product.model_validate(product.model_dump()))
 
 
-def create_order(
-    *,
-    session: Session,
-    user_id: int,
-    product_id: int,
-    request_id: str,
-    on_change: Callable[[Order], None],
-) -> tuple[Order, bool]:
-    """Store a CREATED order and stage its OrderPurchased event, in the caller's transaction.
+@dataclass(frozen=True)
+class NewOrder:
+    """A checked CreateOrder request."""
 
-    Returns (order, created). With a request_id seen before, returns that order and False.
+    user_id: int
+    product_id: int
+    request_id: str
+
+
+def create_orders(
+    session: Session,
+    requests: Sequence[NewOrder],
+    *,
+    on_change: Callable[[Sequence[Order]], None],
+) -> list[Order | Exception]:
+    """Store CREATED orders with their OrderPurchased events, in the caller's transaction.
+
+    Answers each request, in order, with its order or the exception that rejects it
+    (UnknownProduct, RequestIdReused); a rejected request writes nothing. A request_id
+    seen before (in the database or earlier in `requests`) answers with that order.
     """
-    if request_id:
-        existing = session.exec(select(Order).where(Order.request_id == request_id)).first()
+    keys = {r.request_id for r in requests if r.request_id}
+    by_key = {
+        o.request_id: o
+        for o in session.exec(select(Order).where(col(Order.request_id).in_(keys)))
+        if o.request_id
+    }
+    product_ids = {r.product_id for r in requests}
+    products = session.exec(select(Product).where(col(Product.id).in_(product_ids)))
+    prices = {p.id: p.price_cents for p in products}
+    outbox = OutboxWriter()
+    created: list[Order] = []
+    answers: list[Order | Exception] = []
+    for request in requests:
+        existing = by_key.get(request.request_id) if request.request_id else None
         if existing is not None:
-            if (existing.user_id, existing.product_id) != (user_id, product_id):
-                raise RequestIdReused(
-                    f"request_id {request_id!r} was already used for an order of user "
-                    f"{existing.user_id} for product {existing.product_id}: use a new request_id"
-                )
-            return existing, False
-    product = session.get(Product, product_id)
-    if product is None:
-        raise UnknownProduct(f"product {product_id} does not exist in the catalogue")
-    order = Order(
-        user_id=user_id,
-        product_id=product_id,
-        price_cents=product.price_cents,
-        status=Status.CREATED,
-        request_id=request_id or None,
+            answers.append(_same_request(existing, request))
+            continue
+        price = prices.get(request.product_id)
+        if price is None:
+            answers.append(
+                UnknownProduct(f"product {request.product_id} does not exist in the catalogue")
+            )
+            continue
+        now = utcnow()
+        order = Order(
+            id=str(uuid.uuid4()),
+            user_id=request.user_id,
+            product_id=request.product_id,
+            price_cents=price,
+            status=Status.CREATED,
+            failure_reason="",
+            request_id=request.request_id or None,
+            created_at=now,
+            updated_at=now,
+        )
+        event = events_pb2.OrderPurchased(
+            order_id=order.id,
+            user_id=order.user_id,
+            product_id=order.product_id,
+            amount_cents=price,
+            create_time=to_timestamp(now),
+        )
+        outbox.add_event(event, key=order.user_id, subject=order.id)
+        if request.request_id:
+            by_key[request.request_id] = order
+        created.append(order)
+        answers.append(order)
+    if created:
+        session.execute(insert(Order), [o.model_dump() for o in created])
+        run_after_commit(session, lambda: on_change(created))
+    outbox.write(session)
+    return answers
+
+
+def _same_request(existing: Order, request: NewOrder) -> Order | Exception:
+    """The order a retried request_id names, or why the request may not reuse it."""
+    if (existing.user_id, existing.product_id) == (request.user_id, request.product_id):
+        return existing
+    return RequestIdReused(
+        f"request_id {request.request_id!r} was already used for an order of user "
+        f"{existing.user_id} for product {existing.product_id}: use a new request_id"
     )
-    session.add(order)
-    event = events_pb2.OrderPurchased(
-        order_id=order.id,
-        user_id=user_id,
-        product_id=product_id,
-        amount_cents=product.price_cents,
-        create_time=to_timestamp(order.created_at),
-    )
-    add_event(session, event, key=user_id, subject=order.id)
-    run_after_commit(session, lambda: on_change(order))
-    return order, True
 
 
 def list_orders(

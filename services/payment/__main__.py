@@ -10,7 +10,7 @@ from services.common.inbox import ProcessedEvent
 from services.common.logs import configure_logging
 from services.common.outbox import OutboxRecord
 from services.common.topics import ORDERS, PAYMENTS
-from services.payment.handlers import on_order_purchased, on_payment_processed
+from services.payment.handlers import ChargeOrders, RecordTransactions
 from services.payment.models import Account, Payment, Transaction
 from services.payment.server import PaymentServicer
 from services.payment.settings import PaymentSettings
@@ -30,7 +30,7 @@ def build(settings: PaymentSettings) -> GrpcApp:
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
-        handlers={ORDERS.name: on_order_purchased, PAYMENTS.name: on_payment_processed},
+        handlers={ORDERS.name: ChargeOrders, PAYMENTS.name: RecordTransactions},
         service_names=[SERVICE_NAME],
         register=lambda server: payments_pb2_grpc.add_PaymentServiceServicer_to_server(
             servicer, server

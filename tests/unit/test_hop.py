@@ -20,7 +20,7 @@ from services.common.db import Database
 from services.common.inbox import ProcessedEvent
 from services.common.outbox import OutboxRecord
 from services.common.topics import ORDERS
-from services.payment.handlers import on_order_purchased
+from services.payment.handlers import ChargeOrders
 from services.payment.models import Account, Payment, Transaction
 from services.payment.store import seed_accounts
 
@@ -73,7 +73,7 @@ def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
     db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent])
     seed_accounts(db)
     consumer = FakeConsumer()
-    hop = EventConsumer(db, consumer, {ORDERS.name: on_order_purchased})  # type: ignore[arg-type]
+    hop = EventConsumer(db, consumer, {ORDERS.name: ChargeOrders})  # type: ignore[arg-type]
     return hop, db, consumer
 
 
