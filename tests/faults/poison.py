@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta, Headers
-from services.common.topics import TOPICS
+from services.common.topics import TOPICS, Topic
 
 
 @dataclass(frozen=True)
@@ -35,19 +35,20 @@ def _valid(topic: str) -> Message:
     return events_pb2.TransactionRecorded(order_id=order_id, user_id=2, amount_cents=5000, status=1)
 
 
-def _headers(ce_type: str) -> Headers:
-    return EventMeta.new(ce_type=ce_type, source="paysaga/faults").headers()
+def _headers(topic: Topic) -> Headers:
+    """Headers as the real publisher of `topic` writes them."""
+    return EventMeta.new(ce_type=topic.ce_type, source=topic.source).headers()
 
 
 def poison_for(topic: str) -> list[Poison]:
     """The poison records for one topic, each of another kind."""
-    own = TOPICS[topic].ce_type
+    own = TOPICS[topic]
     other = next(t for name, t in TOPICS.items() if name != topic)
     kinds: dict[str, tuple[bytes, Headers]] = {
         # An over-long varint: no protobuf parser accepts it.
         "random bytes": (b"\xff" * 11 + os.urandom(48), _headers(own)),
         "truncated protobuf": (_valid(topic).SerializeToString()[:12], _headers(own)),
-        "wrong type": (_valid(other.name).SerializeToString(), _headers(other.ce_type)),
+        "wrong type": (_valid(other.name).SerializeToString(), _headers(other)),
         "missing headers": (_valid(topic).SerializeToString(), []),
         "empty payload": (b"", _headers(own)),
     }
