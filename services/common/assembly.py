@@ -34,7 +34,7 @@ def build_app(
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
         db,
-        new_producer(bootstrap, f"paysaga-{name}-relay"),
+        lambda: new_producer(bootstrap, f"paysaga-{name}-relay"),
         batch_size=settings.relay_batch_size,
         idle_poll_s=settings.relay_idle_poll_s,
     )

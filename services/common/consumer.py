@@ -249,9 +249,10 @@ class EventConsumer:
             next_offsets[(topic, partition)] = offset + 1
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            # Asynchronous: the transaction is committed, so if this commit is lost (a crash,
+            # a rebalance) the batch is redelivered and the inbox drops it.
+            self.consumer.commit(offsets=offsets, asynchronous=True)
         except Exception:
-            # The transaction is committed: a redelivery is dropped by the inbox.
             log.warning("offset commit failed; the batch may be redelivered", exc_info=True)
 
     def _rewind(self, records: list[KafkaMessage]) -> None:

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -50,6 +50,12 @@ class Database:
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         #: Set after every commit that wrote outbox rows; the relay waits on it.
         self.outbox_signal = threading.Event()
+        # SQLite has one writer at a time. Writers of this process queue on a Python lock,
+        # which hands over at once; left to SQLite's busy handler, a waiting writer sleeps
+        # in steps of up to 100 ms however soon the lock is free.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else nullcontext()
+        )
         self._writer = self._create_engine(begin="BEGIN IMMEDIATE")
         self._reader = self._create_engine(begin="BEGIN") if self.is_sqlite else self._writer
 
@@ -93,7 +99,7 @@ class Database:
         """One write transaction: commits on success, rolls back on any exception."""
         session = self._session(self._writer)
         try:
-            with session.begin():
+            with self._write_lock, session.begin():
                 yield session
             callbacks = session.info.pop(_AFTER_COMMIT, [])
         finally:

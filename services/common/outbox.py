@@ -24,6 +24,8 @@ class OutboxRecord(SQLModel, table=True):
     """One Kafka record waiting to be published; deleted once the broker confirmed it."""
 
     __tablename__ = "outbox"
+    # Never reuse a seq, even after every row was deleted: the relay keeps its place by seq.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     #: Publication order.
     seq: int | None = Field(default=None, primary_key=True)
