@@ -93,11 +93,15 @@ def decode(topic: Topic, headers: Headers | None, value: bytes | None) -> tuple[
         event = topic.event_type.FromString(value)
     except DecodeError as exc:
         raise InvalidEvent(f"payload is not a valid {topic.ce_type}: {exc}") from exc
+    subject = found.get("ce_subject", "")
+    order_id = getattr(event, "order_id", subject)
+    if subject != order_id:
+        raise InvalidEvent(f"ce_subject {subject!r} is not the event's order_id {order_id!r}")
     meta = EventMeta(
         id=found["ce_id"],
         type=found["ce_type"],
         source=found["ce_source"],
         time=found.get("ce_time", ""),
-        subject=found.get("ce_subject", ""),
+        subject=subject,
     )
     return meta, event

@@ -134,6 +134,9 @@ class EventConsumer:
         self._stopping.set()
         self._thread.join(timeout_s)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         backoff = 0.1
         try:

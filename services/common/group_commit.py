@@ -26,6 +26,10 @@ Request = TypeVar("Request")
 Result = TypeVar("Result")
 
 
+class ShuttingDown(RuntimeError):
+    """No new writes are taken: the service is stopping."""
+
+
 class _Pending(Generic[Request, Result]):
     def __init__(self, request: Request) -> None:
         self.request = request
@@ -58,10 +62,13 @@ class GroupCommitter(Generic[Request, Result]):
         self._stopping.set()
         self._thread.join(timeout_s)
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def submit(self, request: Request) -> Result:
         """Apply `request` in the next group; return its result once committed, or raise."""
         if self._stopping.is_set():
-            raise RuntimeError("shutting down: no new writes are taken")
+            raise ShuttingDown("the service is shutting down: retry the call")
         pending: _Pending[Request, Result] = _Pending(request)
         self._queue.put(pending)
         pending.done.wait()

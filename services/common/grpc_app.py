@@ -12,27 +12,25 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.grpc_errors import UnexpectedErrors
+
 log = logging.getLogger(__name__)
 
 
-def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    """End the RPC with `code` and a message that says what to fix."""
-    context.abort(code, message)
-    raise AssertionError("unreachable: context.abort raises")
-
-
 class Worker(Protocol):
-    """A background part of the service (the consumer, the relay)."""
+    """A background part of the service (the consumer, the relay, a group committer)."""
 
     def start(self) -> None: ...
 
     def stop(self, timeout_s: float = ...) -> None: ...
+
+    def is_alive(self) -> bool: ...
 
 
 class AddressInUse(RuntimeError):
@@ -61,6 +59,7 @@ class GrpcApp:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", max_request_bytes)],
+            interceptors=[UnexpectedErrors()],
         )
         register(self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -78,6 +77,8 @@ class GrpcApp:
         self.host = address.rsplit(":", 1)[0]
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        #: The process's exit status once stopped: 1 after a worker died.
+        self.exit_code = 0
 
     @property
     def address(self) -> str:
@@ -97,6 +98,12 @@ class GrpcApp:
     def _watch_readiness(self) -> None:
         serving: bool | None = None
         while not self._stop.is_set():
+            if not all(worker.is_alive() for worker in self.workers):
+                # A worker never stops by itself: whatever stopped it will not heal here.
+                log.critical("a worker stopped unexpectedly; exiting so the service restarts")
+                self.exit_code = 1
+                threading.Thread(target=self.stop, name="stop").start()
+                return
             try:
                 for check in self.readiness_checks:
                     check()
@@ -126,10 +133,11 @@ class GrpcApp:
         self._stopped.set()
         log.info("stopped")
 
-    def run_until_signalled(self) -> None:
-        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+    def run_until_signalled(self) -> int:
+        """Start, serve until SIGTERM or SIGINT, stop gracefully; return the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
         self.start()
         while not self._stopped.wait(1.0):
             pass
+        return self.exit_code

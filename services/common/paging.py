@@ -44,6 +44,8 @@ class Cursor:
             data = json.loads(base64.urlsafe_b64decode(padded.encode()))
             cursor = cls(created_at=datetime.fromisoformat(data["t"]), id=str(data["i"]))
             token_scope = data["s"]
+            if cursor.created_at.tzinfo is None:
+                raise ValueError("a page_token time always has a timezone")
         except (ValueError, KeyError, TypeError) as exc:
             raise BadPageRequest(
                 "page_token is malformed: pass the next_page_token of a previous response"

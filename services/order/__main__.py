@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.assembly import build_app
 from services.common.db import Database
@@ -43,7 +45,7 @@ def build(settings: OrderSettings) -> GrpcApp:
 def main() -> None:
     settings = OrderSettings()
     configure_logging("order", settings.log_level, settings.log_format)
-    build(settings).run_until_signalled()
+    sys.exit(build(settings).run_until_signalled())
 
 
 if __name__ == "__main__":

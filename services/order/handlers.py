@@ -50,6 +50,10 @@ class FinishOrders:
             )
         order = self.orders.get(event.order_id)
         if order is None:
+            if event.status == events_pb2.TRANSACTION_STATUS_SUCCESSFUL:
+                log.error("money was taken for an order that does not exist",
+                          extra={"order_id": event.order_id, "event_id": meta.id,
+                                 "transaction_id": event.transaction_id})  # fmt: skip
             raise InvalidEvent(f"unknown order {event.order_id!r}")
         if (event.user_id, event.amount_cents) != (order.user_id, order.price_cents):
             raise InvalidEvent(

@@ -12,8 +12,8 @@ import grpc
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.db import Database
-from services.common.group_commit import GroupCommitter
-from services.common.grpc_app import abort
+from services.common.group_commit import GroupCommitter, ShuttingDown
+from services.common.grpc_errors import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.order import store
@@ -73,6 +73,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except store.UnknownProduct as exc:
             abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except ShuttingDown as exc:
+            abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc} with the same request_id")
         log.debug(
             "order created",
             extra={

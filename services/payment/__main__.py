@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
 from services.common.assembly import build_app
 from services.common.db import Database
@@ -41,7 +43,7 @@ def build(settings: PaymentSettings) -> GrpcApp:
 def main() -> None:
     settings = PaymentSettings()
     configure_logging("payment", settings.log_level, settings.log_format)
-    build(settings).run_until_signalled()
+    sys.exit(build(settings).run_until_signalled())
 
 
 if __name__ == "__main__":

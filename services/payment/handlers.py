@@ -68,6 +68,8 @@ class ChargeOrders:
     def apply(self, event: Message, meta: EventMeta) -> None:
         assert isinstance(event, events_pb2.OrderPurchased)
         _check_common(event.order_id, event.user_id, event.amount_cents)
+        if event.product_id <= 0 or not event.HasField("create_time"):
+            raise InvalidEvent("an OrderPurchased names its product and creation time")
         fields = {"order_id": event.order_id, "event_id": meta.id, "user_id": event.user_id}
         if event.order_id in self.decided:
             log.info("order already charged or declined; event ignored", extra=fields)

@@ -8,7 +8,7 @@ import grpc
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
 from services.common.db import Database
-from services.common.grpc_app import abort
+from services.common.grpc_errors import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.payment import store

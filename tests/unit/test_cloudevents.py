@@ -50,3 +50,9 @@ def test_event_from_a_service_that_does_not_publish_there_is_rejected() -> None:
     headers = EventMeta.new(ce_type=ORDERS.ce_type, source="paysaga/payment").headers()
     with pytest.raises(InvalidEvent, match="source 'paysaga/payment' does not publish on topic"):
         decode(ORDERS, headers, EVENT.SerializeToString())
+
+
+def test_subject_must_be_the_events_order() -> None:
+    headers = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source, subject="o-2").headers()
+    with pytest.raises(InvalidEvent, match="ce_subject 'o-2' is not the event's order_id 'o-1'"):
+        decode(ORDERS, headers, EVENT.SerializeToString())

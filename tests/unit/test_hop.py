@@ -19,6 +19,7 @@ from services.common.consumer import EventConsumer
 from services.common.db import Database
 from services.common.inbox import ProcessedEvent
 from services.common.outbox import OutboxRecord
+from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import ORDERS
 from services.payment.handlers import ChargeOrders
 from services.payment.models import Account, Payment, Transaction
@@ -78,11 +79,15 @@ def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
 
 
 def order_record(offset: int, order_id: str, amount: int, event_id: str = "") -> FakeRecord:
-    meta = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source)
+    meta = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source, subject=order_id)
     if event_id:
-        meta = EventMeta(event_id, meta.type, meta.source, meta.time)
+        meta = EventMeta(event_id, meta.type, meta.source, meta.time, meta.subject)
     event = events_pb2.OrderPurchased(
-        order_id=order_id, user_id=1, product_id=1, amount_cents=amount
+        order_id=order_id,
+        user_id=1,
+        product_id=1,
+        amount_cents=amount,
+        create_time=to_timestamp(utcnow()),
     )
     return FakeRecord("orders", offset, event.SerializeToString(), meta.headers())
 
@@ -147,3 +152,14 @@ def test_balance_never_goes_negative(hop: Any) -> None:
     with db.read() as session:
         approved = session.exec(select(Payment).where(Payment.approved == True)).all()  # noqa: E712
     assert len(approved) == 3
+
+
+def test_another_events_bytes_under_order_purchased_headers_charge_nothing(hop: Any) -> None:
+    consumer, db, _ = hop
+    lying = events_pb2.PaymentProcessed(
+        order_id="order-x", user_id=1, amount_cents=5000, status=events_pb2.PAYMENT_STATUS_APPROVED
+    )
+    meta = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source, subject="order-x")
+    consumer.process_batch([FakeRecord("orders", 0, lying.SerializeToString(), meta.headers())])
+    assert balance(db) == 10000
+    assert outbox_topics(db) == ["orders.dlt"]

@@ -1,5 +1,7 @@
 """Page tokens: round trip, and clear errors for what a caller can get wrong."""
 
+import base64
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +16,12 @@ def test_cursor_round_trips() -> None:
     assert Cursor.decode(cursor.encode("orders:0:0"), "orders:0:0") == cursor
 
 
-@pytest.mark.parametrize("token", ["not-base64!!", "e30", "bm90IGpzb24", "W10"])
+NAIVE_TIME = base64.urlsafe_b64encode(
+    json.dumps({"s": "orders:0:0", "t": "2024-01-01T00:00:00", "i": "x"}).encode()
+).decode()
+
+
+@pytest.mark.parametrize("token", ["not-base64!!", "e30", "bm90IGpzb24", "W10", NAIVE_TIME])
 def test_malformed_token_is_rejected(token: str) -> None:
     with pytest.raises(BadPageRequest, match="page_token is malformed"):
         parse_page(10, token, "orders:0:0")
