@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from google.protobuf.message import Message
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
 
 from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta, InvalidEvent
@@ -15,7 +16,7 @@ from services.common.db import run_after_commit
 from services.common.outbox import OutboxWriter
 from services.common.timeutil import utcnow
 from services.order.domain import Status, next_status
-from services.order.models import Order
+from services.order.models import ORDERS_TABLE, OrderRow
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,14 @@ class FinishOrders:
         self,
         session: Session,
         events: Sequence[Message],
-        on_change: Callable[[Sequence[Order]], None],
+        on_change: Callable[[Sequence[OrderRow]], None],
     ) -> None:
         self.session = session
         self.on_change = on_change
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}
-        self.orders = {
-            o.id: o for o in session.exec(select(Order).where(col(Order.id).in_(order_ids)))
-        }
-        self.changed: dict[str, Order] = {}
+        found = session.execute(select(ORDERS_TABLE).where(ORDERS_TABLE.c.id.in_(order_ids)))
+        self.orders: dict[str, OrderRow] = {row["id"]: dict(row) for row in found.mappings()}
+        self.changed: dict[str, OrderRow] = {}
 
     def apply(self, event: Message, meta: EventMeta) -> None:
         assert isinstance(event, events_pb2.TransactionRecorded)
@@ -55,34 +55,40 @@ class FinishOrders:
                           extra={"order_id": event.order_id, "event_id": meta.id,
                                  "transaction_id": event.transaction_id})  # fmt: skip
             raise InvalidEvent(f"unknown order {event.order_id!r}")
-        if (event.user_id, event.amount_cents) != (order.user_id, order.price_cents):
+        if (event.user_id, event.amount_cents) != (order["user_id"], order["price_cents"]):
             raise InvalidEvent(
-                f"event for order {order.id} says user {event.user_id} / {event.amount_cents} "
-                f"cents, the order has user {order.user_id} / {order.price_cents} cents"
+                f"event for order {order['id']} says user {event.user_id} / "
+                f"{event.amount_cents} cents, the order has user {order['user_id']} / "
+                f"{order['price_cents']} cents"
             )
-        fields = {"order_id": order.id, "event_id": meta.id}
-        change = next_status(Status(order.status), _OUTCOMES[event.status], event.reason)
+        fields = {"order_id": order["id"], "event_id": meta.id}
+        change = next_status(Status(order["status"]), _OUTCOMES[event.status], event.reason)
         if change is None:
-            log.info(
-                "order already terminal; event ignored", extra={**fields, "status": order.status}
-            )
+            log.info("order already terminal; event ignored", extra=fields)
             return
-        order.status, order.failure_reason = change
-        order.updated_at = utcnow()
-        self.changed[order.id] = order
-        log.debug(
-            "order finished",
-            extra={**fields, "status": order.status, "reason": order.failure_reason},
-        )
+        status, reason = change
+        order.update(status=status.value, failure_reason=reason, updated_at=utcnow())
+        self.changed[order["id"]] = order
+        log.debug("order finished", extra={**fields, "status": status, "reason": reason})
 
     def write(self) -> None:
-        # The changed orders are flushed by the session at commit; watchers hear after it.
         changed = list(self.changed.values())
-        if changed:
-            run_after_commit(self.session, lambda: self.on_change(changed))
+        if not changed:
+            return
+        self.session.execute(
+            update(ORDERS_TABLE)
+            .where(ORDERS_TABLE.c.id == bindparam("order_id"))
+            .values(
+                status=bindparam("status"),
+                failure_reason=bindparam("failure_reason"),
+                updated_at=bindparam("updated_at"),
+            ),
+            [{**order, "order_id": order["id"]} for order in changed],
+        )
+        run_after_commit(self.session, lambda: self.on_change(changed))
 
 
-def finish_orders_handler(on_change: Callable[[Sequence[Order]], None]) -> Handler:
+def finish_orders_handler(on_change: Callable[[Sequence[OrderRow]], None]) -> Handler:
     """The handler for topic `transactions`; `on_change` hears of the orders it ends."""
 
     def open_batch(

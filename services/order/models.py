@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Table
 from sqlmodel import Field, Index, SQLModel
 
 from services.common.timeutil import utcnow
@@ -39,6 +41,14 @@ class Order(SQLModel, table=True):
     request_id: str | None = Field(default=None, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+#: An order's column values by name. The hot paths (creating and finishing orders in
+#: groups) pass these around instead of ORM objects, which cost far more to build.
+OrderRow = dict[str, Any]
+
+#: The orders table, for Core statements on those paths.
+ORDERS_TABLE: Table = Order.__table__  # type: ignore[attr-defined]
 
 
 #: Seeded on first start: products 1..5 (prices in cents).

@@ -18,7 +18,7 @@ from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.order import store
 from services.order.domain import InvalidOrderRequest, Status, check_order_request
-from services.order.models import Order
+from services.order.models import Order, OrderRow
 from services.order.watch import OrderChanges
 
 log = logging.getLogger(__name__)
@@ -31,17 +31,17 @@ _STATUS_TO_PROTO = {
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 
 
-def order_to_proto(order: Order) -> orders_pb2.Order:
+def order_to_proto(order: OrderRow) -> orders_pb2.Order:
     return orders_pb2.Order(
-        id=order.id,
-        user_id=order.user_id,
-        product_id=order.product_id,
-        price_cents=order.price_cents,
-        status=_STATUS_TO_PROTO[Status(order.status)],
-        failure_reason=order.failure_reason,
-        create_time=to_timestamp(order.created_at),
-        update_time=to_timestamp(order.updated_at),
-        request_id=order.request_id or "",
+        id=order["id"],
+        user_id=order["user_id"],
+        product_id=order["product_id"],
+        price_cents=order["price_cents"],
+        status=_STATUS_TO_PROTO[Status(order["status"])],
+        failure_reason=order["failure_reason"],
+        create_time=to_timestamp(order["created_at"]),
+        update_time=to_timestamp(order["updated_at"]),
+        request_id=order["request_id"] or "",
     )
 
 
@@ -52,11 +52,11 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self.db = db
         self.changes = changes
         #: CreateOrder writes, committed in groups (see services.common.group_commit).
-        self.writes: GroupCommitter[store.NewOrder, Order] = GroupCommitter(
+        self.writes: GroupCommitter[store.NewOrder, OrderRow] = GroupCommitter(
             db, partial(store.create_orders, on_change=self.publish_changes)
         )
 
-    def publish_changes(self, orders: Sequence[Order]) -> None:
+    def publish_changes(self, orders: Sequence[OrderRow]) -> None:
         """Tell WatchOrders streams about committed changes."""
         for order in orders:
             self.changes.publish(order_to_proto(order))
@@ -76,12 +76,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         except ShuttingDown as exc:
             abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc} with the same request_id")
         log.debug(
-            "order created",
-            extra={
-                "order_id": order.id,
-                "user_id": order.user_id,
-                "request_id": request.request_id,
-            },
+            "order created", extra={"order_id": order["id"], "request_id": request.request_id}
         )
         return orders_pb2.CreateOrderResponse(order=order_to_proto(order))
 
@@ -100,7 +95,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             order = session.get(Order, request.order_id)
         if order is None:
             abort(context, grpc.StatusCode.NOT_FOUND, f"order {request.order_id} does not exist")
-        return orders_pb2.GetOrderResponse(order=order_to_proto(order))
+        return orders_pb2.GetOrderResponse(order=order_to_proto(order.model_dump()))
 
     def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: grpc.ServicerContext
@@ -129,7 +124,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             )
         page, token = split_page(rows, limit, scope)
         return orders_pb2.ListOrdersResponse(
-            orders=[order_to_proto(o) for o in page], next_page_token=token
+            orders=[order_to_proto(o.model_dump()) for o in page], next_page_token=token
         )
 
     def WatchOrders(

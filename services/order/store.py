@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
@@ -15,7 +16,7 @@ from services.common.outbox import OutboxWriter
 from services.common.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
 from services.order.domain import Status
-from services.order.models import CATALOGUE, Order, Product
+from services.order.models import CATALOGUE, ORDERS_TABLE, Order, OrderRow, Product
 
 
 class UnknownProduct(LookupError):
@@ -47,8 +48,8 @@ def create_orders(
     session: Session,
     requests: Sequence[NewOrder],
     *,
-    on_change: Callable[[Sequence[Order]], None],
-) -> list[Order | Exception]:
+    on_change: Callable[[Sequence[OrderRow]], None],
+) -> list[OrderRow | Exception]:
     """Store CREATED orders with their OrderPurchased events, in the caller's transaction.
 
     Answers each request, in order, with its order or the exception that rejects it
@@ -56,17 +57,17 @@ def create_orders(
     seen before (in the database or earlier in `requests`) answers with that order.
     """
     keys = {r.request_id for r in requests if r.request_id}
-    by_key = {
-        o.request_id: o
-        for o in session.exec(select(Order).where(col(Order.request_id).in_(keys)))
-        if o.request_id
-    }
+    by_key: dict[str, OrderRow] = {}
+    if keys:
+        query = sa_select(ORDERS_TABLE).where(ORDERS_TABLE.c.request_id.in_(keys))
+        found = session.execute(query)
+        by_key = {row["request_id"]: dict(row) for row in found.mappings()}
     product_ids = {r.product_id for r in requests}
     products = session.exec(select(Product).where(col(Product.id).in_(product_ids)))
     prices = {p.id: p.price_cents for p in products}
     outbox = OutboxWriter()
-    created: list[Order] = []
-    answers: list[Order | Exception] = []
+    created: list[OrderRow] = []
+    answers: list[OrderRow | Exception] = []
     for request in requests:
         existing = by_key.get(request.request_id) if request.request_id else None
         if existing is not None:
@@ -79,43 +80,35 @@ def create_orders(
             )
             continue
         now = utcnow()
-        order = Order(
-            id=str(uuid.uuid4()),
-            user_id=request.user_id,
-            product_id=request.product_id,
-            price_cents=price,
-            status=Status.CREATED,
-            failure_reason="",
-            request_id=request.request_id or None,
-            created_at=now,
-            updated_at=now,
-        )
+        order: OrderRow = {
+            "id": str(uuid.uuid4()), "user_id": request.user_id,
+            "product_id": request.product_id, "price_cents": price,
+            "status": Status.CREATED.value, "failure_reason": "",
+            "request_id": request.request_id or None, "created_at": now, "updated_at": now,
+        }  # fmt: skip
         event = events_pb2.OrderPurchased(
-            order_id=order.id,
-            user_id=order.user_id,
-            product_id=order.product_id,
-            amount_cents=price,
-            create_time=to_timestamp(now),
-        )
-        outbox.add_event(event, key=order.user_id, subject=order.id)
+            order_id=order["id"], user_id=request.user_id, product_id=request.product_id,
+            amount_cents=price, create_time=to_timestamp(now),
+        )  # fmt: skip
+        outbox.add_event(event, key=request.user_id, subject=order["id"])
         if request.request_id:
             by_key[request.request_id] = order
         created.append(order)
         answers.append(order)
     if created:
-        session.execute(insert(Order), [o.model_dump() for o in created])
+        session.execute(insert(ORDERS_TABLE), created)
         run_after_commit(session, lambda: on_change(created))
     outbox.write(session)
     return answers
 
 
-def _same_request(existing: Order, request: NewOrder) -> Order | Exception:
+def _same_request(existing: OrderRow, request: NewOrder) -> OrderRow | Exception:
     """The order a retried request_id names, or why the request may not reuse it."""
-    if (existing.user_id, existing.product_id) == (request.user_id, request.product_id):
+    if (existing["user_id"], existing["product_id"]) == (request.user_id, request.product_id):
         return existing
     return RequestIdReused(
         f"request_id {request.request_id!r} was already used for an order of user "
-        f"{existing.user_id} for product {existing.product_id}: use a new request_id"
+        f"{existing['user_id']} for product {existing['product_id']}: use a new request_id"
     )
 
 
