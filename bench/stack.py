@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: Balance given to users 1..5 of a private stack, so that orders complete (recording a
+#: transaction: the full saga) rather than fail once the seeded balances run out.
+BENCH_BALANCE_CENTS = 10**15
+
+
+def fund_users(payment_db: Path) -> None:
+    """Top up the seeded users in the Payment service's database (a private stack only)."""
+    with sqlite3.connect(payment_db, timeout=30) as connection:
+        connection.execute("UPDATE account SET balance_cents = ?", (BENCH_BALANCE_CENTS,))
+    print(f"[stack] users 1..5 funded with {BENCH_BALANCE_CENTS // 100:,} each", flush=True)
 
 
 @contextmanager
@@ -65,6 +78,7 @@ def private_stack(keep: bool = False) -> Iterator[Stack]:
             proc.start()
         for proc in processes.values():
             proc.wait_serving()
+        fund_users(home / "payment.db")
         pids = {name: proc.pid() or 0 for name, proc in processes.items()}
         for name, proc in processes.items():
             print(f"[stack] {name} SERVING on {proc.address} (pid {pids[name]})", flush=True)
