@@ -56,7 +56,9 @@ _SAGA_TOPIC: dict[str, Topic] = {t.name: t for t in (ORDERS, PAYMENTS, TRANSACTI
 
 def _produce(producer: Producer, topic: str, stage: str, order_id: str, user_id: int) -> None:
     event = _event_for(stage, order_id, user_id)
-    meta = EventMeta.new(ce_type=_SAGA_TOPIC[stage].ce_type, source="bench", subject=order_id)
+    meta = EventMeta.new(
+        ce_type=_SAGA_TOPIC[stage].ce_type, source=_SAGA_TOPIC[stage].source, subject=order_id
+    )
     while True:
         try:
             producer.produce(
