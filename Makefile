@@ -14,6 +14,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 include mk/prereqs.mk
 include mk/contract.mk
 include mk/kafka.mk
+include mk/postgres.mk
 include mk/services.mk
 include mk/faults.mk
 include mk/bench.mk

@@ -1,6 +1,6 @@
 # Prerequisites: Python 3.11+, a JDK 17+ with Maven, Go. Each check says what to install.
 
-.PHONY: check-prereqs check-python check-java check-go
+.PHONY: check-prereqs check-python check-java check-go check-postgres
 check-prereqs: check-python check-java check-go ## check that Python, a JDK with Maven and Go are installed
 
 check-python:
@@ -16,3 +16,8 @@ check-java:
 
 check-go:
 	@command -v go >/dev/null || { echo "error: go not found: install Go (it builds the pinned buf and grpcurl)" >&2; exit 1; }
+
+# PostgreSQL is optional (SQLite is the default): PG_BIN, pg_config --bindir, the newest
+# /usr/lib/postgresql/*/bin, PATH; the message says what to install.
+check-postgres: check-python
+	@$(PYTHON) -m deploy.postgres check >/dev/null
