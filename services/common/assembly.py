@@ -14,6 +14,9 @@ from services.common.kafka import KafkaProbe, consumer_config, new_producer
 from services.common.relay import OutboxRelay
 from services.common.settings import ServiceSettings
 
+#: Health-check name of the outbox: NOT_SERVING while rows are parked or the backlog is stale.
+OUTBOX_HEALTH = "paysaga.outbox"
+
 
 def build_app(
     *,
@@ -25,11 +28,14 @@ def build_app(
     service_names: Sequence[str],
     register: Callable[[grpc.Server], None],
     writers: Sequence[Worker] = (),
+    readers: Sequence[Worker] = (),
 ) -> GrpcApp:
     """A runnable service: its servicers, the outbox relay and the consumer of `handlers`.
 
     `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
     after the gRPC server and the consumer, and before the relay publishes the rest.
+    `readers` are workers that feed the servicers (e.g. the order-updates tail); they start
+    first and stop last.
     """
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
@@ -37,10 +43,13 @@ def build_app(
         lambda: new_producer(bootstrap, f"paysaga-{name}-relay"),
         batch_size=settings.relay_batch_size,
         idle_poll_s=settings.relay_idle_poll_s,
+        max_attempts=settings.relay_max_attempts,
+        stale_after_s=settings.relay_stale_after_s,
     )
+    client_id = f"paysaga-{settings.instance_id or name}"
     consumer = EventConsumer(
         db,
-        Consumer(consumer_config(bootstrap, group_id, f"paysaga-{name}")),
+        Consumer(consumer_config(bootstrap, group_id, client_id, settings.instance_id)),
         handlers,
         batch_size=settings.consumer_batch_size,
     )
@@ -48,8 +57,9 @@ def build_app(
         address=settings.grpc_address,
         service_names=service_names,
         register=register,
-        workers=[relay, *writers, consumer],
+        workers=[*readers, relay, *writers, consumer],
         readiness_checks=[db.ping, KafkaProbe(bootstrap)],
+        status_checks={OUTBOX_HEALTH: relay.problem},
         max_workers=settings.grpc_max_workers,
         max_request_bytes=settings.grpc_max_request_bytes,
         grace_s=settings.shutdown_grace_s,

@@ -74,10 +74,12 @@ def decode(topic: Topic, headers: Headers | None, value: bytes | None) -> tuple[
         raise InvalidEvent(f"missing CloudEvents header(s): {', '.join(missing)}")
     if found["ce_specversion"] != SPEC_VERSION:
         raise InvalidEvent(f"unsupported ce_specversion {found['ce_specversion']!r}")
-    if found["ce_type"] != topic.ce_type:
+    event_type = topic.event_type_named(found["ce_type"])
+    if event_type is None:
+        expected = ", ".join(repr(t.DESCRIPTOR.full_name) for t in topic.event_types)
         raise InvalidEvent(
             f"event type {found['ce_type']!r} does not belong on topic {topic.name!r} "
-            f"(expected {topic.ce_type!r})"
+            f"(expected {expected})"
         )
     if found["ce_source"] != topic.source:
         raise InvalidEvent(
@@ -90,9 +92,9 @@ def decode(topic: Topic, headers: Headers | None, value: bytes | None) -> tuple[
     if not value:
         raise InvalidEvent("empty payload")
     try:
-        event = topic.event_type.FromString(value)
+        event = event_type.FromString(value)
     except DecodeError as exc:
-        raise InvalidEvent(f"payload is not a valid {topic.ce_type}: {exc}") from exc
+        raise InvalidEvent(f"payload is not a valid {found['ce_type']}: {exc}") from exc
     subject = found.get("ce_subject", "")
     order_id = getattr(event, "order_id", subject)
     if subject != order_id:

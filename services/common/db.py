@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Insert, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
 from sqlmodel import Session, SQLModel
 
@@ -42,11 +43,22 @@ def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
+def insert_ignoring_conflicts(session: Session, table: Table, *conflict_columns: str) -> Insert:
+    """INSERT ... ON CONFLICT (conflict_columns) DO NOTHING, in the session's SQL dialect.
+
+    The database settles races between replicas: never select-then-insert.
+    """
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
 class Database:
     """Engines and sessions for one service's database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         #: Set after every commit that wrote outbox rows; the relay waits on it.
         self.outbox_signal = threading.Event()
@@ -61,7 +73,9 @@ class Database:
 
     def _create_engine(self, *, begin: str) -> Engine:
         if not self.is_sqlite:
-            return create_engine(self.url, pool_pre_ping=True)
+            return create_engine(
+                self.url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=self.pool_size
+            )
         path = make_url(self.url).database
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -84,7 +98,7 @@ class Database:
         return engine
 
     def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
-        """Create this service's tables (only these: both services share SQLModel's metadata)."""
+        """Create these tables directly (unit tests only: services migrate, see migrate.py)."""
         metadata = SQLModel.metadata
         selected = [metadata.tables[str(t.__tablename__)] for t in tables]
         metadata.create_all(self._writer, tables=selected)
@@ -104,8 +118,13 @@ class Database:
             callbacks = session.info.pop(_AFTER_COMMIT, [])
         finally:
             session.close()
+        # The transaction is durable: what a callback does (wake the relay, tell watchers)
+        # is a side effect, and its failure must never turn a commit into an error.
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed; the commit stands")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from typing import Protocol
 
@@ -48,6 +48,7 @@ class GrpcApp:
         register: Callable[[grpc.Server], None],
         workers: Sequence[Worker],
         readiness_checks: Sequence[Callable[[], None]],
+        status_checks: Mapping[str, Callable[[], str | None]] | None = None,
         max_workers: int = 64,
         max_request_bytes: int = 64 * 1024,
         grace_s: float = 10.0,
@@ -55,10 +56,20 @@ class GrpcApp:
         self.service_names = list(service_names)
         self.workers = list(workers)
         self.readiness_checks = list(readiness_checks)
+        #: Health names of parts that can need an operator while the service still serves
+        #: (e.g. the outbox with parked rows): NOT_SERVING under their own name, with the
+        #: problem logged, never under "" or the service's name.
+        self.status_checks = dict(status_checks or {})
+        self._problems: dict[str, str | None] = {}
         self.grace_s = grace_s
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", max_request_bytes)],
+            options=[
+                ("grpc.max_receive_message_length", max_request_bytes),
+                # gRPC turns SO_REUSEPORT on by default: two processes could then share one
+                # port (and one SQLite file). A second copy must be refused instead.
+                ("grpc.so_reuseport", 0),
+            ],
             interceptors=[UnexpectedErrors()],
         )
         register(self.server)
@@ -68,6 +79,8 @@ class GrpcApp:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in self.status_checks:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         try:
             self.port = self.server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -110,6 +123,7 @@ class GrpcApp:
                 ready, reason = True, ""
             except Exception as exc:
                 ready, reason = False, str(exc)
+            self._check_status()
             if ready != serving:
                 serving = ready
                 self._set_health(
@@ -119,6 +133,26 @@ class GrpcApp:
                 )
                 log.info("health changed", extra={"serving": ready, "reason": reason})
             self._stop.wait(5.0 if ready else 0.5)
+
+    def _check_status(self) -> None:
+        for name, check in self.status_checks.items():
+            try:
+                problem = check()
+            except Exception as exc:
+                problem = f"status check failed: {exc}"
+            if problem != self._problems.get(name):
+                self._problems[name] = problem
+                status = (
+                    health_pb2.HealthCheckResponse.NOT_SERVING
+                    if problem
+                    else health_pb2.HealthCheckResponse.SERVING
+                )
+                self.health.set(name, status)
+                log.log(
+                    logging.WARNING if problem else logging.INFO,
+                    "status changed",
+                    extra={"part": name, "problem": problem or ""},
+                )
 
     def stop(self) -> None:
         """Stop taking calls, finish in-flight ones, then stop the workers in reverse."""

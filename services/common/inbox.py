@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlalchemy import Table
+from sqlmodel import Field, Session, SQLModel
 
+from services.common.db import insert_ignoring_conflicts
 from services.common.timeutil import utcnow
 
 
@@ -24,18 +25,18 @@ class ProcessedEvent(SQLModel, table=True):
 def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
     """Record the (event id, topic) pairs not seen before; return their ids.
 
-    One query for the whole batch. An id that appears twice in `events` is returned
-    once: the caller applies its first copy and treats the next as a duplicate.
+    One INSERT ... ON CONFLICT DO NOTHING for the whole batch: the database decides what
+    is new, so two replicas handed the same event (during a rebalance) cannot both apply
+    it: the second waits for the first's commit and finds the id taken. An id that appears
+    twice in `events` is returned once: the caller applies its first copy only.
     """
-    ids = {event_id for event_id, _ in events}
-    seen = set(
-        session.exec(select(ProcessedEvent.event_id).where(col(ProcessedEvent.event_id).in_(ids)))
+    new = dict(events)
+    if not new:
+        return set()
+    now = utcnow()
+    table: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
+    inserted = session.execute(
+        insert_ignoring_conflicts(session, table, "event_id").returning(table.c.event_id),
+        [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()],
     )
-    new = {event_id: topic for event_id, topic in events if event_id not in seen}
-    if new:
-        now = utcnow()
-        session.execute(
-            insert(ProcessedEvent),
-            [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()],
-        )
-    return set(new)
+    return set(inserted.scalars())

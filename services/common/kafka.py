@@ -21,9 +21,17 @@ def producer_config(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
     }
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, client_id: str) -> dict[str, Any]:
-    """A consumer whose offsets move only when we commit them, after the database commit."""
-    return {
+def consumer_config(
+    bootstrap_servers: str, group_id: str, client_id: str, instance_id: str = ""
+) -> dict[str, Any]:
+    """A consumer whose offsets move only when we commit them, after the database commit.
+
+    Rebalances are incremental (cooperative-sticky): when a replica joins or leaves, only
+    the partitions that move stop, the others go on. With `instance_id` (one per replica,
+    e.g. "order-1") the member is static: a replica restarted under the same identity
+    within the session timeout gets its partitions back without a rebalance.
+    """
+    config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         "group.id": group_id,
         "client.id": client_id,
@@ -34,7 +42,11 @@ def consumer_config(bootstrap_servers: str, group_id: str, client_id: str) -> di
         # The broker's minimum: a crashed member's partitions move on after 6 s.
         "session.timeout.ms": 6000,
         "heartbeat.interval.ms": 1000,
+        "partition.assignment.strategy": "cooperative-sticky",
     }
+    if instance_id:
+        config["group.instance.id"] = instance_id
+    return config
 
 
 def new_producer(bootstrap_servers: str, client_id: str) -> Producer:

@@ -1,12 +1,14 @@
-"""The outbox: events to publish, written in the same transaction as the change they announce.
+"""The outbox: Kafka records to publish, written in the transaction of the change they announce.
 
 A transaction collects its outgoing records in an `OutboxWriter` and writes them with one
-INSERT at the end; the relay is woken once that transaction has committed.
+INSERT at the end; the relay is woken once that transaction has committed. Keys, values
+and header values are stored as bytes, exactly as they go on the wire (a dead letter is
+the consumed record byte for byte: a binary key or header, or a null key, survives).
 """
 
 from __future__ import annotations
 
-import json
+import struct
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +16,55 @@ from google.protobuf.message import Message
 from sqlalchemy import insert
 from sqlmodel import Field, Session, SQLModel
 
-from services.common.cloudevents import EventMeta, Headers, header_text
+from services.common.cloudevents import EventMeta, Headers
+from services.common.columns import blob, int64
 from services.common.db import run_after_commit
 from services.common.timeutil import utcnow
 from services.common.topics import topic_for_event
+
+#: Headers a dead letter carries on top of the consumed record's own.
+DLT_HEADERS = ("dlt_reason", "dlt_topic", "dlt_partition", "dlt_offset", "dlt_time")
+
+#: A dead letter's reason is cut to this length (an exception text can be long).
+MAX_REASON_CHARS = 2000
+
+_NAME_LEN = struct.Struct(">H")
+_VALUE_LEN = struct.Struct(">I")
+_NULL = 0xFFFFFFFF
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """Kafka headers as bytes: per header a 2-byte name length, the UTF-8 name, a 4-byte
+    value length (all ones for a null value) and the value, in order (names may repeat)."""
+    out = bytearray()
+    for name, value in headers:
+        raw_name = name.encode()
+        out += _NAME_LEN.pack(len(raw_name)) + raw_name
+        if value is None:
+            out += _VALUE_LEN.pack(_NULL)
+            continue
+        raw = value.encode() if isinstance(value, str) else value
+        out += _VALUE_LEN.pack(len(raw)) + raw
+    return bytes(out)
+
+
+def decode_headers(data: bytes) -> list[tuple[str, bytes | None]]:
+    """The headers `encode_headers` wrote, in order."""
+    headers: list[tuple[str, bytes | None]] = []
+    at = 0
+    while at < len(data):
+        (name_len,) = _NAME_LEN.unpack_from(data, at)
+        at += _NAME_LEN.size
+        name = data[at : at + name_len].decode()
+        at += name_len
+        (value_len,) = _VALUE_LEN.unpack_from(data, at)
+        at += _VALUE_LEN.size
+        if value_len == _NULL:
+            headers.append((name, None))
+            continue
+        headers.append((name, data[at : at + value_len]))
+        at += value_len
+    return headers
 
 
 class OutboxRecord(SQLModel, table=True):
@@ -28,17 +75,37 @@ class OutboxRecord(SQLModel, table=True):
     __table_args__ = {"sqlite_autoincrement": True}
 
     #: Publication order.
-    seq: int | None = Field(default=None, primary_key=True)
+    seq: int | None = int64(default=None, primary_key=True)
     event_id: str = Field(index=True)
     topic: str
-    key: str
-    value: bytes
-    #: Kafka headers as a JSON list of [name, text] pairs.
-    headers_json: str
+    key: bytes | None = blob(default=None, nullable=True)
+    value: bytes | None = blob(default=None, nullable=True)
+    #: Kafka headers, see encode_headers.
+    headers: bytes = blob()
     created_at: datetime = Field(default_factory=utcnow)
+    #: Failed publication attempts so far, and the last error.
+    attempts: int = 0
+    last_error: str = ""
 
-    def headers(self) -> Headers:
-        return [(name, text.encode()) for name, text in json.loads(self.headers_json)]
+
+class ParkedRecord(SQLModel, table=True):
+    """An outbox row Kafka refused for good (or too often): set aside so the rest flows on.
+
+    An operator reads the error, fixes the cause and puts the row back in the outbox.
+    """
+
+    __tablename__ = "outbox_parked"
+
+    seq: int = int64(primary_key=True)
+    event_id: str = Field(index=True)
+    topic: str
+    key: bytes | None = blob(default=None, nullable=True)
+    value: bytes | None = blob(default=None, nullable=True)
+    headers: bytes = blob()
+    created_at: datetime
+    attempts: int
+    error: str
+    parked_at: datetime = Field(default_factory=utcnow)
 
 
 class OutboxWriter:
@@ -47,26 +114,32 @@ class OutboxWriter:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
-    def _add(self, *, event_id: str, topic: str, key: str, value: bytes, headers: Headers) -> None:
+    def _add(
+        self, *, event_id: str, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> None:
         self.rows.append(
             {
                 "event_id": event_id,
                 "topic": topic,
                 "key": key,
                 "value": value,
-                "headers_json": json.dumps([[k, header_text(v)] for k, v in headers]),
+                "headers": encode_headers(headers),
                 "created_at": utcnow(),
+                "attempts": 0,
+                "last_error": "",
             }
         )
 
     def add_event(self, event: Message, *, key: int | str, subject: str = "") -> EventMeta:
         """Stage `event` for publication on its topic, keyed by `key`."""
         topic = topic_for_event(event)
-        meta = EventMeta.new(ce_type=topic.ce_type, source=topic.source, subject=subject)
+        meta = EventMeta.new(
+            ce_type=event.DESCRIPTOR.full_name, source=topic.source, subject=subject
+        )
         self._add(
             event_id=meta.id,
             topic=topic.name,
-            key=str(key),
+            key=str(key).encode(),
             value=event.SerializeToString(),
             headers=meta.headers(),
         )
@@ -76,21 +149,25 @@ class OutboxWriter:
         self,
         *,
         topic: str,
+        partition: int,
+        offset: int,
         key: bytes | None,
         value: bytes | None,
         headers: Headers,
         reason: str,
         event_id: str,
     ) -> None:
-        """Stage an unusable record for `<topic>.dlt`, as received, with the reason in a header."""
-        dead_headers = [h for h in headers if h[0] not in ("dlt_reason", "dlt_original_topic")]
-        dead_headers += [("dlt_reason", reason.encode()), ("dlt_original_topic", topic.encode())]
+        """Stage the consumed record, byte for byte, for `<topic>.dlt`, with dlt_* headers."""
+        dead_headers = [h for h in headers if h[0] not in DLT_HEADERS]
+        dead_headers += [
+            ("dlt_reason", reason[:MAX_REASON_CHARS].encode()),
+            ("dlt_topic", topic.encode()),
+            ("dlt_partition", str(partition).encode()),
+            ("dlt_offset", str(offset).encode()),
+            ("dlt_time", utcnow().isoformat().encode()),
+        ]
         self._add(
-            event_id=event_id,
-            topic=f"{topic}.dlt",
-            key=header_text(key),
-            value=value or b"",
-            headers=dead_headers,
+            event_id=event_id, topic=f"{topic}.dlt", key=key, value=value, headers=dead_headers
         )
 
     def write(self, session: Session) -> None:

@@ -1,29 +1,42 @@
 """The outbox relay: publishes committed outbox rows with an idempotent producer, in order.
 
-Rows are published in `seq` order. A row counts as published only once the broker has
-confirmed it (acks=all). On SQLite, where one writer at a time commits and seq never
-decreases, rows commit in seq order: the relay keeps its place by seq and deletes the
-published rows about once a second, which spares a disk sync per round. On other
-databases a row with a lower seq may commit after a higher one, so each round deletes
-exactly the rows it published. Either way a crash publishes some rows again (never
-loses one) and consumers drop the duplicates by event id. The relay sleeps until a commit
-wrote outbox rows (Database.outbox_signal) or `idle_poll_s` passes.
+Rows are published in `seq` order; a row counts as published only once the broker has
+confirmed it (acks=all). How a replica takes its rows depends on the database:
+
+- PostgreSQL (N replicas): each round claims the oldest rows no other replica holds
+  (`FOR UPDATE SKIP LOCKED`) in one short transaction that publishes them, deletes the
+  confirmed ones and commits. A row is published by one replica at a time, and a replica
+  never waits for rows another one holds.
+- SQLite (one replica): one writer commits at a time and seq never decreases, so rows
+  commit in seq order; the relay keeps its place by seq and deletes what was published
+  about once a second, sparing a disk sync per round.
+
+A row Kafka refuses for good (librdkafka says the error is not retriable: too large, an
+invalid record, a denied topic; or produce() itself raises) is parked at once: moved to
+`outbox_parked` with its error, so the rows after it flow on. A row that fails with a
+retriable error is retried with backoff, and parked once it has failed `max_attempts`
+times, except for errors that mean "the broker is not reachable right now": those never
+park a row, they just wait. A crash publishes some rows again (never loses one);
+consumers drop the duplicates by event id.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
-from sqlalchemy import delete, select
-from sqlmodel import col
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlmodel import Session, col
 
 from services.common.db import Database
-from services.common.outbox import OutboxRecord
+from services.common.outbox import OutboxRecord, ParkedRecord, decode_headers
+from services.common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +45,56 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 #: What the relay reads of an outbox row.
 _ROW_COLUMNS = (
     col(OutboxRecord.seq),
+    col(OutboxRecord.event_id),
     col(OutboxRecord.topic),
     col(OutboxRecord.key),
     col(OutboxRecord.value),
-    col(OutboxRecord.headers_json),
+    col(OutboxRecord.headers),
+    col(OutboxRecord.created_at),
+    col(OutboxRecord.attempts),
 )
+
+#: Errors that say the cluster cannot be reached or is failing over: a row is never parked
+#: for these, however long they last.
+_UNREACHABLE = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.NETWORK_EXCEPTION,
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why one row was not published."""
+
+    error: str
+    #: Kafka will never take this record as it is: park it now.
+    permanent: bool
+    #: The failure counts towards max_attempts (it is not an unreachable cluster).
+    counts: bool
+    #: The producer is unusable (not the record): a new producer retries.
+    fatal: bool = False
+
+    @classmethod
+    def of_kafka(cls, err: KafkaError) -> Failure:
+        if err.fatal():
+            return cls(str(err), permanent=False, counts=False, fatal=True)
+        if err.code() in _UNREACHABLE:
+            return cls(str(err), permanent=False, counts=False)
+        return cls(str(err), permanent=not err.retriable(), counts=True)
+
+    @classmethod
+    def of_exception(cls, exc: Exception) -> Failure:
+        if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+            return cls.of_kafka(exc.args[0])
+        return cls(f"{type(exc).__name__}: {exc}", permanent=True, counts=True)
 
 
 class OutboxRelay:
@@ -51,6 +109,8 @@ class OutboxRelay:
         idle_poll_s: float = 1.0,
         cleanup_interval_s: float = 1.0,
         flush_timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        stale_after_s: float = 60.0,
     ) -> None:
         self.db = db
         self.new_producer = new_producer
@@ -59,9 +119,13 @@ class OutboxRelay:
         self.idle_poll_s = idle_poll_s
         self.cleanup_interval_s = cleanup_interval_s
         self.flush_timeout_s = flush_timeout_s
-        #: Every row with seq <= this was confirmed by the broker (SQLite only, see above).
+        self.max_attempts = max_attempts
+        self.stale_after_s = stale_after_s
+        #: Every row with seq <= this was confirmed or parked (SQLite only, see above).
         self.published_through = 0
         self.ordered_commits = db.is_sqlite
+        #: Rows parked by this process since it started.
+        self.parked = 0
         self._deleted_through = 0
         self._last_cleanup = time.monotonic()
         self._stopping = threading.Event()
@@ -84,76 +148,171 @@ class OutboxRelay:
         while True:
             stopping = self._stopping.is_set()
             try:
-                while self.publish_pending() == self.batch_size:
-                    pass
+                retry = False
+                while True:
+                    handled, failed = self.publish_pending()
+                    retry = retry or failed > 0
+                    if handled < self.batch_size or failed:
+                        break
                 self.delete_published(now=stopping)
-                backoff = 0.1
             except Exception:
                 log.exception("outbox relay round failed; retrying", extra={"backoff_s": backoff})
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                if stopping:
-                    return
-                continue
+                retry = True
             if stopping:
                 return
+            if retry:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
             self.db.outbox_signal.wait(self.idle_poll_s)
             self.db.outbox_signal.clear()
 
-    def publish_pending(self) -> int:
-        """Publish the next rows; return how many were confirmed (in order, from the first)."""
+    # -- one round -------------------------------------------------------------------
+
+    def publish_pending(self) -> tuple[int, int]:
+        """Publish the next rows; return (rows settled: confirmed or parked, rows to retry)."""
         self.db.outbox_signal.clear()
-        with self.db.read() as session:
+        if self.ordered_commits:
+            with self.db.read() as session:
+                rows = session.execute(
+                    select(*_ROW_COLUMNS)
+                    .where(col(OutboxRecord.seq) > self.published_through)
+                    .order_by(col(OutboxRecord.seq))
+                    .limit(self.batch_size)
+                ).all()
+            if not rows:
+                return 0, 0
+            failures = self._publish(rows)
+            if failures:
+                with self.db.write() as session:
+                    retry = self._settle_failures(session, rows, failures)
+            else:
+                retry = set()
+            return self._advance(rows, retry), len(retry)
+        with self.db.write() as session:
             rows = session.execute(
                 select(*_ROW_COLUMNS)
-                .where(col(OutboxRecord.seq) > self.published_through)
                 .order_by(col(OutboxRecord.seq))
                 .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
             ).all()
-        if not rows:
-            return 0
-        errors: dict[int, KafkaError] = {}
-        for seq, topic, key, value, headers_json in rows:
-            headers = [(name, text.encode()) for name, text in json.loads(headers_json)]
-            self._produce(topic, key.encode(), value, headers, self._on_delivery(seq, errors))
+            if not rows:
+                return 0, 0
+            failures = self._publish(rows)
+            retry = self._settle_failures(session, rows, failures)
+            confirmed = [row.seq for row in rows if row.seq not in failures]
+            if confirmed:
+                session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq).in_(confirmed)))
+            return len(rows) - len(retry), len(retry)
+
+    def _publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
+        """Produce every row and wait for the broker's answers; return the failures by seq."""
+        failures: dict[int, Failure] = {}
+        for row in rows:
+            try:
+                self._produce(row, self._on_delivery(row.seq, failures))
+            except Exception as exc:
+                failures[row.seq] = Failure.of_exception(exc)
         # Wait for every confirmation: a row not yet confirmed must not be produced twice by
         # the next round. librdkafka ends each wait by delivery.timeout.ms at the latest.
         while self.producer.flush(self.flush_timeout_s):
             log.warning("waiting for the broker to confirm outbox records")
-        if self.ordered_commits:
-            confirmed = 0
-            for seq, *_ in rows:
-                if seq in errors:
-                    break
-                self.published_through = seq
-                confirmed += 1
-        else:
-            self._delete([seq for seq, *_ in rows if seq not in errors])
-            confirmed = len(rows) - len(errors)
-        if errors:
-            self._after_failures(errors, unconfirmed=len(rows) - confirmed)
-        return confirmed
+        return failures
+
+    def _produce(self, row: Row[Any], callback: DeliveryCallback) -> None:
+        headers: list[tuple[str, str | bytes | None]] = list(decode_headers(row.headers))
+        while True:
+            try:
+                self.producer.produce(
+                    row.topic, key=row.key, value=row.value, headers=headers, on_delivery=callback
+                )
+                self.producer.poll(0)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
 
     @staticmethod
-    def _on_delivery(seq: int, errors: dict[int, KafkaError]) -> DeliveryCallback:
+    def _on_delivery(seq: int, failures: dict[int, Failure]) -> DeliveryCallback:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
-                errors[seq] = err
+                failures[seq] = Failure.of_kafka(err)
 
         return on_delivery
 
-    def _after_failures(self, errors: dict[int, KafkaError], *, unconfirmed: int) -> None:
-        first = errors[min(errors)]
-        log.warning(
-            "outbox records not confirmed; they are sent again",
-            extra={"unconfirmed": unconfirmed, "error": str(first)},
-        )
-        if any(err.fatal() for err in errors.values()):
-            log.error("fatal producer error; starting a new producer", extra={"error": str(first)})
+    def _settle_failures(
+        self, session: Session, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+    ) -> set[int]:
+        """Park the rows that failed for good; count an attempt on the others; return those
+        to retry (their seqs)."""
+        if not failures:
+            return set()
+        retry: set[int] = set()
+        for row in rows:
+            failure = failures.get(row.seq)
+            if failure is None:
+                continue
+            attempts = row.attempts + (1 if failure.counts else 0)
+            if failure.permanent or attempts >= self.max_attempts:
+                self._park(session, row, attempts, failure.error)
+                continue
+            retry.add(row.seq)
+            session.execute(
+                update(OutboxRecord)
+                .where(col(OutboxRecord.seq) == row.seq)
+                .values(attempts=attempts, last_error=failure.error[:2000])
+            )
+        if retry:
+            first = failures[min(retry)]
+            log.warning(
+                "outbox records not confirmed; they are sent again",
+                extra={"unconfirmed": len(retry), "error": first.error},
+            )
+        if any(f.fatal for f in failures.values()):
+            log.error("fatal producer error; starting a new producer")
             self.producer = self.new_producer()
+        return retry
+
+    def _park(self, session: Session, row: Row[Any], attempts: int, error: str) -> None:
+        session.execute(
+            insert(ParkedRecord).values(
+                seq=row.seq,
+                event_id=row.event_id,
+                topic=row.topic,
+                key=row.key,
+                value=row.value,
+                headers=row.headers,
+                created_at=row.created_at,
+                attempts=attempts,
+                error=error[:2000],
+                parked_at=utcnow(),
+            )
+        )
+        session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq) == row.seq))
+        self.parked += 1
+        log.error(
+            "outbox record parked: Kafka will not take it; the rows after it go on",
+            extra={
+                "seq": row.seq,
+                "event_id": row.event_id,
+                "topic": row.topic,
+                "attempts": attempts,
+                "error": error,
+            },
+        )
+
+    def _advance(self, rows: Sequence[Row[Any]], retry: set[int]) -> int:
+        """SQLite: move the watermark over the settled rows up to the first one to retry."""
+        settled = 0
+        for row in rows:
+            if row.seq in retry:
+                break
+            self.published_through = row.seq
+            settled += 1
+        return settled
 
     def delete_published(self, *, now: bool = False) -> None:
-        """Delete the confirmed rows, at most once per cleanup interval unless `now`."""
+        """SQLite: delete the confirmed rows, at most once per cleanup interval unless `now`."""
         if self.published_through <= self._deleted_through:
             return
         if not now and time.monotonic() - self._last_cleanup < self.cleanup_interval_s:
@@ -164,19 +323,24 @@ class OutboxRelay:
         self._deleted_through = through
         self._last_cleanup = time.monotonic()
 
-    def _delete(self, seqs: list[int]) -> None:
-        if seqs:
-            with self.db.write() as session:
-                session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq).in_(seqs)))
+    # -- health ----------------------------------------------------------------------
 
-    def _produce(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
-                 callback: DeliveryCallback) -> None:  # fmt: skip
-        while True:
-            try:
-                self.producer.produce(
-                    topic, key=key, value=value, headers=list(headers), on_delivery=callback
-                )
-                self.producer.poll(0)
-                return
-            except BufferError:
-                self.producer.poll(0.1)
+    def problem(self) -> str | None:
+        """Why the outbox needs an operator (parked rows, a stale backlog), or None."""
+        # On SQLite, rows up to published_through are published, only not deleted yet.
+        after = self.published_through if self.ordered_commits else 0
+        with self.db.read() as session:
+            parked = session.execute(select(func.count()).select_from(ParkedRecord)).scalar_one()
+            oldest = session.execute(
+                select(func.min(OutboxRecord.created_at)).where(col(OutboxRecord.seq) > after)
+            ).scalar_one()
+        problems = []
+        if parked:
+            problems.append(f"{parked} outbox record(s) parked (table outbox_parked)")
+        if oldest is not None:
+            if oldest.tzinfo is None:  # SQLite returns naive UTC
+                oldest = oldest.replace(tzinfo=UTC)
+            age = (utcnow() - oldest).total_seconds()
+            if age > self.stale_after_s:
+                problems.append(f"oldest unpublished outbox record is {age:.0f} s old")
+        return "; ".join(problems) or None

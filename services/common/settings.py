@@ -17,10 +17,15 @@ class ServiceSettings(BaseSettings):
 
     grpc_address: str = "127.0.0.1:0"
     database_url: str = "sqlite:///var/service.db"
+    #: Connections kept open to PostgreSQL per process (as many again may open under load).
+    database_pool_size: int = 10
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
     )
+    #: This replica's stable identity in its consumer group (e.g. "order-1"; set by the
+    #: stack launcher). Empty: a dynamic member. Two live replicas must never share one.
+    instance_id: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
     #: gRPC worker threads; WatchOrders streams each hold one while open.
@@ -33,5 +38,9 @@ class ServiceSettings(BaseSettings):
     relay_batch_size: int = 1000
     #: The relay also looks for unpublished rows this often, even if nobody woke it.
     relay_idle_poll_s: float = 1.0
+    #: Failed attempts (retriable errors) after which the relay parks an outbox row.
+    relay_max_attempts: int = 5
+    #: An unpublished outbox row older than this marks the outbox unhealthy.
+    relay_stale_after_s: float = 60.0
     #: Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace_s: float = 10.0

@@ -1,51 +1,73 @@
-"""Runs the Order service: `python -m services.order` (settings from ORDER_* env vars)."""
+"""Runs the Order service: `python -m services.order [serve|migrate|seed]` (ORDER_* settings)."""
 
 from __future__ import annotations
 
 import sys
+import uuid
+from functools import partial
+from pathlib import Path
+
+from confluent_kafka import Consumer
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
+from services.common import entrypoint
 from services.common.assembly import build_app
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp
-from services.common.inbox import ProcessedEvent
-from services.common.logs import configure_logging
-from services.common.outbox import OutboxRecord
+from services.common.kafka import consumer_config
 from services.common.topics import TRANSACTIONS
-from services.order.handlers import finish_orders_handler
-from services.order.models import Order, Product
+from services.common.worker import PeriodicWorker
+from services.order.deadlines import expire_due
+from services.order.handlers import FinishOrders
 from services.order.server import OrderServicer
 from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
-from services.order.watch import OrderChanges
+from services.order.watch import OrderChanges, OrderUpdatesTail
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def build(settings: OrderSettings) -> GrpcApp:
-    """The Order service process, ready to start."""
-    db = Database(settings.database_url)
-    db.create_tables([Product, Order, OutboxRecord, ProcessedEvent])
-    seed_catalogue(db)
-    servicer = OrderServicer(db, OrderChanges())
+    """The Order service process, ready to start (its database must be migrated)."""
+    db = Database(settings.database_url, pool_size=settings.database_pool_size)
+    changes = OrderChanges()
+    servicer = OrderServicer(db, changes, deadline_s=settings.saga_deadline_s)
+    tail_config = consumer_config(
+        settings.kafka_bootstrap_servers,
+        f"paysaga-order-watch-{uuid.uuid4()}",  # never joined: partitions are assigned
+        f"paysaga-{settings.instance_id or 'order'}-watch",
+    )
+    deadlines = PeriodicWorker(
+        "saga-deadlines",
+        partial(expire_due, db, deadline_s=settings.saga_deadline_s),
+        settings.deadline_poll_s,
+    )
     return build_app(
         name="order",
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
-        handlers={TRANSACTIONS.name: finish_orders_handler(servicer.publish_changes)},
+        handlers={TRANSACTIONS.name: FinishOrders},
         service_names=[SERVICE_NAME],
         register=lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(
             servicer, server
         ),
-        writers=[servicer.writes],
+        writers=[servicer.writes, deadlines],
+        readers=[OrderUpdatesTail(Consumer(tail_config), changes)],
     )
 
 
 def main() -> None:
-    settings = OrderSettings()
-    configure_logging("order", settings.log_level, settings.log_format)
-    sys.exit(build(settings).run_until_signalled())
+    sys.exit(
+        entrypoint.run(
+            name="order",
+            settings=OrderSettings(),
+            migrations=MIGRATIONS,
+            build=build,
+            seed=seed_catalogue,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ def check_order_request(user_id: int, product_id: int, request_id: str) -> None:
         raise InvalidOrderRequest(f"user_id must be a positive integer, got {user_id}")
     if product_id <= 0:
         raise InvalidOrderRequest(f"product_id must be a positive integer, got {product_id}")
+    if not request_id:
+        raise InvalidOrderRequest(
+            "request_id is required: send a new unique key (e.g. a UUID) with each order and "
+            "the same key when you retry it, so a retry never creates a second order"
+        )
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidOrderRequest(
             f"request_id must be at most {MAX_REQUEST_ID_LENGTH} characters, got {len(request_id)}"
@@ -41,6 +46,16 @@ def saga_outcome(successful: bool, reason: str) -> tuple[Status, str]:
     if successful:
         return Status.COMPLETED, ""
     return Status.FAILED, reason or "payment was not completed"
+
+
+def deadline_reason(deadline_s: float) -> str:
+    """The failure reason of an order whose saga did not end in time."""
+    return f"saga deadline passed: no payment outcome within {deadline_s:g} s"
+
+
+def refund_note(reason: str, amount: str, transaction_id: str) -> str:
+    """A FAILED order's reason once the money taken for it was given back."""
+    return f"{reason}; refunded {amount} (transaction {transaction_id})"
 
 
 def next_status(current: Status, successful: bool, reason: str) -> tuple[Status, str] | None:

@@ -1,22 +1,28 @@
-"""Order service event handlers: TransactionRecorded ends an order's saga (topic `transactions`)."""
+"""Order service event handlers: TransactionRecorded ends an order's saga (topic `transactions`).
+
+A CHARGE outcome ends a CREATED order: COMPLETED when the transaction was recorded, FAILED
+otherwise. A REFUND says the money taken for a FAILED order was given back: the order
+stays FAILED and its reason names the refund. Every change is announced through the
+outbox (services.order.changes) and ends the order's saga deadline.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from google.protobuf.message import Message
-from sqlalchemy import bindparam, select, update
-from sqlmodel import Session
+from sqlalchemy import bindparam, delete, select, update
+from sqlmodel import Session, col
 
-from paysaga.v1 import events_pb2
+from paysaga.v1 import events_pb2, payments_pb2
 from services.common.cloudevents import EventMeta, InvalidEvent
-from services.common.consumer import EventBatch, Handler
-from services.common.db import run_after_commit
+from services.common.money import format_cents
 from services.common.outbox import OutboxWriter
 from services.common.timeutil import utcnow
-from services.order.domain import Status, next_status
-from services.order.models import ORDERS_TABLE, OrderRow
+from services.order.changes import announce
+from services.order.domain import Status, next_status, refund_note
+from services.order.models import ORDERS_TABLE, OrderRow, SagaDeadline
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +32,42 @@ _OUTCOMES = {
 }
 
 
-class FinishOrders:
-    """Sets each order COMPLETED or FAILED from its TransactionRecorded; terminal orders stay."""
+def write_order_changes(session: Session, outbox: OutboxWriter, changed: Sequence[OrderRow],
+                        failed_now: set[str]) -> None:  # fmt: skip
+    """UPDATE the changed orders, end the deadlines of terminal ones, announce each change."""
+    if not changed:
+        return
+    session.execute(
+        update(ORDERS_TABLE)
+        .where(ORDERS_TABLE.c.id == bindparam("order_id"))
+        .values(
+            status=bindparam("status"),
+            failure_reason=bindparam("failure_reason"),
+            updated_at=bindparam("updated_at"),
+        ),
+        [{**order, "order_id": order["id"]} for order in changed],
+    )
+    ended = [o["id"] for o in changed if Status(o["status"]).terminal]
+    if ended:
+        session.execute(delete(SagaDeadline).where(col(SagaDeadline.order_id).in_(ended)))
+    for order in changed:
+        announce(outbox, order, failed_now=order["id"] in failed_now)
 
-    def __init__(
-        self,
-        session: Session,
-        events: Sequence[Message],
-        on_change: Callable[[Sequence[OrderRow]], None],
-    ) -> None:
+
+class FinishOrders:
+    """Topic `transactions`: end each order from its TransactionRecorded; terminal orders stay."""
+
+    def __init__(self, session: Session, outbox: OutboxWriter, events: Sequence[Message]) -> None:
         self.session = session
-        self.on_change = on_change
+        self.outbox = outbox
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}
-        found = session.execute(select(ORDERS_TABLE).where(ORDERS_TABLE.c.id.in_(order_ids)))
+        # Locked (PostgreSQL): a deadline expiring on another replica waits, then sees the end.
+        found = session.execute(
+            select(ORDERS_TABLE).where(ORDERS_TABLE.c.id.in_(order_ids)).with_for_update()
+        )
         self.orders: dict[str, OrderRow] = {row["id"]: dict(row) for row in found.mappings()}
         self.changed: dict[str, OrderRow] = {}
+        self.failed_now: set[str] = set()
 
     def apply(self, event: Message, meta: EventMeta) -> None:
         assert isinstance(event, events_pb2.TransactionRecorded)
@@ -51,7 +78,7 @@ class FinishOrders:
         order = self.orders.get(event.order_id)
         if order is None:
             if event.status == events_pb2.TRANSACTION_STATUS_SUCCESSFUL:
-                log.error("money was taken for an order that does not exist",
+                log.error("a transaction was recorded for an order that does not exist",
                           extra={"order_id": event.order_id, "event_id": meta.id,
                                  "transaction_id": event.transaction_id})  # fmt: skip
             raise InvalidEvent(f"unknown order {event.order_id!r}")
@@ -61,6 +88,14 @@ class FinishOrders:
                 f"{event.amount_cents} cents, the order has user {order['user_id']} / "
                 f"{order['price_cents']} cents"
             )
+        if event.kind == payments_pb2.TRANSACTION_KIND_REFUND:
+            self._refunded(order, event, meta)
+        else:
+            self._finish(order, event, meta)
+
+    def _finish(
+        self, order: OrderRow, event: events_pb2.TransactionRecorded, meta: EventMeta
+    ) -> None:
         fields = {"order_id": order["id"], "event_id": meta.id}
         change = next_status(Status(order["status"]), _OUTCOMES[event.status], event.reason)
         if change is None:
@@ -69,31 +104,28 @@ class FinishOrders:
         status, reason = change
         order.update(status=status.value, failure_reason=reason, updated_at=utcnow())
         self.changed[order["id"]] = order
+        if status is Status.FAILED:
+            self.failed_now.add(order["id"])
         log.debug("order finished", extra={**fields, "status": status, "reason": reason})
 
-    def write(self) -> None:
-        changed = list(self.changed.values())
-        if not changed:
-            return
-        self.session.execute(
-            update(ORDERS_TABLE)
-            .where(ORDERS_TABLE.c.id == bindparam("order_id"))
-            .values(
-                status=bindparam("status"),
-                failure_reason=bindparam("failure_reason"),
-                updated_at=bindparam("updated_at"),
-            ),
-            [{**order, "order_id": order["id"]} for order in changed],
+    def _refunded(
+        self, order: OrderRow, event: events_pb2.TransactionRecorded, meta: EventMeta
+    ) -> None:
+        fields = {"order_id": order["id"], "event_id": meta.id}
+        if order["status"] != Status.FAILED.value:
+            # The Payment service refunds only orders announced FAILED, and a FAILED order
+            # never changes again: this cannot happen unless the data was altered.
+            log.critical("refund recorded for an order that is not FAILED", extra=fields)
+            raise InvalidEvent(f"refund for order {order['id']} which is {order['status']}")
+        note = refund_note(
+            order["failure_reason"], format_cents(event.amount_cents), event.transaction_id
         )
-        run_after_commit(self.session, lambda: self.on_change(changed))
+        if order["failure_reason"] == note or "; refunded " in order["failure_reason"]:
+            log.info("refund already noted; event ignored", extra=fields)
+            return
+        order.update(failure_reason=note, updated_at=utcnow())
+        self.changed[order["id"]] = order
+        log.info("order refunded", extra={**fields, "transaction_id": event.transaction_id})
 
-
-def finish_orders_handler(on_change: Callable[[Sequence[OrderRow]], None]) -> Handler:
-    """The handler for topic `transactions`; `on_change` hears of the orders it ends."""
-
-    def open_batch(
-        session: Session, _outbox: OutboxWriter, events: Sequence[Message]
-    ) -> EventBatch:
-        return FinishOrders(session, events, on_change)
-
-    return open_batch
+    def write(self) -> None:
+        write_order_changes(self.session, self.outbox, list(self.changed.values()), self.failed_now)

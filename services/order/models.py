@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table
-from sqlmodel import Field, Index, SQLModel
+from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
+from services.common.columns import int64
 from services.common.timeutil import utcnow
 
 
@@ -17,9 +18,9 @@ class Product(SQLModel, table=True):
 
     __tablename__ = "product"
 
-    id: int = Field(primary_key=True)
+    id: int = int64(primary_key=True)
     name: str
-    price_cents: int
+    price_cents: int = int64()
 
 
 class Order(SQLModel, table=True):
@@ -29,18 +30,30 @@ class Order(SQLModel, table=True):
     __table_args__ = (
         Index("ix_orders_created", "created_at", "id"),
         Index("ix_orders_user_created", "user_id", "created_at", "id"),
+        # A request_id is the caller's idempotency key, scoped to its user: another
+        # user's key never collides, so it reveals nothing about their orders.
+        UniqueConstraint("user_id", "request_id", name="uq_orders_user_request"),
     )
 
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True)
-    user_id: int
-    product_id: int
-    price_cents: int
+    user_id: int = int64()
+    product_id: int = int64()
+    price_cents: int = int64()
     #: CREATED, COMPLETED or FAILED (services.order.domain.Status).
     status: str = Field(index=True)
     failure_reason: str = ""
-    request_id: str | None = Field(default=None, unique=True)
+    request_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SagaDeadline(SQLModel, table=True):
+    """When a CREATED order's saga must have ended; deleted once the order is terminal."""
+
+    __tablename__ = "saga_deadline"
+
+    order_id: str = Field(primary_key=True)
+    due_at: datetime = Field(index=True)
 
 
 #: An order's column values by name. The hot paths (creating and finishing orders in
@@ -51,7 +64,7 @@ OrderRow = dict[str, Any]
 ORDERS_TABLE: Table = Order.__table__  # type: ignore[attr-defined]
 
 
-#: Seeded on first start: products 1..5 (prices in cents).
+#: Seeded by `python -m services.order seed` (make seed): products 1..5 (prices in cents).
 CATALOGUE = [
     Product(id=1, name="Product 1", price_cents=5000),
     Product(id=2, name="Product 2", price_cents=7500),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from functools import partial
 
 import grpc
@@ -15,51 +15,25 @@ from services.common.db import Database
 from services.common.group_commit import GroupCommitter, ShuttingDown
 from services.common.grpc_errors import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
-from services.common.timeutil import to_timestamp
 from services.order import store
-from services.order.domain import InvalidOrderRequest, Status, check_order_request
+from services.order.changes import STATUS_FROM_PROTO, order_to_proto
+from services.order.domain import InvalidOrderRequest, check_order_request
 from services.order.models import Order, OrderRow
 from services.order.watch import OrderChanges
 
 log = logging.getLogger(__name__)
 
-_STATUS_TO_PROTO = {
-    Status.CREATED: orders_pb2.ORDER_STATUS_CREATED,
-    Status.COMPLETED: orders_pb2.ORDER_STATUS_COMPLETED,
-    Status.FAILED: orders_pb2.ORDER_STATUS_FAILED,
-}
-_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
-
-
-def order_to_proto(order: OrderRow) -> orders_pb2.Order:
-    return orders_pb2.Order(
-        id=order["id"],
-        user_id=order["user_id"],
-        product_id=order["product_id"],
-        price_cents=order["price_cents"],
-        status=_STATUS_TO_PROTO[Status(order["status"])],
-        failure_reason=order["failure_reason"],
-        create_time=to_timestamp(order["created_at"]),
-        update_time=to_timestamp(order["updated_at"]),
-        request_id=order["request_id"] or "",
-    )
-
 
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     """paysaga.v1.OrderService over the order database."""
 
-    def __init__(self, db: Database, changes: OrderChanges) -> None:
+    def __init__(self, db: Database, changes: OrderChanges, *, deadline_s: float) -> None:
         self.db = db
         self.changes = changes
         #: CreateOrder writes, committed in groups (see services.common.group_commit).
         self.writes: GroupCommitter[store.NewOrder, OrderRow] = GroupCommitter(
-            db, partial(store.create_orders, on_change=self.publish_changes)
+            db, partial(store.create_orders, deadline_s=deadline_s)
         )
-
-    def publish_changes(self, orders: Sequence[OrderRow]) -> None:
-        """Tell WatchOrders streams about committed changes."""
-        for order in orders:
-            self.changes.publish(order_to_proto(order))
 
     def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
@@ -106,9 +80,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
             )
-        if request.status not in _STATUS_FROM_PROTO and request.status != 0:
+        if request.status not in STATUS_FROM_PROTO and request.status != 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
-        status = _STATUS_FROM_PROTO.get(request.status)
+        status = STATUS_FROM_PROTO.get(request.status)
         scope = f"orders:{request.user_id}:{request.status}"
         try:
             limit, after = parse_page(request.page_size, request.page_token, scope)

@@ -13,3 +13,8 @@ class OrderSettings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///var/order.db"
     consumer_group: str = "paysaga-order"
+    #: An order not COMPLETED or FAILED this many seconds after its creation is FAILED
+    #: (and any money taken for it given back): ORDER_SAGA_DEADLINE_S.
+    saga_deadline_s: float = 60.0
+    #: How often the saga deadlines are looked at.
+    deadline_poll_s: float = 1.0

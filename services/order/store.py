@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert, tuple_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
-from services.common.db import Database, run_after_commit
+from services.common.db import Database, insert_ignoring_conflicts
 from services.common.outbox import OutboxWriter
 from services.common.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
+from services.order.changes import announce
 from services.order.domain import Status
-from services.order.models import CATALOGUE, ORDERS_TABLE, Order, OrderRow, Product
+from services.order.models import CATALOGUE, ORDERS_TABLE, Order, OrderRow, Product, SagaDeadline
 
 
 class UnknownProduct(LookupError):
@@ -27,12 +29,18 @@ class RequestIdReused(ValueError):
     """A request_id already used for a different order request."""
 
 
-def seed_catalogue(db: Database) -> None:
-    """Insert the catalogue's products that are missing (first start)."""
+def seed_catalogue(db: Database) -> int:
+    """Insert the catalogue's products that are missing; return how many were added.
+
+    Idempotent and safe when several replicas seed at once (ON CONFLICT DO NOTHING).
+    """
+    table: Table = Product.__table__  # type: ignore[attr-defined]
     with db.write() as session:
-        for product in CATALOGUE:
-            if session.get(Product, product.id) is None:
-                session.add(Product.model_validate(product.model_dump()))
+        result = session.execute(
+            insert_ignoring_conflicts(session, table, "id").returning(table.c.id),
+            [product.model_dump() for product in CATALOGUE],
+        )
+        return len(result.all())
 
 
 @dataclass(frozen=True)
@@ -45,70 +53,100 @@ class NewOrder:
 
 
 def create_orders(
-    session: Session,
-    requests: Sequence[NewOrder],
-    *,
-    on_change: Callable[[Sequence[OrderRow]], None],
+    session: Session, requests: Sequence[NewOrder], *, deadline_s: float
 ) -> list[OrderRow | Exception]:
-    """Store CREATED orders with their OrderPurchased events, in the caller's transaction.
+    """Store CREATED orders with their events and saga deadlines, in the caller's transaction.
 
     Answers each request, in order, with its order or the exception that rejects it
-    (UnknownProduct, RequestIdReused); a rejected request writes nothing. A request_id
-    seen before (in the database or earlier in `requests`) answers with that order.
+    (UnknownProduct, RequestIdReused); a rejected request writes nothing. A request_id is
+    the caller's idempotency key, scoped to its user: INSERT ... ON CONFLICT lets the
+    database settle a retry that raced here from another replica, and a key seen before
+    (committed, or earlier in `requests`) answers with that order.
     """
-    keys = {r.request_id for r in requests if r.request_id}
-    by_key: dict[str, OrderRow] = {}
-    if keys:
-        query = sa_select(ORDERS_TABLE).where(ORDERS_TABLE.c.request_id.in_(keys))
-        found = session.execute(query)
-        by_key = {row["request_id"]: dict(row) for row in found.mappings()}
     product_ids = {r.product_id for r in requests}
     products = session.exec(select(Product).where(col(Product.id).in_(product_ids)))
     prices = {p.id: p.price_cents for p in products}
-    outbox = OutboxWriter()
-    created: list[OrderRow] = []
+    candidates: dict[tuple[int, str], OrderRow] = {}
+    for request in requests:
+        price = prices.get(request.product_id)
+        key = (request.user_id, request.request_id)
+        if price is None or key in candidates:
+            continue
+        now = utcnow()
+        candidates[key] = {
+            "id": str(uuid.uuid4()), "user_id": request.user_id,
+            "product_id": request.product_id, "price_cents": price,
+            "status": Status.CREATED.value, "failure_reason": "",
+            "request_id": request.request_id, "created_at": now, "updated_at": now,
+        }  # fmt: skip
+    created_ids: set[str] = set()
+    if candidates:
+        inserted = session.execute(
+            insert_ignoring_conflicts(session, ORDERS_TABLE, "user_id", "request_id").returning(
+                ORDERS_TABLE.c.id
+            ),
+            list(candidates.values()),
+        )
+        created_ids = set(inserted.scalars())
+    existing = _orders_by_key(
+        session, [k for k, o in candidates.items() if o["id"] not in created_ids]
+    )
+    created = [o for o in candidates.values() if o["id"] in created_ids]
+    _stage_new_orders(session, created, deadline_s)
     answers: list[OrderRow | Exception] = []
     for request in requests:
-        existing = by_key.get(request.request_id) if request.request_id else None
-        if existing is not None:
-            answers.append(_same_request(existing, request))
-            continue
-        price = prices.get(request.product_id)
-        if price is None:
+        key = (request.user_id, request.request_id)
+        if request.product_id not in prices:
             answers.append(
                 UnknownProduct(f"product {request.product_id} does not exist in the catalogue")
             )
             continue
-        now = utcnow()
-        order: OrderRow = {
-            "id": str(uuid.uuid4()), "user_id": request.user_id,
-            "product_id": request.product_id, "price_cents": price,
-            "status": Status.CREATED.value, "failure_reason": "",
-            "request_id": request.request_id or None, "created_at": now, "updated_at": now,
-        }  # fmt: skip
-        event = events_pb2.OrderPurchased(
-            order_id=order["id"], user_id=request.user_id, product_id=request.product_id,
-            amount_cents=price, create_time=to_timestamp(now),
-        )  # fmt: skip
-        outbox.add_event(event, key=request.user_id, subject=order["id"])
-        if request.request_id:
-            by_key[request.request_id] = order
-        created.append(order)
-        answers.append(order)
-    if created:
-        session.execute(insert(ORDERS_TABLE), created)
-        run_after_commit(session, lambda: on_change(created))
-    outbox.write(session)
+        order = existing.get(key) or candidates[key]
+        answers.append(_same_request(order, request))
     return answers
+
+
+def _orders_by_key(
+    session: Session, keys: list[tuple[int, str]]
+) -> dict[tuple[int, str], OrderRow]:
+    """The stored orders of these (user_id, request_id) keys."""
+    if not keys:
+        return {}
+    query = sa_select(ORDERS_TABLE).where(
+        tuple_(ORDERS_TABLE.c.user_id, ORDERS_TABLE.c.request_id).in_(keys)
+    )
+    return {
+        (row["user_id"], row["request_id"]): dict(row) for row in session.execute(query).mappings()
+    }
+
+
+def _stage_new_orders(session: Session, created: list[OrderRow], deadline_s: float) -> None:
+    """The new orders' OrderPurchased and OrderUpdated events, and their saga deadlines."""
+    if not created:
+        return
+    outbox = OutboxWriter()
+    for order in created:
+        event = events_pb2.OrderPurchased(
+            order_id=order["id"], user_id=order["user_id"], product_id=order["product_id"],
+            amount_cents=order["price_cents"], create_time=to_timestamp(order["created_at"]),
+        )  # fmt: skip
+        outbox.add_event(event, key=order["user_id"], subject=order["id"])
+        announce(outbox, order)
+    due = [
+        {"order_id": o["id"], "due_at": o["created_at"] + timedelta(seconds=deadline_s)}
+        for o in created
+    ]
+    session.execute(insert(SagaDeadline), due)
+    outbox.write(session)
 
 
 def _same_request(existing: OrderRow, request: NewOrder) -> OrderRow | Exception:
     """The order a retried request_id names, or why the request may not reuse it."""
-    if (existing["user_id"], existing["product_id"]) == (request.user_id, request.product_id):
+    if existing["product_id"] == request.product_id:
         return existing
     return RequestIdReused(
-        f"request_id {request.request_id!r} was already used for an order of user "
-        f"{existing['user_id']} for product {existing['product_id']}: use a new request_id"
+        f"request_id {request.request_id!r} was already used for another order: "
+        "use a new request_id for a new order"
     )
 
 

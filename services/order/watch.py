@@ -1,13 +1,20 @@
-"""Order changes fanned out to WatchOrders streams, as each change is committed."""
+"""Order changes fanned out to WatchOrders streams, from the `order-updates` topic."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from paysaga.v1 import orders_pb2
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from google.protobuf.message import DecodeError
+
+from paysaga.v1 import events_pb2, orders_pb2
+from services.common.topics import ORDER_UPDATES
+
+log = logging.getLogger(__name__)
 
 
 class Subscription:
@@ -19,7 +26,7 @@ class Subscription:
 
 
 class OrderChanges:
-    """Publish/subscribe of committed order changes within this process."""
+    """Publish/subscribe of committed order changes to this process's watchers."""
 
     def __init__(self, max_backlog: int = 10000) -> None:
         self.max_backlog = max_backlog
@@ -45,3 +52,60 @@ class OrderChanges:
         finally:
             with self._lock:
                 self._subscriptions.discard(sub)
+
+
+class OrderUpdatesTail:
+    """Reads topic `order-updates` from its end and publishes each change to `changes`.
+
+    Every Order replica runs one, without a consumer group (partitions assigned, offsets
+    never committed), so WatchOrders on any replica sees every change, whichever replica
+    applied it.
+    """
+
+    def __init__(self, consumer: Consumer, changes: OrderChanges, poll_timeout_s: float = 0.2):
+        self.consumer = consumer
+        self.changes = changes
+        self.poll_timeout_s = poll_timeout_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="order-updates-tail", daemon=True)
+
+    def start(self) -> None:
+        """Assign every partition at its current end, then follow on a thread."""
+        metadata = self.consumer.list_topics(ORDER_UPDATES.name, timeout=10)
+        topic = metadata.topics.get(ORDER_UPDATES.name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise RuntimeError(f"topic {ORDER_UPDATES.name!r} is missing: create the topics")
+        assignment = []
+        for partition in topic.partitions:
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(ORDER_UPDATES.name, partition), timeout=10
+            )
+            assignment.append(TopicPartition(ORDER_UPDATES.name, partition, high))
+        self.consumer.assign(assignment)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout_s)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for record in self.consumer.consume(500, self.poll_timeout_s):
+                    error = record.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("order-updates error", extra={"error": str(error)})
+                        continue
+                    try:
+                        update = events_pb2.OrderUpdated.FromString(record.value() or b"")
+                    except DecodeError:
+                        log.warning("undecodable order update skipped",
+                                    extra={"offset": record.offset()})  # fmt: skip
+                        continue
+                    self.changes.publish(update.order)
+        finally:
+            self.consumer.close()

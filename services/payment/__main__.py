@@ -1,31 +1,28 @@
-"""Runs the Payment service: `python -m services.payment` (settings from PAYMENT_* env vars)."""
+"""Runs the Payment service: `python -m services.payment [serve|migrate|seed]` (PAYMENT_*)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
+from services.common import entrypoint
 from services.common.assembly import build_app
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp
-from services.common.inbox import ProcessedEvent
-from services.common.logs import configure_logging
-from services.common.outbox import OutboxRecord
 from services.common.topics import ORDERS, PAYMENTS
 from services.payment.handlers import ChargeOrders, RecordTransactions
-from services.payment.models import Account, Payment, Transaction
 from services.payment.server import PaymentServicer
 from services.payment.settings import PaymentSettings
 from services.payment.store import seed_accounts
 
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def build(settings: PaymentSettings) -> GrpcApp:
-    """The Payment service process, ready to start."""
-    db = Database(settings.database_url)
-    db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent])
-    seed_accounts(db)
+    """The Payment service process, ready to start (its database must be migrated)."""
+    db = Database(settings.database_url, pool_size=settings.database_pool_size)
     servicer = PaymentServicer(db)
     return build_app(
         name="payment",
@@ -41,9 +38,15 @@ def build(settings: PaymentSettings) -> GrpcApp:
 
 
 def main() -> None:
-    settings = PaymentSettings()
-    configure_logging("payment", settings.log_level, settings.log_format)
-    sys.exit(build(settings).run_until_signalled())
+    sys.exit(
+        entrypoint.run(
+            name="payment",
+            settings=PaymentSettings(),
+            migrations=MIGRATIONS,
+            build=build,
+            seed=seed_accounts,
+        )
+    )
 
 
 if __name__ == "__main__":

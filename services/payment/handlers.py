@@ -17,14 +17,16 @@ from google.protobuf.message import Message
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
-from paysaga.v1 import events_pb2
+from paysaga.v1 import events_pb2, payments_pb2
 from services.common.cloudevents import EventMeta, InvalidEvent
 from services.common.outbox import OutboxWriter
 from services.common.timeutil import utcnow
 from services.payment.domain import decide_payment
-from services.payment.models import Account, Payment, Transaction
+from services.payment.models import CHARGE, REFUND, Account, Payment, Transaction
 
 log = logging.getLogger(__name__)
+
+_ORDER_EVENTS = (events_pb2.OrderPurchased, events_pb2.OrderFailed)
 
 _PAYMENT_OUTCOMES = {
     events_pb2.PAYMENT_STATUS_APPROVED: True,
@@ -42,36 +44,50 @@ def _check_common(order_id: str, user_id: int, amount_cents: int) -> None:
 
 
 class ChargeOrders:
-    """Topic `orders`: debit the price if the balance covers it; announce APPROVED or DECLINED.
+    """Topic `orders`: charge each OrderPurchased; give the money back for each OrderFailed.
 
-    An order is decided once: its Payment row (keyed by order id) says it was.
+    OrderPurchased: debit the price if the balance covers it; announce APPROVED or
+    DECLINED. An order is decided once: its Payment row (keyed by order id) says it was.
+    OrderFailed: if money was taken for the order and not yet given back, credit it back,
+    record a REFUND transaction and announce it; if the order was not decided yet, record
+    a declined Payment so a late OrderPurchased never charges it. Both events of one order
+    share a key, so one consumer sees them in order; the Payment row and the unique
+    (order, kind) transaction make replays and duplicates harmless.
     """
 
     def __init__(self, session: Session, outbox: OutboxWriter, events: Sequence[Message]) -> None:
         self.session = session
         self.outbox = outbox
-        orders = [e for e in events if isinstance(e, events_pb2.OrderPurchased)]
-        order_ids = {e.order_id for e in orders}
-        self.decided = set(
-            session.exec(select(Payment.order_id).where(col(Payment.order_id).in_(order_ids)))
-        )
+        order_ids = {e.order_id for e in events if isinstance(e, _ORDER_EVENTS)}
+        self.payments: dict[str, Payment] = {
+            p.order_id: p
+            for p in session.exec(select(Payment).where(col(Payment.order_id).in_(order_ids)))
+        }
         # Locked for the transaction where the database can (SELECT ... FOR UPDATE); on
         # SQLite the write transaction (BEGIN IMMEDIATE) already excludes other writers.
         accounts = session.exec(
             select(Account)
-            .where(col(Account.user_id).in_({e.user_id for e in orders}))
+            .where(
+                col(Account.user_id).in_(
+                    {e.user_id for e in events if isinstance(e, _ORDER_EVENTS)}
+                )
+            )
             .with_for_update()
         )
         self.accounts = {a.user_id: a for a in accounts}
-        self.payments: list[dict[str, Any]] = []
+        self.new_payments: list[Payment] = []
+        self.refunds: list[dict[str, Any]] = []
 
     def apply(self, event: Message, meta: EventMeta) -> None:
+        if isinstance(event, events_pb2.OrderFailed):
+            self._refund(event, meta)
+            return
         assert isinstance(event, events_pb2.OrderPurchased)
         _check_common(event.order_id, event.user_id, event.amount_cents)
         if event.product_id <= 0 or not event.HasField("create_time"):
             raise InvalidEvent("an OrderPurchased names its product and creation time")
         fields = {"order_id": event.order_id, "event_id": meta.id, "user_id": event.user_id}
-        if event.order_id in self.decided:
+        if event.order_id in self.payments:
             log.info("order already charged or declined; event ignored", extra=fields)
             return
         account = self.accounts.get(event.user_id)
@@ -83,17 +99,8 @@ class ChargeOrders:
         if decision.approved and account is not None:
             account.balance_cents -= event.amount_cents
             account.updated_at = utcnow()
-        self.decided.add(event.order_id)
-        self.payments.append(
-            {
-                "order_id": event.order_id,
-                "user_id": event.user_id,
-                "amount_cents": event.amount_cents,
-                "approved": decision.approved,
-                "reason": decision.reason,
-                "created_at": utcnow(),
-            }
-        )
+        self._decide(event.order_id, event.user_id, event.amount_cents, decision.approved,
+                     decision.reason)  # fmt: skip
         status = (
             events_pb2.PAYMENT_STATUS_APPROVED
             if decision.approved
@@ -112,10 +119,64 @@ class ChargeOrders:
             extra={**fields, "approved": decision.approved, "reason": decision.reason},
         )
 
+    def _decide(
+        self, order_id: str, user_id: int, amount: int, approved: bool, reason: str
+    ) -> None:
+        payment = Payment(
+            order_id=order_id, user_id=user_id, amount_cents=amount, approved=approved,
+            reason=reason, created_at=utcnow(),
+        )  # fmt: skip
+        self.payments[order_id] = payment
+        self.new_payments.append(payment)
+
+    def _refund(self, event: events_pb2.OrderFailed, meta: EventMeta) -> None:
+        _check_common(event.order_id, event.user_id, event.amount_cents)
+        fields = {"order_id": event.order_id, "event_id": meta.id, "user_id": event.user_id}
+        payment = self.payments.get(event.order_id)
+        if payment is None:
+            reason = f"order failed before its payment: {event.reason}"[:500]
+            self._decide(event.order_id, event.user_id, event.amount_cents, False, reason)
+            log.info("order failed before its payment; it will never be charged", extra=fields)
+            return
+        if not payment.approved or payment.refunded_at is not None:
+            log.info("nothing to give back for this failed order", extra=fields)
+            return
+        if (payment.user_id, payment.amount_cents) != (event.user_id, event.amount_cents):
+            raise InvalidEvent(
+                f"OrderFailed for order {event.order_id} says user {event.user_id} / "
+                f"{event.amount_cents} cents, its payment was user {payment.user_id} / "
+                f"{payment.amount_cents} cents"
+            )
+        account = self.accounts[payment.user_id]
+        now = utcnow()
+        account.balance_cents += payment.amount_cents
+        account.updated_at = now
+        payment.refunded_at = now
+        transaction_id = str(uuid.uuid4())
+        self.refunds.append(
+            {
+                "id": transaction_id, "order_id": event.order_id, "kind": REFUND,
+                "user_id": payment.user_id, "amount_cents": payment.amount_cents,
+                "created_at": now,
+            }
+        )  # fmt: skip
+        outgoing = events_pb2.TransactionRecorded(
+            order_id=event.order_id,
+            user_id=payment.user_id,
+            amount_cents=payment.amount_cents,
+            status=events_pb2.TRANSACTION_STATUS_SUCCESSFUL,
+            transaction_id=transaction_id,
+            kind=payments_pb2.TRANSACTION_KIND_REFUND,
+        )
+        self.outbox.add_event(outgoing, key=payment.user_id, subject=event.order_id)
+        log.warning("money given back for a failed order",
+                    extra={**fields, "transaction_id": transaction_id})  # fmt: skip
+
     def write(self) -> None:
-        # The debited accounts are flushed by the session at commit (one UPDATE each).
-        if self.payments:
-            self.session.execute(insert(Payment), self.payments)
+        # Changed accounts and payments are flushed by the session at commit.
+        self.session.add_all(self.new_payments)
+        if self.refunds:
+            self.session.execute(insert(Transaction), self.refunds)
 
 
 class RecordTransactions:
@@ -131,7 +192,9 @@ class RecordTransactions:
         }
         self.recorded = set(
             session.exec(
-                select(Transaction.order_id).where(col(Transaction.order_id).in_(order_ids))
+                select(Transaction.order_id)
+                .where(col(Transaction.order_id).in_(order_ids))
+                .where(Transaction.kind == CHARGE)
             )
         )
         self.transactions: list[dict[str, Any]] = []
@@ -167,11 +230,13 @@ class RecordTransactions:
                 {
                     "id": transaction_id,
                     "order_id": event.order_id,
+                    "kind": CHARGE,
                     "user_id": event.user_id,
                     "amount_cents": event.amount_cents,
                     "created_at": utcnow(),
                 }
             )
+            outgoing.kind = payments_pb2.TRANSACTION_KIND_CHARGE
             outgoing.status = events_pb2.TRANSACTION_STATUS_SUCCESSFUL
             outgoing.transaction_id = transaction_id
         else:

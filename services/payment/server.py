@@ -12,7 +12,12 @@ from services.common.grpc_errors import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.payment import store
-from services.payment.models import Account, Transaction
+from services.payment.models import CHARGE, REFUND, Account, Transaction
+
+_KINDS = {
+    CHARGE: payments_pb2.TRANSACTION_KIND_CHARGE,
+    REFUND: payments_pb2.TRANSACTION_KIND_REFUND,
+}
 
 
 def transaction_to_proto(transaction: Transaction) -> payments_pb2.Transaction:
@@ -22,6 +27,7 @@ def transaction_to_proto(transaction: Transaction) -> payments_pb2.Transaction:
         user_id=transaction.user_id,
         amount_cents=transaction.amount_cents,
         create_time=to_timestamp(transaction.created_at),
+        kind=_KINDS[transaction.kind],
     )
 
 

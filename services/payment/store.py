@@ -4,19 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import Table
 from sqlmodel import Session, col, select
 
-from services.common.db import Database
+from services.common.db import Database, insert_ignoring_conflicts
 from services.common.paging import Cursor, newest_first_after
+from services.common.timeutil import utcnow
 from services.payment.models import STARTING_BALANCES, Account, Transaction
 
 
-def seed_accounts(db: Database) -> None:
-    """Create the seed users that are missing (first start)."""
+def seed_accounts(db: Database) -> int:
+    """Create the demo users that are missing, funded; return how many were added.
+
+    A development step only (make seed): a production start never credits anyone.
+    Idempotent and safe when several replicas seed at once (ON CONFLICT DO NOTHING).
+    """
+    table: Table = Account.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    rows = [
+        {"user_id": user_id, "balance_cents": balance, "updated_at": now}
+        for user_id, balance in STARTING_BALANCES.items()
+    ]
     with db.write() as session:
-        for user_id, balance in STARTING_BALANCES.items():
-            if session.get(Account, user_id) is None:
-                session.add(Account(user_id=user_id, balance_cents=balance))
+        result = session.execute(
+            insert_ignoring_conflicts(session, table, "user_id").returning(table.c.user_id), rows
+        )
+        return len(result.all())
 
 
 def list_transactions(

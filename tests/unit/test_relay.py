@@ -6,34 +6,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from sqlmodel import select
 
 from paysaga.v1 import events_pb2
 from services.common.db import Database
-from services.common.outbox import OutboxRecord, OutboxWriter
+from services.common.outbox import OutboxRecord, OutboxWriter, ParkedRecord
 from services.common.relay import OutboxRelay
 
 pytestmark = pytest.mark.unit
 
-
-class FakeError:
-    def fatal(self) -> bool:
-        return False
-
-    def __str__(self) -> str:
-        return "broker said no"
+RETRIABLE = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic", retriable=True)
+TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "message too large")
+UNREACHABLE = KafkaError(KafkaError._MSG_TIMED_OUT, "timed out", retriable=True)
 
 
 class FakeProducer:
-    """Confirms every record on flush, except the order ids listed in `refuse`."""
+    """Confirms every record on flush, except those whose order id is in `refuse` (with the
+    error given there) or in `raise_on_produce` (produce() raises that exception)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
-        self.refuse: set[str] = set()
+        self.refuse: dict[str, KafkaError] = {}
+        self.raise_on_produce: dict[str, Exception] = {}
         self._pending: list[tuple[str, Any]] = []
 
     def produce(self, topic: str, key: bytes, value: bytes, headers: Any, on_delivery: Any) -> None:
         order_id = events_pb2.OrderPurchased.FromString(value).order_id
+        if order_id in self.raise_on_produce:
+            raise self.raise_on_produce[order_id]
         self._pending.append((order_id, on_delivery))
 
     def poll(self, _timeout: float) -> int:
@@ -41,10 +42,10 @@ class FakeProducer:
 
     def flush(self, _timeout: float) -> int:
         for order_id, callback in self._pending:
-            refused = order_id in self.refuse
-            if not refused:
+            error = self.refuse.get(order_id)
+            if error is None:
                 self.sent.append(order_id)
-            callback(FakeError() if refused else None, None)
+            callback(error, None)
         self._pending = []
         return 0
 
@@ -52,8 +53,12 @@ class FakeProducer:
 @pytest.fixture
 def db(tmp_path: Path) -> Database:
     database = Database(f"sqlite:///{tmp_path}/relay.db")
-    database.create_tables([OutboxRecord])
+    database.create_tables([OutboxRecord, ParkedRecord])
     return database
+
+
+def relay_of(db: Database, producer: FakeProducer, **kwargs: Any) -> OutboxRelay:
+    return OutboxRelay(db, lambda: producer, **kwargs)  # type: ignore[arg-type, return-value]
 
 
 def stage(db: Database, *order_ids: str) -> None:
@@ -70,20 +75,25 @@ def remaining(db: Database) -> int:
         return len(session.exec(select(OutboxRecord)).all())
 
 
+def parked(db: Database) -> list[ParkedRecord]:
+    with db.read() as session:
+        return list(session.exec(select(ParkedRecord)).all())
+
+
 def test_publishes_in_order_and_deletes_what_was_confirmed(db: Database) -> None:
     producer = FakeProducer()
-    relay = OutboxRelay(db, lambda: producer)  # type: ignore[arg-type, return-value]
+    relay = relay_of(db, producer)
     stage(db, "a", "b", "c")
-    assert relay.publish_pending() == 3
+    assert relay.publish_pending() == (3, 0)
     assert producer.sent == ["a", "b", "c"]
-    assert relay.publish_pending() == 0  # nothing is sent twice
+    assert relay.publish_pending() == (0, 0)  # nothing is sent twice
     relay.delete_published(now=True)
     assert remaining(db) == 0
 
 
 def test_rows_staged_after_everything_was_deleted_are_still_published(db: Database) -> None:
     producer = FakeProducer()
-    relay = OutboxRelay(db, lambda: producer)  # type: ignore[arg-type, return-value]
+    relay = relay_of(db, producer)
     stage(db, "a", "b")
     relay.publish_pending()
     relay.delete_published(now=True)
@@ -94,22 +104,78 @@ def test_rows_staged_after_everything_was_deleted_are_still_published(db: Databa
 
 def test_a_refused_record_and_those_after_it_are_sent_again(db: Database) -> None:
     producer = FakeProducer()
-    relay = OutboxRelay(db, lambda: producer)  # type: ignore[arg-type, return-value]
+    relay = relay_of(db, producer)
     stage(db, "a", "b", "c")
-    producer.refuse = {"b"}
-    assert relay.publish_pending() == 1
-    producer.refuse = set()
-    assert relay.publish_pending() == 2
+    producer.refuse = {"b": RETRIABLE}
+    assert relay.publish_pending() == (1, 1)
+    producer.refuse = {}
+    assert relay.publish_pending() == (2, 0)
     assert producer.sent == ["a", "c", "b", "c"]  # c twice: consumers drop it by event id
     relay.delete_published(now=True)
-    assert remaining(db) == 0
+    assert remaining(db) == 0 and parked(db) == []
 
 
-def test_unconfirmed_rows_stay_in_the_outbox(db: Database) -> None:
+def test_a_record_kafka_refuses_for_good_is_parked_and_the_rest_flows(db: Database) -> None:
     producer = FakeProducer()
-    relay = OutboxRelay(db, lambda: producer)  # type: ignore[arg-type, return-value]
-    stage(db, "a", "b")
-    producer.refuse = {"a", "b"}
-    assert relay.publish_pending() == 0
+    relay = relay_of(db, producer)
+    stage(db, "a", "big", "c")
+    producer.refuse = {"big": TOO_LARGE}
+    assert relay.publish_pending() == (3, 0)
+    stage(db, "d")
+    assert relay.publish_pending() == (1, 0)
+    assert producer.sent == ["a", "c", "d"]
+    [row] = parked(db)
+    assert row.topic == "orders" and row.attempts == 1 and "too large" in row.error
+    assert events_pb2.OrderPurchased.FromString(row.value or b"").order_id == "big"
+    assert relay.parked == 1
     relay.delete_published(now=True)
-    assert remaining(db) == 2
+    assert remaining(db) == 0
+    assert "1 outbox record(s) parked" in (relay.problem() or "")
+
+
+def test_produce_raising_parks_the_row(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer)
+    stage(db, "a", "bad", "c")
+    producer.raise_on_produce = {
+        "bad": KafkaException(TOO_LARGE),
+    }
+    assert relay.publish_pending() == (3, 0)
+    assert producer.sent == ["a", "c"]
+    assert [p.error for p in parked(db)] == [
+        'KafkaError{code=MSG_SIZE_TOO_LARGE,val=10,str="message too large"}'
+    ]
+
+
+def test_a_row_that_keeps_failing_is_parked_after_max_attempts(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=3)
+    stage(db, "a", "b")
+    producer.refuse = {"a": RETRIABLE}
+    assert relay.publish_pending() == (0, 1)
+    assert relay.publish_pending() == (0, 1)
+    assert relay.publish_pending() == (2, 0)  # third failure parks a; b flows
+    assert [p.attempts for p in parked(db)] == [3]
+    assert producer.sent.count("b") == 3
+
+
+def test_an_unreachable_cluster_never_parks_a_row(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=2)
+    stage(db, "a")
+    producer.refuse = {"a": UNREACHABLE}
+    for _ in range(5):
+        assert relay.publish_pending() == (0, 1)
+    assert parked(db) == [] and remaining(db) == 1
+    producer.refuse = {}
+    assert relay.publish_pending() == (1, 0)
+
+
+def test_a_stale_backlog_is_reported(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, stale_after_s=0.0)
+    assert relay.problem() is None
+    stage(db, "a")
+    assert "oldest unpublished outbox record" in (relay.problem() or "")
+    relay.publish_pending()
+    assert relay.problem() is None

@@ -1,6 +1,8 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from paysaga.v1 import orders_pb2 as _orders_pb2
+from paysaga.v1 import payments_pb2 as _payments_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -56,17 +58,39 @@ class PaymentProcessed(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TransactionRecorded(_message.Message):
-    __slots__ = ("order_id", "user_id", "amount_cents", "status", "transaction_id", "reason")
+    __slots__ = ("order_id", "user_id", "amount_cents", "status", "transaction_id", "reason", "kind")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: int
     amount_cents: int
     status: TransactionStatus
     transaction_id: str
     reason: str
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[TransactionStatus, str]] = ..., transaction_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    kind: _payments_pb2.TransactionKind
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[TransactionStatus, str]] = ..., transaction_id: _Optional[str] = ..., reason: _Optional[str] = ..., kind: _Optional[_Union[_payments_pb2.TransactionKind, str]] = ...) -> None: ...
+
+class OrderFailed(_message.Message):
+    __slots__ = ("order_id", "user_id", "amount_cents", "reason", "fail_time")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FAIL_TIME_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    user_id: int
+    amount_cents: int
+    reason: str
+    fail_time: _timestamp_pb2.Timestamp
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., reason: _Optional[str] = ..., fail_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class OrderUpdated(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: _orders_pb2.Order
+    def __init__(self, order: _Optional[_Union[_orders_pb2.Order, _Mapping]] = ...) -> None: ...

@@ -25,27 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19paysaga/v1/payments.proto\x12\npaysaga.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x0bTransaction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"m\n\x12GetBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rbalance_cents\x18\x02 \x01(\x03\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\x15GetTransactionRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"F\n\x16GetTransactionResponse\x12,\n\x0btransaction\x18\x01 \x01(\x0b\x32\x17.paysaga.v1.Transaction\"c\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x10\n\x08order_id\x18\x04 \x01(\t\"b\n\x18ListTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.paysaga.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x02\n\x0ePaymentService\x12K\n\nGetBalance\x12\x1d.paysaga.v1.GetBalanceRequest\x1a\x1e.paysaga.v1.GetBalanceResponse\x12W\n\x0eGetTransaction\x12!.paysaga.v1.GetTransactionRequest\x1a\".paysaga.v1.GetTransactionResponse\x12]\n\x10ListTransactions\x12#.paysaga.v1.ListTransactionsRequest\x1a$.paysaga.v1.ListTransactionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19paysaga/v1/payments.proto\x12\npaysaga.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x01\n\x0bTransaction\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x04kind\x18\x06 \x01(\x0e\x32\x1b.paysaga.v1.TransactionKind\"$\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"m\n\x12GetBalanceResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x15\n\rbalance_cents\x18\x02 \x01(\x03\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"/\n\x15GetTransactionRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"F\n\x16GetTransactionResponse\x12,\n\x0btransaction\x18\x01 \x01(\x0b\x32\x17.paysaga.v1.Transaction\"c\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x10\n\x08order_id\x18\x04 \x01(\t\"b\n\x18ListTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.paysaga.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*m\n\x0fTransactionKind\x12 \n\x1cTRANSACTION_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRANSACTION_KIND_CHARGE\x10\x01\x12\x1b\n\x17TRANSACTION_KIND_REFUND\x10\x02\x32\x95\x02\n\x0ePaymentService\x12K\n\nGetBalance\x12\x1d.paysaga.v1.GetBalanceRequest\x1a\x1e.paysaga.v1.GetBalanceResponse\x12W\n\x0eGetTransaction\x12!.paysaga.v1.GetTransactionRequest\x1a\".paysaga.v1.GetTransactionResponse\x12]\n\x10ListTransactions\x12#.paysaga.v1.ListTransactionsRequest\x1a$.paysaga.v1.ListTransactionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paysaga.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TRANSACTIONKIND']._serialized_start=722
+  _globals['_TRANSACTIONKIND']._serialized_end=831
   _globals['_TRANSACTION']._serialized_start=75
-  _globals['_TRANSACTION']._serialized_end=206
-  _globals['_GETBALANCEREQUEST']._serialized_start=208
-  _globals['_GETBALANCEREQUEST']._serialized_end=244
-  _globals['_GETBALANCERESPONSE']._serialized_start=246
-  _globals['_GETBALANCERESPONSE']._serialized_end=355
-  _globals['_GETTRANSACTIONREQUEST']._serialized_start=357
-  _globals['_GETTRANSACTIONREQUEST']._serialized_end=404
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=406
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=476
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=478
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=577
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=579
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=677
-  _globals['_PAYMENTSERVICE']._serialized_start=680
-  _globals['_PAYMENTSERVICE']._serialized_end=957
+  _globals['_TRANSACTION']._serialized_end=249
+  _globals['_GETBALANCEREQUEST']._serialized_start=251
+  _globals['_GETBALANCEREQUEST']._serialized_end=287
+  _globals['_GETBALANCERESPONSE']._serialized_start=289
+  _globals['_GETBALANCERESPONSE']._serialized_end=398
+  _globals['_GETTRANSACTIONREQUEST']._serialized_start=400
+  _globals['_GETTRANSACTIONREQUEST']._serialized_end=447
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=449
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=519
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=521
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=620
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=622
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=720
+  _globals['_PAYMENTSERVICE']._serialized_start=834
+  _globals['_PAYMENTSERVICE']._serialized_end=1111
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,93 @@
+"""Schema migrations (Alembic, one history per service) and the idempotent seed step.
+
+`python -m services.<name> migrate` upgrades the service's database to the newest
+revision; N replicas may run it at once: on PostgreSQL they queue on an advisory lock,
+on SQLite (one replica) on a lock file. A service refuses to start on a database whose
+schema is not at the newest revision, and says which command fixes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine.url import make_url
+
+log = logging.getLogger(__name__)
+
+#: pg_advisory_lock key held while migrating ("paysaga" in ASCII).
+_MIGRATION_LOCK = 0x70617973616761
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database's schema is not the one this code needs."""
+
+
+def _config(script_location: Path) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    return config
+
+
+@contextmanager
+def _migration_lock(connection: Connection, url: str) -> Iterator[None]:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+            connection.commit()
+        return
+    path = make_url(url).database
+    if not path or path == ":memory:":
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.migrate-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def migrate(url: str, script_location: Path) -> str:
+    """Upgrade the database at `url` to the newest revision; return that revision."""
+    config = _config(script_location)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection, _migration_lock(connection, url):
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+            return current_revision(connection) or ""
+    finally:
+        engine.dispose()
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_schema(url: str, script_location: Path, service: str) -> None:
+    """Raise SchemaNotCurrent unless the database is at the newest revision."""
+    head = ScriptDirectory.from_config(_config(script_location)).get_current_head()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+    finally:
+        engine.dispose()
+    if current != head:
+        raise SchemaNotCurrent(
+            f"the {service} database ({make_url(url).render_as_string()}) is at schema revision "
+            f"{current or '(none)'}, this code needs {head}: run "
+            f"`python -m services.{service} migrate` (make up does)"
+        )
