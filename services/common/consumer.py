@@ -7,9 +7,13 @@ For each batch of records:
    handler rejects is dead-lettered), and write the outgoing events and dead letters to
    the outbox;
 3. commit the transaction, then commit the Kafka offsets.
-If the transaction fails, nothing of the batch is applied and the consumer rewinds to
-the batch's first offsets and tries again: Kafka delivers at least once, the inbox
-makes it effectively once.
+If the transaction fails because of an event in it (a poison event: a value a column
+cannot hold, an unforeseen constraint, a bug a rare event hits), the batch is narrowed:
+its halves are applied in order, each in its own transaction, down to the single event
+that still fails, which is dead-lettered alone with the error as its reason. If it fails
+because of the database (unreachable, deadlock), nothing is dead-lettered: the consumer
+rewinds to the batch's first offsets and tries again. Kafka delivers at least once, the
+inbox makes it effectively once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session
 
 from services.common import inbox
@@ -33,6 +38,30 @@ from services.common.outbox import OutboxWriter
 from services.common.topics import TOPICS
 
 log = logging.getLogger(__name__)
+
+#: PostgreSQL SQLSTATEs that say "try again": serialization failure, deadlock, lock not
+#: available; and whole classes: connection exception, insufficient resources, operator
+#: intervention (shutdown, cancel), system error.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is the database's trouble (try again later), not an event's (narrow).
+
+    A lost connection, a deadlock, a serialization failure, a busy database: retried,
+    never dead-lettered. Anything else may be one event's fault.
+    """
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if sqlstate:
+            return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        # No SQLSTATE (SQLite, or the driver lost the server): "database is locked",
+        # "disk I/O error", "no such table", "connection refused" are not an event's fault.
+        return isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 class EventBatch(Protocol):
@@ -71,38 +100,67 @@ def _coordinates(record: KafkaMessage) -> tuple[str, int, int]:
     return record.topic() or "", record.partition() or 0, record.offset() or 0
 
 
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _span(records: list[_Record]) -> dict[str, object]:
+    """Log fields locating a part of a batch: its one record, or its first and last ones."""
+    if len(records) == 1:
+        return {"records": 1, **records[0].log_fields()}
+    return {"records": len(records), "first": records[0].where, "last": records[-1].where}
+
+
 @dataclass
 class _Record:
     kafka: KafkaMessage
     meta: EventMeta | None = None
     event: Message | None = None
+    #: Why the record cannot be decoded ("" if it was).
     error: str = ""
 
     @property
     def topic(self) -> str:
         return self.kafka.topic() or ""
 
-    def log_fields(self) -> dict[str, object]:
-        k = self.kafka
-        return {
-            "topic": k.topic(),
-            "partition": k.partition(),
-            "offset": k.offset(),
-            "event_id": self.inbox_id,
-            "subject": self.meta.subject if self.meta else "",
-        }
+    @property
+    def where(self) -> str:
+        """The record's coordinates, `topic/partition/offset`."""
+        return "/".join(map(str, _coordinates(self.kafka)))
 
     @property
     def inbox_id(self) -> str:
         """The event id, or the record's coordinates when it has no usable id."""
-        if self.meta is not None:
-            return self.meta.id
-        k = self.kafka
-        return f"{k.topic()}/{k.partition()}/{k.offset()}"
+        return self.meta.id if self.meta is not None else self.where
+
+    def log_fields(self) -> dict[str, object]:
+        topic, partition, offset = _coordinates(self.kafka)
+        return {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "event_id": self.inbox_id,
+            "subject": self.meta.subject if self.meta else "",
+        }
+
+
+@dataclass
+class _Outcome:
+    """What settling (part of) a batch did: events new to the inbox, and dead letters among them."""
+
+    new: int = 0
+    dead_lettered: int = 0
+
+    def __add__(self, other: _Outcome) -> _Outcome:
+        return _Outcome(self.new + other.new, self.dead_lettered + other.dead_lettered)
 
 
 class EventConsumer:
-    """Consumes the topics of `handlers` as consumer group `group_id`, one batch per transaction."""
+    """Consumes the topics of `handlers` as consumer group `group_id`, one batch per transaction.
+
+    A transaction that fails is tried again up to `attempts` times, `retry_pause_s` apart
+    (times the attempt), when the failure is transient or the part is a single record.
+    """
 
     def __init__(
         self,
@@ -112,6 +170,8 @@ class EventConsumer:
         *,
         batch_size: int = 500,
         poll_timeout_s: float = 0.2,
+        attempts: int = 3,
+        retry_pause_s: float = 0.05,
     ) -> None:
         unknown = set(handlers) - set(TOPICS)
         if unknown:
@@ -121,6 +181,8 @@ class EventConsumer:
         self.handlers = handlers
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
+        self.attempts = attempts
+        self.retry_pause_s = retry_pause_s
         self.applied = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
@@ -144,17 +206,11 @@ class EventConsumer:
                 records = [r for r in self._next_batch() if self._usable(r)]
                 if not records:
                     continue
-                try:
-                    self.process_batch(records)
+                if self.process_or_rewind(records):
                     backoff = 0.1
-                except Exception:
-                    log.exception(
-                        "batch failed; rewinding to retry it",
-                        extra={"records": len(records), "backoff_s": backoff},
-                    )
-                    self._rewind(records)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    continue
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
         finally:
             self.consumer.close()
 
@@ -179,23 +235,37 @@ class EventConsumer:
                 raise RuntimeError(f"fatal Kafka consumer error: {err}")
         return False
 
+    def process_or_rewind(self, kafka_records: list[KafkaMessage]) -> bool:
+        """Process a batch; if that fails, rewind to its first offsets so it comes again.
+
+        True if the batch was processed; on False the caller backs off before the next poll.
+        """
+        try:
+            self.process_batch(kafka_records)
+            return True
+        except Exception:
+            log.exception(
+                "batch failed; rewinding to retry it", extra={"records": len(kafka_records)}
+            )
+            self._rewind(kafka_records)
+            return False
+
     def process_batch(self, kafka_records: list[KafkaMessage]) -> None:
-        """Apply a batch in one transaction, then commit its offsets."""
+        """Settle a batch (every record applied or dead-lettered), then commit its offsets.
+
+        Raises when the database is at fault; parts already committed are in the inbox, so
+        the retried batch skips them.
+        """
         records = [self._decode(k) for k in kafka_records]
-        with self.db.write() as session:
-            outbox = OutboxWriter()
-            fresh = self._drop_duplicates(session, records)
-            for topic, group in _by_topic(fresh).items():
-                self._apply(session, outbox, topic, group)
-            outbox.write(session)
+        outcome = self._settle(records)
         self._commit_offsets(kafka_records)
         self.applied += len(records)
         log.info(
             "batch applied",
             extra={
                 "records": len(records),
-                "new": len(fresh),
-                "dead_lettered": sum(bool(r.error) for r in fresh),
+                "new": outcome.new,
+                "dead_lettered": outcome.dead_lettered,
             },
         )
 
@@ -207,6 +277,62 @@ class EventConsumer:
         except InvalidEvent as exc:
             return _Record(kafka, error=str(exc))
         return _Record(kafka, meta=meta, event=event)
+
+    def _settle(self, records: list[_Record]) -> _Outcome:
+        """Apply `records` in one transaction; if one of them makes it fail, narrow it down.
+
+        The halves are settled in order, so no record is applied before an earlier one of
+        its partition is settled.
+        """
+        try:
+            return self._transact_with_retries(records)
+        except Exception as exc:
+            if is_transient(exc) or not self._database_reachable():
+                raise
+            failure = exc
+        if len(records) == 1:
+            return self._dead_letter_poison(records[0], failure)
+        log.warning(
+            "part of a batch failed; narrowing it down",
+            extra={**_span(records), "error": _reason(failure)},
+        )
+        half = len(records) // 2
+        return self._settle(records[:half]) + self._settle(records[half:])
+
+    def _transact_with_retries(self, records: list[_Record]) -> _Outcome:
+        """`_transact`, tried again on a transient failure (on any failure, for one record)."""
+        attempt = 1
+        while True:
+            try:
+                return self._transact(records)
+            except Exception as exc:
+                if attempt >= self.attempts or not (is_transient(exc) or len(records) == 1):
+                    raise
+                log.warning(
+                    "transaction failed; trying it again",
+                    extra={**_span(records), "attempt": attempt, "error": _reason(exc)},
+                )
+            time.sleep(self.retry_pause_s * attempt)
+            attempt += 1
+
+    def _database_reachable(self) -> bool:
+        try:
+            self.db.ping()
+        except Exception:
+            log.warning("database unreachable", exc_info=True)
+            return False
+        return True
+
+    def _transact(self, records: list[_Record]) -> _Outcome:
+        with self.db.write() as session:
+            outbox = OutboxWriter()
+            fresh = self._drop_duplicates(session, records)
+            dead = sum(
+                self._apply(session, outbox, topic, group)
+                for topic, group in _by_topic(fresh).items()
+            )
+            outbox.write(session)
+        return _Outcome(new=len(fresh), dead_lettered=dead)
 
     @staticmethod
     def _drop_duplicates(session: Session, records: list[_Record]) -> list[_Record]:
@@ -223,28 +349,48 @@ class EventConsumer:
 
     def _apply(
         self, session: Session, outbox: OutboxWriter, topic: str, records: list[_Record]
-    ) -> None:
+    ) -> int:
+        """Apply one topic's records; return how many were dead-lettered."""
         batch = self.handlers[topic](session, outbox, [r.event for r in records if r.event])
+        dead = 0
         for record in records:
-            if record.event is not None and record.meta is not None and not record.error:
+            reason = record.error
+            if record.event is not None and record.meta is not None and not reason:
                 try:
                     batch.apply(record.event, record.meta)
                     continue
                 except InvalidEvent as exc:
-                    record.error = str(exc)
-            log.warning(
-                "event dead-lettered", extra={**record.log_fields(), "reason": record.error}
-            )
-            k = record.kafka
-            outbox.add_dead_letter(
-                topic=topic,
-                key=k.key(),
-                value=k.value(),
-                headers=_headers(k),
-                reason=record.error,
-                event_id=record.inbox_id,
-            )
+                    reason = str(exc)
+            _stage_dead_letter(outbox, record, reason, event_id=record.inbox_id)
+            dead += 1
         batch.write()
+        return dead
+
+    def _dead_letter_poison(self, record: _Record, exc: Exception) -> _Outcome:
+        """Dead-letter the one record that keeps failing, in a transaction of its own."""
+        reason = _reason(exc)
+        try:
+            return self._write_dead_letter(record, record.inbox_id, reason)
+        except Exception as dlt_exc:
+            if is_transient(dlt_exc) or record.inbox_id == record.where:
+                raise
+            # The event id itself may be what the database refuses (a NUL byte on
+            # PostgreSQL): record the dead letter under the record's coordinates instead.
+            log.warning(
+                "dead letter under the event id failed; keying it by its coordinates",
+                extra={**record.log_fields(), "error": _reason(dlt_exc)},
+            )
+        return self._write_dead_letter(record, record.where, reason)
+
+    def _write_dead_letter(self, record: _Record, inbox_id: str, reason: str) -> _Outcome:
+        with self.db.write() as session:
+            if not inbox.record_new(session, [(inbox_id, record.topic)]):
+                log.info("duplicate event skipped", extra=record.log_fields())
+                return _Outcome()
+            outbox = OutboxWriter()
+            _stage_dead_letter(outbox, record, reason, event_id=inbox_id)
+            outbox.write(session)
+        return _Outcome(new=1, dead_lettered=1)
 
     def _commit_offsets(self, records: list[KafkaMessage]) -> None:
         next_offsets: dict[tuple[str, int], int] = {}
@@ -271,3 +417,21 @@ class EventConsumer:
                     extra={"topic": topic, "partition": partition},
                     exc_info=True,
                 )
+
+
+def _stage_dead_letter(
+    outbox: OutboxWriter, record: _Record, reason: str, *, event_id: str
+) -> None:
+    """Stage the consumed record, byte for byte, for its topic's dead-letter topic."""
+    log.warning("event dead-lettered", extra={**record.log_fields(), "reason": reason})
+    topic, partition, offset = _coordinates(record.kafka)
+    outbox.add_dead_letter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=record.kafka.key(),
+        value=record.kafka.value(),
+        headers=_headers(record.kafka),
+        reason=reason,
+        event_id=event_id,
+    )

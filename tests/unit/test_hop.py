@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta, Headers
 from services.common.consumer import EventConsumer
 from services.common.db import Database
 from services.common.inbox import ProcessedEvent
-from services.common.outbox import OutboxRecord
+from services.common.outbox import OutboxRecord, decode_headers
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import ORDERS
 from services.payment.handlers import ChargeOrders
@@ -36,7 +36,7 @@ class FakeRecord:
     _offset: int
     _value: bytes
     _headers: Headers
-    _key: bytes = b"1"
+    _key: bytes | None = b"1"
 
     def topic(self) -> str:
         return self._topic
@@ -47,7 +47,7 @@ class FakeRecord:
     def offset(self) -> int:
         return self._offset
 
-    def key(self) -> bytes:
+    def key(self) -> bytes | None:
         return self._key
 
     def value(self) -> bytes:
@@ -101,7 +101,14 @@ def balance(db: Database) -> int:
 
 def outbox_topics(db: Database) -> list[str]:
     with db.read() as session:
-        return [r.topic for r in session.exec(select(OutboxRecord).order_by(OutboxRecord.seq))]
+        return [r.topic for r in session.exec(select(OutboxRecord).order_by(col(OutboxRecord.seq)))]
+
+
+def dead_letter(db: Database) -> tuple[OutboxRecord, dict[str, bytes | None]]:
+    """The one dead letter in the outbox, and its headers."""
+    with db.read() as session:
+        dead = session.exec(select(OutboxRecord).where(OutboxRecord.topic == "orders.dlt")).one()
+    return dead, dict(decode_headers(dead.headers))
 
 
 def test_event_applied_once_even_when_delivered_twice(hop: Any) -> None:
@@ -123,16 +130,22 @@ def test_same_order_under_a_new_event_id_is_not_charged_twice(hop: Any) -> None:
 
 def test_poison_is_dead_lettered_and_the_batch_goes_on(hop: Any) -> None:
     consumer, db, kafka = hop
-    garbage = FakeRecord("orders", 1, b"\xff\x00garbage", [])
+    garbage = FakeRecord("orders", 1, b"\xff\x00garbage", [("x-trace", b"\x00\xfe")], None)
     consumer.process_batch(
         [order_record(0, "order-a", 3000), garbage, order_record(2, "order-b", 2000)]
     )
     assert balance(db) == 5000
     assert outbox_topics(db) == ["payments", "orders.dlt", "payments"]
-    with db.read() as session:
-        dead = session.exec(select(OutboxRecord).where(OutboxRecord.topic == "orders.dlt")).one()
-    assert dict(dead.headers())["dlt_reason"].startswith(b"missing CloudEvents header")
-    assert dead.value == b"\xff\x00garbage"
+    dead, headers = dead_letter(db)
+    assert headers["dlt_reason"] is not None
+    assert headers["dlt_reason"].startswith(b"missing CloudEvents header")
+    assert (headers["dlt_topic"], headers["dlt_partition"], headers["dlt_offset"]) == (
+        b"orders",
+        b"0",
+        b"1",
+    )
+    assert headers["x-trace"] == b"\x00\xfe"
+    assert (dead.key, dead.value) == (None, b"\xff\x00garbage")
     assert kafka.commits == [[("orders", 0, 3)]]
 
 
@@ -140,9 +153,11 @@ def test_invalid_event_rolls_back_only_itself(hop: Any) -> None:
     consumer, db, _ = hop
     consumer.process_batch([order_record(0, "order-a", -5), order_record(1, "order-b", 1000)])
     assert balance(db) == 9000
-    with db.read() as session:
-        dead = session.exec(select(OutboxRecord).where(OutboxRecord.topic == "orders.dlt")).one()
-    assert dict(dead.headers())["dlt_reason"] == b"amount_cents must be positive, got -5"
+    dead, headers = dead_letter(db)
+    assert headers["dlt_reason"] == b"amount_cents must be positive, got -5"
+    assert headers["dlt_offset"] == b"0"
+    assert headers["ce_type"] == ORDERS.ce_type.encode()  # the consumed headers are kept
+    assert dead.key == b"1"
 
 
 def test_balance_never_goes_negative(hop: Any) -> None:
