@@ -8,11 +8,21 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 
 T = TypeVar("T")
+
+#: (topic, partition) -> offset.
+Offsets = dict[tuple[str, int], int]
 
 TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 
@@ -80,3 +90,37 @@ def read_topic(
     finally:
         consumer.close()
     return found
+
+
+def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> Offsets:
+    """The high watermark of every partition of `topics` (retried while leaders move)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=10)
+            request = {
+                TopicPartition(topic, partition): OffsetSpec.latest()
+                for topic in topics
+                for partition in metadata.topics[topic].partitions
+            }
+            return {
+                (tp.topic, tp.partition): future.result(10).offset
+                for tp, future in admin.list_offsets(request, request_timeout=10).items()
+            }
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def pin_groups_to_end(bootstrap: str, groups: dict[str, list[str]]) -> Offsets:
+    """Commit the current end of its topics for each new consumer group; return the ends."""
+    ends = end_offsets(bootstrap, sorted({t for topics in groups.values() for t in topics}))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for group, topics in groups.items():
+        partitions = [TopicPartition(t, p, o) for (t, p), o in ends.items() if t in topics]
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        for future in admin.alter_consumer_group_offsets(request).values():
+            future.result()
+    return ends

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from functools import partial
+from typing import Any
 
 import grpc
 import pytest
 from confluent_kafka import Message, Producer
+from sqlalchemy import insert
 
-from paysaga.v1 import orders_pb2, payments_pb2
-from services.common.cloudevents import header_dict
+from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
+from services.common.cloudevents import EventMeta, header_dict
+from services.common.timeutil import to_timestamp, utcnow
+from services.common.topics import ORDERS
+from services.order.models import ORDERS_TABLE, SagaDeadline
+from services.payment.models import Payment
 from tests.integration.conftest import Saga
-from tests.support import read_topic, wait_terminal
+from tests.support import read_topic, wait_for, wait_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +75,33 @@ def test_request_id_makes_create_idempotent(saga: Saga) -> None:
     with pytest.raises(grpc.RpcError) as err:
         saga.order(user, 2, request_id=key)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "already used for another order" in (err.value.details() or "")
+    assert str(user) not in (err.value.details() or "")
+
+
+def test_request_ids_are_scoped_to_their_user(saga: Saga) -> None:
+    first, second = saga.new_user(10000), saga.new_user(10000)
+    key = str(uuid.uuid4())
+    mine = saga.order(first, 1, request_id=key)
+    theirs = saga.order(second, 1, request_id=key)
+    assert mine.id != theirs.id and theirs.user_id == second
+
+
+def test_concurrent_retries_of_one_request_make_one_order(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    key = str(uuid.uuid4())
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ids = set(pool.map(lambda _: saga.order(user, 1, request_id=key).id, range(32)))
+    assert len(ids) == 1
+    wait_terminal(saga.orders, ids.pop())
+    assert balance(saga, user) == 5000
+
+
+def test_an_empty_request_id_is_refused(saga: Saga) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        saga.orders.CreateOrder(orders_pb2.CreateOrderRequest(user_id=1, product_id=1))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id is required" in (err.value.details() or "")
 
 
 def _redeliver(saga: Saga, records: list[Message]) -> None:
@@ -109,14 +144,24 @@ def test_poison_goes_to_the_dead_letter_topic_and_later_events_flow(saga: Saga, 
     user = saga.new_user(10000)
     marker = f"poison-{uuid.uuid4()}".encode()
     producer = Producer({"bootstrap.servers": saga.bootstrap})
-    producer.produce(topic, key=str(user).encode(), value=b"\x08\x96\x01\xff" + marker)
+    key = str(user).encode()
+    odd_headers = [("bin", b"\xff\x00\xfe"), ("none", None), ("bin", b"again")]
+    value = b"\x08\x96\x01\xff" + marker
+    producer.produce(topic, key=key, value=value, headers=odd_headers)
+    producer.produce(topic, key=None, value=value + b"-nullkey")
     assert producer.flush(30) == 0
     order = saga.completed(user, 1)
     assert order.status == orders_pb2.ORDER_STATUS_COMPLETED
-    [dead] = read_topic(saga.bootstrap, f"{topic}.dlt", lambda r: marker in (r.value() or b""))
-    headers = header_dict(dead.headers())
+    dead = read_topic(saga.bootstrap, f"{topic}.dlt", lambda r: marker in (r.value() or b""), 2)
+    [keyed] = [d for d in dead if d.key() is not None]
+    [nullkey] = [d for d in dead if d.key() is None]
+    assert (keyed.key(), keyed.value(), nullkey.value()) == (key, value, value + b"-nullkey")
+    assert keyed.headers()[:3] == odd_headers  # byte for byte, in order, then the dlt_* ones
+    headers = header_dict(keyed.headers())
     assert headers["dlt_reason"].startswith("missing CloudEvents header")
-    assert headers["dlt_original_topic"] == topic
+    assert headers["dlt_topic"] == topic
+    assert int(headers["dlt_offset"]) >= 0 and int(headers["dlt_partition"]) >= 0
+    assert {"dlt_time"} <= set(headers)
 
 
 def test_concurrent_orders_of_one_user_never_overdraw(saga: Saga) -> None:
@@ -168,3 +213,91 @@ def test_watch_orders_streams_each_change(saga: Saga) -> None:
             break
     stream.cancel()
     assert statuses == [orders_pb2.ORDER_STATUS_CREATED, orders_pb2.ORDER_STATUS_COMPLETED]
+
+
+def _publish_as_order_service(saga: Saga, event: Any, user: int, order_id: str) -> None:
+    meta = EventMeta.new(ce_type=event.DESCRIPTOR.full_name, source=ORDERS.source, subject=order_id)
+    producer = Producer({"bootstrap.servers": saga.bootstrap})
+    producer.produce("orders", key=str(user).encode(), value=event.SerializeToString(),
+                     headers=meta.headers())  # fmt: skip
+    assert producer.flush(30) == 0
+
+
+def _purchase(order_id: str, user: int) -> events_pb2.OrderPurchased:
+    return events_pb2.OrderPurchased(
+        order_id=order_id,
+        user_id=user,
+        product_id=1,
+        amount_cents=5000,
+        create_time=to_timestamp(utcnow()),
+    )
+
+
+def _is_order_failed(order_id: str, record: Message) -> bool:
+    headers = header_dict(record.headers())
+    return headers.get("ce_type") == "paysaga.v1.OrderFailed" and headers["ce_subject"] == order_id
+
+
+def _store_created_order(saga: Saga, user: int, order_id: str, *, overdue: bool) -> None:
+    """An order row as CreateOrder writes it, with its saga deadline already passed."""
+    now = utcnow()
+    with saga.order_db.write() as session:
+        session.execute(insert(ORDERS_TABLE).values(
+            id=order_id, user_id=user, product_id=1, price_cents=5000, status="CREATED",
+            failure_reason="", request_id=str(uuid.uuid4()), created_at=now, updated_at=now,
+        ))  # fmt: skip
+        due = now - timedelta(seconds=1) if overdue else now + timedelta(hours=1)
+        session.add(SagaDeadline(order_id=order_id, due_at=due))
+
+
+def _payment_of(saga: Saga, order_id: str) -> Payment | None:
+    with saga.payment_db.read() as session:
+        return session.get(Payment, order_id)
+
+
+def test_an_order_past_its_deadline_fails_and_is_never_charged(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    order_id = str(uuid.uuid4())
+    _store_created_order(saga, user, order_id, overdue=True)  # its OrderPurchased never left
+    final = wait_terminal(saga.orders, order_id)
+    assert final.status == orders_pb2.ORDER_STATUS_FAILED
+    assert final.failure_reason.startswith("saga deadline passed")
+    payment = wait_for("the payment service to hear of it", lambda: _payment_of(saga, order_id))
+    assert not payment.approved and payment.reason.startswith("order failed before its payment")
+    # The late OrderPurchased finds the order decided: no charge, ever.
+    purchase = _purchase(order_id, user)
+    _publish_as_order_service(saga, purchase, user, order_id)
+    assert saga.completed(user, 1).status == orders_pb2.ORDER_STATUS_COMPLETED  # sentinel
+    assert balance(saga, user) == 5000
+    assert [t.kind for t in transactions_of(saga, user)] == [payments_pb2.TRANSACTION_KIND_CHARGE]
+
+
+def test_money_taken_for_an_order_that_failed_goes_back_exactly_once(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    order_id = str(uuid.uuid4())
+    purchase = _purchase(order_id, user)
+    # The payment service charges an order the order service does not know yet: the
+    # order service dead-letters the answer, and the money stays taken...
+    _publish_as_order_service(saga, purchase, user, order_id)
+    wait_for("the charge", lambda: balance(saga, user) == 5000)
+    wait_for("the charge's transaction", lambda: len(transactions_of(saga, user)) == 1)
+    # ...until the order's saga deadline fails it, and OrderFailed gives the money back.
+    _store_created_order(saga, user, order_id, overdue=True)
+
+    def refunded() -> orders_pb2.Order | None:
+        order = saga.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id)).order
+        return order if "refunded 50.00" in order.failure_reason else None
+
+    final = wait_for("the refund to be noted on the order", refunded)
+    assert final.status == orders_pb2.ORDER_STATUS_FAILED
+    assert final.failure_reason.startswith("saga deadline passed: no payment outcome within")
+    assert "; refunded 50.00 (transaction " in final.failure_reason
+    assert balance(saga, user) == 10000
+    kinds = sorted(t.kind for t in transactions_of(saga, user))
+    assert kinds == [payments_pb2.TRANSACTION_KIND_CHARGE, payments_pb2.TRANSACTION_KIND_REFUND]
+    # A replay of every event of this order changes nothing.
+    [failed] = read_topic(saga.bootstrap, "orders", partial(_is_order_failed, order_id))
+    _redeliver(saga, [failed, failed])
+    assert saga.completed(user, 1).status == orders_pb2.ORDER_STATUS_COMPLETED  # sentinel
+    assert balance(saga, user) == 5000
+    assert len(transactions_of(saga, user)) == 3
