@@ -1,0 +1,98 @@
+"""Migrations on both database kinds: BIGINT for every int64, idempotent and concurrent-safe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from deploy.postgres import PostgresRuntime
+from deploy.stack import ROOT
+from services.common.db import Database
+from services.common.migrate import SchemaNotCurrent, check_schema, migrate
+from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
+from services.order.store import seed_catalogue
+from services.payment.__main__ import MIGRATIONS as PAYMENT_MIGRATIONS
+from services.payment.models import Account
+from services.payment.store import seed_accounts
+
+pytestmark = pytest.mark.integration
+
+#: Every column that holds an int64 of the contract.
+INT64_COLUMNS = {
+    "order": {
+        ("orders", "user_id"), ("orders", "product_id"), ("orders", "price_cents"),
+        ("product", "id"), ("product", "price_cents"), ("outbox", "seq"),
+        ("outbox_parked", "seq"),
+    },
+    "payment": {
+        ("account", "user_id"), ("account", "balance_cents"), ("payment", "user_id"),
+        ("payment", "amount_cents"), ("transaction", "user_id"),
+        ("transaction", "amount_cents"), ("outbox", "seq"), ("outbox_parked", "seq"),
+    },
+}  # fmt: skip
+
+MIGRATIONS = {"order": ORDER_MIGRATIONS, "payment": PAYMENT_MIGRATIONS}
+
+
+def test_every_int64_is_a_bigint_on_postgresql(postgres_server: PostgresRuntime) -> None:
+    for service, columns in INT64_COLUMNS.items():
+        url = postgres_server.create_database()
+        migrate(url, MIGRATIONS[service])
+        engine = create_engine(url)
+        found = inspect(engine)
+        for table, column in columns:
+            [kind] = [c["type"] for c in found.get_columns(table) if c["name"] == column]
+            assert str(kind) == "BIGINT", f"{service}: {table}.{column} is {kind}"
+        engine.dispose()
+
+
+def test_a_big_int64_round_trips(postgres_server: PostgresRuntime) -> None:
+    url = postgres_server.create_database()
+    migrate(url, PAYMENT_MIGRATIONS)
+    db = Database(url)
+    with db.write() as session:
+        session.add(Account(user_id=2**62, balance_cents=2**62 + 1))
+    with db.read() as session:
+        assert session.get(Account, 2**62).balance_cents == 2**62 + 1  # type: ignore[union-attr]
+    db.dispose()
+
+
+def test_concurrent_migrations_and_seeds_are_safe(postgres_server: PostgresRuntime) -> None:
+    url = postgres_server.create_database()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        revisions = list(pool.map(lambda _: migrate(url, ORDER_MIGRATIONS), range(4)))
+    assert len(set(revisions)) == 1
+    db = Database(url)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        added = list(pool.map(lambda _: seed_catalogue(db), range(4)))
+    assert sum(added) == 5
+    db.dispose()
+
+
+def test_sqlite_migrates_and_seeds_idempotently(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/payment.db"
+    assert migrate(url, PAYMENT_MIGRATIONS) == migrate(url, PAYMENT_MIGRATIONS)
+    db = Database(url)
+    assert (seed_accounts(db), seed_accounts(db)) == (5, 0)
+    db.dispose()
+
+
+def test_a_service_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/order.db"
+    with pytest.raises(SchemaNotCurrent, match="run `python -m services.order migrate`"):
+        check_schema(url, ORDER_MIGRATIONS, "order")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.order"],
+        cwd=ROOT,
+        env={"ORDER_DATABASE_URL": url, "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "python -m services.order migrate" in done.stderr
