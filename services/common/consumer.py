@@ -33,6 +33,7 @@ from sqlmodel import Session
 
 from services.common import inbox
 from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode
+from services.common.crashpoints import crash_point
 from services.common.db import Database
 from services.common.outbox import OutboxWriter
 from services.common.topics import TOPICS
@@ -258,6 +259,7 @@ class EventConsumer:
         """
         records = [self._decode(k) for k in kafka_records]
         outcome = self._settle(records)
+        crash_point("consumer.after-db-commit")
         self._commit_offsets(kafka_records)
         self.applied += len(records)
         log.info(

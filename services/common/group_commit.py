@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 from sqlmodel import Session
 
+from services.common.crashpoints import crash_point
 from services.common.db import Database
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class GroupCommitter(Generic[Request, Result]):
         try:
             with self.db.write() as session:
                 outcomes = self.write_group(session, [p.request for p in group])
+                crash_point("group-commit.before-commit")
+            crash_point("group-commit.after-commit")
             for pending, outcome in zip(group, outcomes, strict=True):
                 pending.outcome = outcome
         except Exception as exc:

@@ -34,6 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlmodel import Session, col
 
+from services.common.crashpoints import crash_point
 from services.common.db import Database
 from services.common.outbox import OutboxRecord, ParkedRecord, decode_headers
 from services.common.timeutil import utcnow
@@ -218,6 +219,7 @@ class OutboxRelay:
         # the next round. librdkafka ends each wait by delivery.timeout.ms at the latest.
         while self.producer.flush(self.flush_timeout_s):
             log.warning("waiting for the broker to confirm outbox records")
+        crash_point("relay.after-publish")
         return failures
 
     def _produce(self, row: Row[Any], callback: DeliveryCallback) -> None:

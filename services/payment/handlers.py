@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2, payments_pb2
 from services.common.cloudevents import EventMeta, InvalidEvent
+from services.common.crashpoints import crash_point
 from services.common.outbox import OutboxWriter
 from services.common.timeutil import utcnow
 from services.payment.domain import decide_payment
@@ -99,6 +100,7 @@ class ChargeOrders:
         if decision.approved and account is not None:
             account.balance_cents -= event.amount_cents
             account.updated_at = utcnow()
+            crash_point("payment.after-debit")
         self._decide(event.order_id, event.user_id, event.amount_cents, decision.approved,
                      decision.reason)  # fmt: skip
         status = (
