@@ -1,4 +1,8 @@
-"""Pytest plugin: `kafka_broker`, a private real Kafka broker for the whole test session."""
+"""Pytest plugin: a private real Kafka for the whole test session, one node or a cluster of three.
+
+`kafka_broker`: one KRaft node (what most tests use). `kafka_cluster`: three nodes, each
+broker+controller, topics with replication 3 and min.insync.replicas 2 (fault tests kill one).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.install import check_java, ensure_jars
 from deploy.kafka.runtime import KafkaRuntime, KafkaRuntimeError
 
@@ -54,3 +59,35 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRunt
         yield kafka
     finally:
         kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three nodes on free ports with temporary data folders, topics created; stopped at the end.
+
+    Tests may `.kill()`, `.stop()` and `.start()` single nodes (`kafka_cluster.nodes[j]`, same
+    ports, same data) but must leave all three running, every replica back in sync.
+    """
+    base = tmp_path_factory.mktemp("kafka-cluster")
+    ports = _free_ports(6)
+    cluster = KafkaCluster(
+        3,
+        ports=list(zip(ports[0::2], ports[1::2], strict=True)),
+        data_dir=base / "data",
+        run_dir=base / "run",
+        log_dir=base / "log",
+        partitions=int(os.environ.get("KAFKA_PARTITIONS", "6")),
+        detach=False,  # same process group: a Ctrl-C of pytest stops the nodes too
+    )
+    try:
+        check_java()
+        ensure_jars()
+        cluster.start()
+        cluster.create_topics()
+    except KafkaRuntimeError as exc:
+        cluster.stop()
+        pytest.fail(f"could not start the test Kafka cluster: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,4 +1,4 @@
-"""Command line for the local Kafka broker; settings come from KAFKA_* environment variables."""
+"""Command line for the local Kafka; settings come from the BROKERS and KAFKA_* environment."""
 
 from __future__ import annotations
 
@@ -6,75 +6,118 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from deploy.kafka.cluster import KafkaCluster, nodes_found
 from deploy.kafka.install import REPO_ROOT, KafkaRuntimeError, ensure_jars
-from deploy.kafka.runtime import KafkaRuntime
 
 
-def runtime_from_env() -> KafkaRuntime:
-    """The broker the Makefile means: KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_DATA_DIR, ..."""
+def brokers_from_env() -> int:
+    """BROKERS: how many nodes `up` starts (default 1, the single node)."""
+    value = os.environ.get("BROKERS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise KafkaRuntimeError(f"BROKERS={value!r}: give a number of nodes, 1 or more")
+    return int(value)
+
+
+def cluster_from_env(size: int) -> KafkaCluster:
+    """The nodes the Makefile means: KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_DATA_DIR, ..."""
     env = os.environ.get
     var = REPO_ROOT / "var"
-    return KafkaRuntime(
+    return KafkaCluster(
+        size,
         port=int(env("KAFKA_PORT", "9092")),
         controller_port=int(env("KAFKA_CONTROLLER_PORT", "9093")),
-        data_dir=Path(env("KAFKA_DATA_DIR", str(var / "kafka"))),
+        data_dir=Path(env("KAFKA_DATA_DIR", str(var / "kafka"))).resolve(),
         run_dir=var / "run",
-        log_file=var / "log" / "kafka.log",
+        log_dir=var / "log",
         partitions=int(env("KAFKA_PARTITIONS", "6")),
     )
 
 
-def print_topics(kafka: KafkaRuntime) -> None:
-    topics = kafka.topics()
+def found_on_disk(kafka: KafkaCluster) -> int:
+    """How many nodes left a pid file or data folder next to node 0's."""
+    return nodes_found(kafka.nodes[0].data_dir, kafka.nodes[0].run_dir)
+
+
+def print_topics(kafka: KafkaCluster) -> None:
+    topics = kafka.describe_topics()
     print(f"topics on {kafka.bootstrap_servers}:")
-    for name, partitions in topics.items():
-        print(f"  {name:<20} {partitions} partitions")
+    for name, info in topics.items():
+        lagging = f", {info.under_replicated} under-replicated" if info.under_replicated else ""
+        print(
+            f"  {name:<20} {info.partitions} partitions, replication {info.replication}, "
+            f"min.insync.replicas {info.min_insync}{lagging}"
+        )
     if not topics:
         print("  (none)")
 
 
-def up(kafka: KafkaRuntime) -> None:
-    if (pid := kafka.pid()) is not None:
-        print(f"Kafka is already running at {kafka.bootstrap_servers} (pid {pid}): nothing to do")
+def up(kafka: KafkaCluster) -> None:
+    if (found := found_on_disk(kafka)) > kafka.size:
+        raise KafkaRuntimeError(
+            f"found {found} Kafka nodes' data or pid files but BROKERS={kafka.size}: start them "
+            f"with BROKERS={found}, or remove them first (make kafka-clean)"
+        )
+    if kafka.is_running():
+        pids = ", ".join(str(pid) for pid in kafka.pids())
+        print(f"Kafka is already running at {kafka.bootstrap_servers} (pid {pids}): nothing to do")
         return
     kafka.start(timeout=float(os.environ.get("KAFKA_START_TIMEOUT", "90")))
     kafka.create_topics()
-    print(f"broker log: {kafka.log_file}; stop it with `make kafka-down`")
+    logs = ", ".join(str(node.log_file) for node in kafka.nodes)
+    print(f"broker log{'s' if kafka.size > 1 else ''}: {logs}; stop with `make kafka-down`")
+    print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}")
     print_topics(kafka)
 
 
-def down(kafka: KafkaRuntime) -> None:
+def down(kafka: KafkaCluster) -> None:
     if not kafka.stop():
         print("Kafka is not running: nothing to stop")
         return
-    print(f"data kept in {kafka.data_dir} (`make kafka-clean` removes it)")
+    data = ", ".join(str(node.data_dir) for node in kafka.nodes if node.data_dir.exists())
+    print(f"data kept in {data} (`make kafka-clean` removes it)")
 
 
-def clean(kafka: KafkaRuntime) -> None:
+def clean(kafka: KafkaCluster) -> None:
     kafka.clean()
-    print(f"Kafka data removed: {kafka.data_dir}")
+    print(f"Kafka data removed: {', '.join(str(node.data_dir) for node in kafka.nodes)}")
 
 
-def status(kafka: KafkaRuntime) -> None:
-    pid = kafka.pid()
-    state = f"running at {kafka.bootstrap_servers} (pid {pid})" if pid else "not running"
-    print(f"Kafka is {state}; data {kafka.data_dir}; log {kafka.log_file}")
+def status(kafka: KafkaCluster) -> None:
+    if kafka.size == 1:
+        node = kafka.nodes[0]
+        pid = node.pid()
+        state = f"running at {node.bootstrap_servers} (pid {pid})" if pid else "not running"
+        print(f"Kafka is {state}; data {node.data_dir}; log {node.log_file}")
+        return
+    running = sum(pid is not None for pid in kafka.pids())
+    print(f"Kafka cluster: {running} of {kafka.size} nodes running; {kafka.bootstrap_servers}")
+    brokers = kafka.brokers() if running else set()
+    for j, node in enumerate(kafka.nodes):
+        pid = node.pid()
+        if pid is None:
+            state = "not running"
+        else:
+            listed = "serving" if node.node_id in brokers else "not (yet) a serving broker"
+            state = f"running at {node.bootstrap_servers} (pid {pid}), {listed}"
+        where = f"data {node.data_dir}; log {node.log_file}"
+        print(f"  node {j} (node.id {node.node_id}) {state}; {where}")
 
 
-def topics(kafka: KafkaRuntime) -> None:
-    if not kafka.is_running():
+def topics(kafka: KafkaCluster) -> None:
+    if not any(kafka.pids()):
         raise KafkaRuntimeError("Kafka is not running: start it with `make kafka-up`")
     print_topics(kafka)
 
 
-def jars(_: KafkaRuntime) -> None:
+def jars(_: KafkaCluster) -> None:
     fetched = ensure_jars()
     print("Kafka jars fetched" if fetched else "Kafka jars already present")
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[KafkaCluster], None]] = {
     "up": up,
     "down": down,
     "clean": clean,
@@ -90,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="==> %(message)s", stream=sys.stdout)
     try:
-        COMMANDS[args.command](runtime_from_env())
+        size = brokers_from_env()
+        if args.command != "up":  # down, clean, status, topics: every node that exists
+            size = max(size, found_on_disk(cluster_from_env(1)))
+        COMMANDS[args.command](cluster_from_env(size))
     except KafkaRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

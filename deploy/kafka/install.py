@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import re
 import shutil
@@ -28,6 +29,9 @@ BROKER_JVM_OPTS = [
     "-XX:+ExplicitGCInvokesConcurrent",
     "-Djava.awt.headless=true",
 ]
+# The storage tool runs for seconds: the quick compiler alone and a small collector start it
+# sooner, and three of them format a cluster's nodes side by side on 2 cores.
+TOOL_JVM_OPTS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
 
 class KafkaRuntimeError(RuntimeError):
@@ -38,6 +42,7 @@ class PortInUseError(KafkaRuntimeError):
     """A port the broker needs is held by another process."""
 
 
+@functools.cache  # once a JDK passed, later starts (e.g. each node of a cluster) skip the check
 def check_java() -> None:
     """Fail with what to install unless a JDK 17 or newer is on the PATH."""
     if shutil.which("java") is None:
@@ -72,7 +77,7 @@ def java_command(main: str, *args: str, log_file: Path, broker: bool = False) ->
     """The java command line running a Kafka main class with our jars and log4j2 config."""
     return [
         "java",
-        *(BROKER_JVM_OPTS if broker else []),
+        *(BROKER_JVM_OPTS if broker else TOOL_JVM_OPTS),
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.log.file={log_file}",
         "-cp",

@@ -1,7 +1,12 @@
-"""A real single-node Apache Kafka (KRaft) broker: format once, start, stop, kill, restart."""
+"""One real Apache Kafka (KRaft) node: format once, start, stop, kill, restart.
+
+A node runs alone (its own one-voter quorum, the laptop default) or as one voter of a small
+cluster on this machine (deploy/kafka/cluster.py formats and starts those together).
+"""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import shutil
@@ -9,11 +14,12 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from deploy.kafka import topics
 from deploy.kafka.install import (
@@ -28,13 +34,28 @@ from deploy.kafka.install import (
     port_in_use,
 )
 
-__all__ = ["KafkaRuntime", "KafkaRuntimeError", "PortInUseError"]
+__all__ = ["KafkaRuntime", "KafkaRuntimeError", "PortInUseError", "kafka_uuid"]
 
 log = logging.getLogger(__name__)
 
 
+def kafka_uuid() -> str:
+    """A random id as `kafka-storage random-uuid` prints it (base64url, no padding), minus a JVM.
+
+    Like Kafka's Uuid.randomUuid, never one starting with `-` (it would read as a flag).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
 class KafkaRuntime:
-    """One Kafka broker+controller on 127.0.0.1 with its data, pid file and log in given places."""
+    """One Kafka broker+controller on 127.0.0.1 with its data, pid file and log in given places.
+
+    `quorum` lists the controller ports of every voter, node.id 1 first, when this node is one
+    voter of a cluster (node_id then says which); None: the node is its own quorum.
+    """
 
     def __init__(
         self,
@@ -45,7 +66,19 @@ class KafkaRuntime:
         log_file: Path = REPO_ROOT / "var/log/kafka.log",
         partitions: int = 6,
         detach: bool = True,
+        *,
+        node_id: int = 1,
+        name: str = "kafka",
+        quorum: Sequence[int] | None = None,
     ) -> None:
+        self.quorum = list(quorum) if quorum is not None else [controller_port]
+        if not 1 <= node_id <= len(self.quorum) or self.quorum[node_id - 1] != controller_port:
+            raise ValueError(
+                f"node.id {node_id} with controller port {controller_port} is not "
+                f"a voter of the quorum on controller ports {self.quorum}"
+            )
+        self.node_id = node_id
+        self.name = name  # names the pid file
         self.port = port
         self.controller_port = controller_port
         self.data_dir = Path(data_dir).resolve()
@@ -62,7 +95,21 @@ class KafkaRuntime:
 
     @property
     def pid_file(self) -> Path:
-        return self.run_dir / "kafka.pid"
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def quorum_servers(self) -> str:
+        """controller.quorum.bootstrap.servers: every voter's controller address."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.quorum)
+
+    @property
+    def standalone(self) -> bool:
+        return len(self.quorum) == 1
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name this node."""
+        return "Kafka" if self.standalone else f"Kafka node.id {self.node_id}"
 
     @property
     def config_file(self) -> Path:
@@ -113,29 +160,48 @@ class KafkaRuntime:
 
     def _write_config(self) -> None:
         template = Template((KAFKA_DIR / "server.properties.in").read_text())
+        replication = topics.replication_for(len(self.quorum))
         values = dict(
-            port=self.port, controller_port=self.controller_port, partitions=self.partitions
+            node_id=self.node_id,
+            quorum=self.quorum_servers,
+            port=self.port,
+            controller_port=self.controller_port,
+            partitions=self.partitions,
+            replication=replication.factor,
+            min_insync=replication.min_insync,
         )
         self.config_file.write_text(template.substitute(values, log_dirs=self.log_dirs))
 
+    def is_formatted(self) -> bool:
+        return (self.log_dirs / "meta.properties").exists()
+
     def format_if_needed(self) -> bool:
-        """Format the storage once (KRaft, --standalone); True if it was formatted now."""
-        if (self.log_dirs / "meta.properties").exists():
+        """Format a node that runs alone once (--standalone); True if it was formatted now."""
+        if self.is_formatted():
             return False
+        if not self.standalone:
+            raise KafkaRuntimeError(
+                f"{self.data_dir} is not formatted: the nodes of a cluster are formatted together "
+                f"(start the whole cluster, e.g. `make kafka-up BROKERS={len(self.quorum)}`)"
+            )
+        self.format(kafka_uuid(), ["--standalone"])
+        return True
+
+    def format(self, cluster_id: str, quorum_args: list[str]) -> None:
+        """Format this node's storage for cluster_id; quorum_args say how the quorum starts.
+
+        `--standalone` (this node is the quorum) or `--initial-controllers
+        1@127.0.0.1:PORT:DIRID,...`: every voter with its metadata directory id, the same
+        list on every voter (the format tool gives this node the directory id listed for it).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        run = subprocess.run(
-            self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True
-        )
-        cluster_id = run.stdout.strip().splitlines()[-1] if run.returncode == 0 else ""
-        if not cluster_id:
-            raise KafkaRuntimeError(f"kafka-storage random-uuid failed:\n{run.stderr}")
         fmt = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
             f"--cluster-id={cluster_id}",
+            *quorum_args,
             "-c",
             str(self.config_file),
         )
@@ -143,9 +209,8 @@ class KafkaRuntime:
         if run.returncode != 0:
             raise KafkaRuntimeError(f"formatting {self.log_dirs} failed:\n{run.stdout}{run.stderr}")
         log.info("formatted Kafka storage in %s (cluster id %s)", self.log_dirs, cluster_id)
-        return True
 
-    def _check_ports(self) -> None:
+    def check_ports(self) -> None:
         for name, port in (("broker", self.port), ("controller", self.controller_port)):
             if port_in_use(port):
                 raise PortInUseError(
@@ -154,26 +219,34 @@ class KafkaRuntime:
                     f"port (KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
                 )
 
-    def _check_formatted_controller(self) -> None:
-        """--standalone recorded the controller address at format time: it cannot move."""
-        if not self.config_file.exists():
+    def check_formatted_quorum(self) -> None:
+        """Formatting recorded the voters (ids, controller addresses): they cannot change."""
+        if not self.is_formatted() or not self.config_file.exists():
             return
-        wanted = f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"
-        if wanted not in self.config_file.read_text().splitlines():
+        lines = self.config_file.read_text().splitlines()
+        wanted = [
+            f"node.id={self.node_id}",
+            f"controller.quorum.bootstrap.servers={self.quorum_servers}",
+        ]
+        if not all(line in lines for line in wanted):
             raise KafkaRuntimeError(
-                f"{self.data_dir} was formatted for another controller port: start with the "
-                f"controller port in {self.config_file}, or remove the data (make kafka-clean)"
+                f"{self.data_dir} was formatted for another quorum (node.id, controller ports or "
+                f"number of brokers): start it as in {self.config_file} (KAFKA_CONTROLLER_PORT, "
+                f"BROKERS), or remove the data (make kafka-clean)"
             )
 
     def start(self, timeout: float = 90.0) -> int:
-        """Start the broker (a no-op if already running), wait until it answers; return its pid."""
+        """Start the broker (a no-op if already running), wait until it answers; return its pid.
+
+        A cluster node answers once a majority of the voters runs: start the others meanwhile.
+        """
         if (pid := self.pid()) is not None:
-            log.info("Kafka already running at %s (pid %d)", self.bootstrap_servers, pid)
+            log.info("%s already running at %s (pid %d)", self.label, self.bootstrap_servers, pid)
             return pid
         check_java()
-        self._check_ports()
+        self.check_ports()
         ensure_jars()
-        self._check_formatted_controller()
+        self.check_formatted_quorum()
         self.format_if_needed()
         self._write_config()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +269,8 @@ class KafkaRuntime:
             self.stop()
             raise
         log.info(
-            "Kafka %s up at %s (pid %d) in %.1f s",
+            "%s (%s) up at %s (pid %d) in %.1f s",
+            self.label,
             KAFKA_VERSION,
             self.bootstrap_servers,
             self._proc.pid,
@@ -205,24 +279,27 @@ class KafkaRuntime:
         return self._proc.pid
 
     def _wait_ready(self, deadline: float) -> None:
-        """Ready = the listener accepts and a metadata request answers with our broker."""
+        """Ready = the listener accepts and a metadata request lists this node as a broker.
+
+        A broker is listed once the quorum's leader registered (unfenced) it.
+        """
         assert self._proc is not None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise KafkaRuntimeError(
-                    f"Kafka exited with code {self._proc.returncode} while starting; "
+                    f"{self.label} exited with code {self._proc.returncode} while starting; "
                     f"last lines of {self.log_file}:\n{self.log_tail()}"
                 )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-                if admin.list_topics(timeout=2).brokers:
+                admin = topics.admin_client(self.bootstrap_servers)
+                if self.node_id in admin.list_topics(timeout=2).brokers:
                     return
             except (OSError, KafkaException):
                 pass
             time.sleep(0.2)
         raise KafkaRuntimeError(
-            f"Kafka did not answer on {self.bootstrap_servers} in time; "
+            f"{self.label} did not answer on {self.bootstrap_servers} in time; "
             f"last lines of {self.log_file}:\n{self.log_tail()}"
         )
 
@@ -246,9 +323,11 @@ class KafkaRuntime:
             return False
         began = time.monotonic()
         if self._signal_and_wait(signal.SIGTERM, timeout):
-            log.info("Kafka stopped (pid %d) in %.1f s", pid, time.monotonic() - began)
+            log.info("%s stopped (pid %d) in %.1f s", self.label, pid, time.monotonic() - began)
         else:
-            log.warning("Kafka (pid %d) ignored SIGTERM for %.0f s: killing it", pid, timeout)
+            log.warning(
+                "%s (pid %d) ignored SIGTERM for %.0f s: killing it", self.label, pid, timeout
+            )
             self._signal_and_wait(signal.SIGKILL, 10)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -259,9 +338,9 @@ class KafkaRuntime:
         if pid is None:
             return False
         if not self._signal_and_wait(signal.SIGKILL, 10):
-            raise KafkaRuntimeError(f"Kafka (pid {pid}) survived SIGKILL")
+            raise KafkaRuntimeError(f"{self.label} (pid {pid}) survived SIGKILL")
         self.pid_file.unlink(missing_ok=True)
-        log.info("Kafka killed (pid %d)", pid)
+        log.info("%s killed (pid %d)", self.label, pid)
         return True
 
     def clean(self) -> None:
@@ -277,5 +356,7 @@ class KafkaRuntime:
         return topics.list_topics(self.bootstrap_servers)
 
     def create_topics(self, names: list[str] | None = None) -> list[str]:
-        """Create the saga topics and their dead-letter topics if missing; return those created."""
-        return topics.create_topics(self.bootstrap_servers, self.partitions, names)
+        """Create the services' topics (TOPIC_NAMES) if missing; return those created."""
+        return topics.create_topics(
+            self.bootstrap_servers, self.partitions, names, brokers=len(self.quorum)
+        )

@@ -1,25 +1,66 @@
-"""The saga's topics on a broker: create them (with their dead-letter topics) and list them."""
+"""The services' topics on a broker or cluster: create them (replicated, retained), list them."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+import services.common.topics
 from deploy.kafka.install import KafkaRuntimeError
-from services.common.topics import TOPICS
 
 log = logging.getLogger(__name__)
 
-#: The saga topics, then one dead-letter topic each (`<topic>.dlt`).
-TOPIC_NAMES: list[str] = [*TOPICS, *(topic.dlt for topic in TOPICS.values())]
+# Every topic the services use. services.common.topics exports the list as KAFKA_TOPICS
+# (saga topics, the order-updates fan-out, the dead-letter topics); before it did, the list was
+# the saga topics and one `<topic>.dlt` each.
+_KAFKA_TOPICS: list[str] | None = getattr(services.common.topics, "KAFKA_TOPICS", None)
+TOPIC_NAMES: list[str] = (
+    list(_KAFKA_TOPICS)
+    if _KAFKA_TOPICS is not None
+    else [
+        *services.common.topics.TOPICS,
+        *(topic.dlt for topic in services.common.topics.TOPICS.values()),
+    ]
+)
+
+HOUR_MS = 60 * 60 * 1000
+DAY_MS = 24 * HOUR_MS
+#: retention.ms set on a topic when it is created: a week unless listed here. order-updates only
+#: feeds live WatchOrders streams (a replica tails it from its end), so an hour is plenty.
+RETENTION_MS: dict[str, int] = {"order-updates": HOUR_MS}
+DEFAULT_RETENTION_MS = 7 * DAY_MS
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each partition, and how many must confirm an acks=all write."""
+
+    factor: int
+    min_insync: int
+
+
+def replication_for(brokers: int) -> Replication:
+    """3 copies and 2 in sync on 3+ brokers (one may fail); never more than the brokers allow."""
+    factor = max(1, min(3, brokers))
+    return Replication(factor=factor, min_insync=max(1, factor - 1))
+
+
+def admin_client(bootstrap_servers: str) -> AdminClient:
+    """An admin client that keeps librdkafka's info chatter (e.g. BGQUEUE at exit) off stderr."""
+    return AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 4})
+
+
+def retention_ms(name: str) -> int:
+    return RETENTION_MS.get(name, DEFAULT_RETENTION_MS)
 
 
 def list_topics(bootstrap_servers: str) -> dict[str, int]:
     """Topic name -> partition count, Kafka's internal topics left out."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=10)
+    metadata = admin_client(bootstrap_servers).list_topics(timeout=10)
     return {
         name: len(topic.partitions)
         for name, topic in sorted(metadata.topics.items())
@@ -27,17 +68,72 @@ def list_topics(bootstrap_servers: str) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class TopicInfo:
+    """What `make kafka-topics` shows of one topic."""
+
+    partitions: int
+    replication: int
+    min_insync: str  # the topic's min.insync.replicas, as the broker reports it
+    under_replicated: int  # partitions whose ISR is smaller than their replica set
+
+
+def describe_topics(bootstrap_servers: str) -> dict[str, TopicInfo]:
+    """Topic name -> partitions, replication and in-sync state; internal topics left out."""
+    admin = admin_client(bootstrap_servers)
+    topics = {
+        name: topic
+        for name, topic in sorted(admin.list_topics(timeout=10).topics.items())
+        if not name.startswith("__")
+    }
+    if not topics:
+        return {}
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in topics]
+    min_isr = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=10).items():
+        entry = future.result().get("min.insync.replicas")
+        min_isr[resource.name] = entry.value if entry is not None else "?"
+    return {
+        name: TopicInfo(
+            partitions=len(topic.partitions),
+            replication=max((len(p.replicas) for p in topic.partitions.values()), default=0),
+            min_insync=min_isr[name],
+            under_replicated=sum(len(p.isrs) < len(p.replicas) for p in topic.partitions.values()),
+        )
+        for name, topic in topics.items()
+    }
+
+
 def create_topics(
-    bootstrap_servers: str, partitions: int, names: list[str] | None = None, timeout: float = 30.0
+    bootstrap_servers: str,
+    partitions: int,
+    names: list[str] | None = None,
+    timeout: float = 30.0,
+    brokers: int | None = None,
 ) -> list[str]:
-    """Create the topics that are missing, replicated as the cluster allows; return those made."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    """Create the topics that are missing; return those made.
+
+    Replication follows `replication_for(brokers)`, brokers being the cluster's size (default:
+    the brokers that answer now); retention follows RETENTION_MS.
+    """
+    admin = admin_client(bootstrap_servers)
     metadata = admin.list_topics(timeout=10)
-    replication = min(3, len(metadata.brokers))
+    replication = replication_for(brokers if brokers is not None else len(metadata.brokers))
     missing = [name for name in names or TOPIC_NAMES if name not in metadata.topics]
     if not missing:
         return []
-    new = [NewTopic(name, partitions, replication) for name in missing]
+    new = [
+        NewTopic(
+            name,
+            partitions,
+            replication.factor,
+            config={
+                "min.insync.replicas": str(replication.min_insync),
+                "retention.ms": str(retention_ms(name)),
+            },
+        )
+        for name in missing
+    ]
     for name, future in admin.create_topics(new, operation_timeout=timeout).items():
         try:
             future.result()
@@ -46,10 +142,11 @@ def create_topics(
                 raise KafkaRuntimeError(f"could not create topic {name}: {exc}") from exc
     _wait_for_leaders(admin, missing, time.monotonic() + timeout)
     log.info(
-        "created topics %s (%d partitions, replication %d)",
+        "created topics %s (%d partitions, replication %d, min.insync.replicas %d)",
         ", ".join(missing),
         partitions,
-        replication,
+        replication.factor,
+        replication.min_insync,
     )
     return missing
 
