@@ -50,7 +50,7 @@ test-unit: venv ## unit tests (no external processes)
 	$(PY) -m pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: venv check-java ## integration tests against a private real Kafka broker
+test-integration: venv check-java check-postgres ## integration tests: private Kafka broker/cluster, PostgreSQL and SQLite
 	$(PY) -m pytest tests/integration -q
 
 .PHONY: test-e2e
@@ -58,5 +58,5 @@ test-e2e: venv tools check-java ## end-to-end tests: real services called with g
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
-test: check-prereqs venv tools kafka-jars lint contract test-unit test-integration test-e2e test-faults ## everything CI runs
+test: check-prereqs check-postgres venv tools kafka-jars lint contract test-unit test-integration test-e2e test-faults ## everything CI runs
 	@echo "==> all tests passed"
