@@ -23,6 +23,7 @@ from bench.report import git_commit, save, summary, table
 from bench.saga import OrderMaker, latency_phase, throughput_phase
 from bench.stack import Stack, default_addresses, private_stack, running_stack
 from bench.watch import Terminals
+from deploy.stack import DB_KINDS, StackConfigError, check_layout
 
 PHASES = ("echo", "kafka", "throughput", "latency")
 
@@ -38,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--order-address", default=order, help="with --use-running (%(default)s)")
     p.add_argument("--payment-address", default=payment, help="with --use-running (%(default)s)")
     p.add_argument("--bootstrap", default=bootstrap, help="with --use-running (%(default)s)")
+    p.add_argument("--db", choices=DB_KINDS, default="sqlite", help="private stack's database")
+    p.add_argument("--replicas", type=int, default=1, help="private stack: of each service")
+    p.add_argument("--brokers", type=int, default=1, help="private stack: Kafka nodes")
     p.add_argument("--only", default=",".join(PHASES), help="phases to run (%(default)s)")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight (%(default)s)")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
@@ -61,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the private stack's dir (logs, dbs)")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     args = p.parse_args(argv)
+    try:
+        check_layout(args.db, args.replicas, args.brokers)
+    except StackConfigError as exc:
+        p.error(str(exc))
     args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)
     if unknown:
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     stack_cm: AbstractContextManager[Stack] = (
         running_stack(args.order_address, args.payment_address, args.bootstrap)
         if use_running
-        else private_stack(keep=args.keep)
+        else private_stack(args.keep, db=args.db, replicas=args.replicas, brokers=args.brokers)
     )
     with stack_cm as stack:
         results["stack"] = "running" if use_running else "private"

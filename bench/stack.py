@@ -1,19 +1,21 @@
-"""The system under test: a private broker and both services as processes, or a running stack."""
+"""The system under test: a private deploy.stack.Stack in a temp dir, or a running stack."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.kafka.runtime import KafkaRuntime
-from deploy.stack import SERVICES, ServiceProcess, default_processes, is_serving
+from sqlalchemy import create_engine, text
+
+from deploy.stack import DbKind, is_serving
+from deploy.stack import Stack as ServiceStack
+from deploy.stack_cli import found_processes
+from deploy.stack_process import free_ports
 
 
 @dataclass
@@ -29,9 +31,7 @@ class Stack:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 #: Balance given to users 1..5 of a private stack, so that orders complete (recording a
@@ -39,61 +39,47 @@ def free_port() -> int:
 BENCH_BALANCE_CENTS = 10**15
 
 
-def fund_users(payment_db: Path) -> None:
+def fund_users(payment_url: str) -> None:
     """Top up the seeded users in the Payment service's database (a private stack only)."""
-    with sqlite3.connect(payment_db, timeout=30) as connection:
-        connection.execute("UPDATE account SET balance_cents = ?", (BENCH_BALANCE_CENTS,))
+    engine = create_engine(payment_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE account SET balance_cents = :cents"), {"cents": BENCH_BALANCE_CENTS}
+            )
+    finally:
+        engine.dispose()
     print(f"[stack] users 1..5 funded with {BENCH_BALANCE_CENTS // 100:,} each", flush=True)
 
 
 @contextmanager
-def private_stack(keep: bool = False) -> Iterator[Stack]:
-    """Start a broker and both services (fresh SQLite files) in a temp dir; stop them after."""
+def private_stack(
+    keep: bool = False, *, db: DbKind = "sqlite", replicas: int = 1, brokers: int = 1
+) -> Iterator[Stack]:
+    """Start Kafka, the database and the services (all fresh) in a temp dir; stop them after."""
     home = Path(tempfile.mkdtemp(prefix="paysaga-bench-"))
-    print(f"[stack] private stack in {home}", flush=True)
-    broker = KafkaRuntime(
-        port=free_port(),
-        controller_port=free_port(),
-        data_dir=home / "kafka",
-        run_dir=home / "run",
-        log_file=home / "log" / "kafka.log",
-        detach=False,
+    home.chmod(0o755)  # under root PostgreSQL runs as another account: it must reach its data
+    print(f"[stack] private stack in {home}: DB={db}, {replicas} replica(s), {brokers} broker(s)")
+    services = ServiceStack(
+        home, db=db, replicas=replicas, brokers=brokers, ports="free", detach=False
     )
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "ORDER_DATABASE_URL": f"sqlite:///{home}/order.db",
-        "PAYMENT_DATABASE_URL": f"sqlite:///{home}/payment.db",
-    }
-    processes = {
-        spec.name: ServiceProcess(
-            spec, f"127.0.0.1:{free_port()}", env, run_dir=home / "run", log_dir=home / "log"
-        )
-        for spec in SERVICES
-    }
     try:
-        broker_pid = broker.start()
-        broker.create_topics()
-        print(f"[stack] Kafka up at {broker.bootstrap_servers} (pid {broker_pid})", flush=True)
-        for proc in processes.values():
-            proc.start()
-        for proc in processes.values():
-            proc.wait_serving()
-        fund_users(home / "payment.db")
-        pids = {name: proc.pid() or 0 for name, proc in processes.items()}
-        for name, proc in processes.items():
-            print(f"[stack] {name} SERVING on {proc.address} (pid {pids[name]})", flush=True)
+        services.start()
+        fund_users(services.database_urls["payment"])
+        pids = services.pids()
+        for proc in services.all_processes():
+            print(f"[stack] {proc.name} SERVING on {proc.address} (pid {pids.get(proc.name)})")
+        print(f"[stack] Kafka at {services.bootstrap}", flush=True)
         yield Stack(
-            order_address=processes["order"].address,
-            payment_address=processes["payment"].address,
-            bootstrap=broker.bootstrap_servers,
-            pids={**pids, "kafka": broker_pid},
+            order_address=services.order_address,
+            payment_address=services.payment_address,
+            bootstrap=services.bootstrap,
+            pids=pids,
             home=home,
         )
     finally:
-        for proc in processes.values():
-            proc.stop()
-        broker.stop()
-        print("[stack] services and broker stopped", flush=True)
+        services.stop()
+        print("[stack] services, Kafka and databases stopped", flush=True)
         if keep:
             print(f"[stack] kept {home} (logs, databases)", flush=True)
         else:
@@ -105,11 +91,7 @@ def running_stack(order_address: str, payment_address: str, bootstrap: str) -> I
     """A stack someone else runs; CPU is accounted if `make up` pid files (var/run) are there."""
     if not is_serving(order_address):
         raise SystemExit(f"error: no SERVING Order service at {order_address}")
-    pids: dict[str, int] = {}
-    for proc in default_processes():
-        pid = proc.pid()
-        if pid is not None:
-            pids[proc.spec.name] = pid
+    pids = {proc.name: pid for proc in found_processes() if (pid := proc.pid()) is not None}
     kafka_pid = Path("var/run/kafka.pid")
     if kafka_pid.exists() and kafka_pid.read_text().strip().isdigit():
         pids["kafka"] = int(kafka_pid.read_text().strip())

@@ -1,218 +1,289 @@
-"""Runs the two services as background processes: `python -m deploy.stack up|down|ps`.
+"""One way to start a stack: Kafka, the databases and N replicas of each service.
 
-Each service gets a pid file (var/run/<name>.pid) and a log (var/log/<name>.log).
-`up` starts only what is not running and waits until each reports SERVING on
-grpc.health.v1; `down` stops with SIGTERM (graceful), then SIGKILL after a timeout.
-The same ServiceProcess class runs the services in end-to-end and fault tests.
+`make up`, the end-to-end and fault tests and the bench all run a `Stack`:
+
+    with Stack(home, db="postgres", replicas=2, brokers=3, ports="free") as stack:
+        stack.address("order", 1), stack.database_urls["payment"], stack.bootstrap
+
+It starts what it was not given (a Kafka cluster of `brokers` nodes, a PostgreSQL server),
+migrates both databases, seeds the demo data, starts every replica and waits until each
+is SERVING; `stop()` stops what it started, in reverse. Under `home`: run/ (pid files),
+log/ (logs), and whatever it starts itself (kafka*/, postgres/, SQLite files).
+The command line (`python -m deploy.stack up|down|ps|migrate|seed|check`) is in stack_cli.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """How to run one service: its module, the env var holding its address, its default."""
-
-    name: str
-    module: str
-    address_env: str
-    default_address: str
-
-
-SERVICES = (
-    ServiceSpec("order", "services.order", "ORDER_GRPC_ADDRESS", "127.0.0.1:50051"),
-    ServiceSpec("payment", "services.payment", "PAYMENT_GRPC_ADDRESS", "127.0.0.1:50052"),
+from deploy.kafka.cluster import KafkaCluster
+from deploy.kafka.runtime import KafkaRuntime
+from deploy.postgres import PostgresRuntime
+from deploy.stack_process import (
+    ROOT,
+    SERVICES,
+    SPECS,
+    ServiceProcess,
+    ServiceSpec,
+    StartError,
+    free_ports,
+    is_serving,
+    replica_address,
+    stop_all,
 )
 
+__all__ = [
+    "DB_KINDS",
+    "DbKind",
+    "ROOT",
+    "SERVICES",
+    "SPECS",
+    "ServiceProcess",
+    "ServiceSpec",
+    "Stack",
+    "StackConfigError",
+    "StartError",
+    "check_layout",
+    "fresh_databases",
+    "is_serving",
+]
 
-class StartError(RuntimeError):
-    """A service did not come up; the message ends with the tail of its log."""
+DbKind = Literal["sqlite", "postgres"]
+DB_KINDS: tuple[DbKind, ...] = ("sqlite", "postgres")
+Ports = Literal["default", "free"]
 
 
-def is_serving(address: str, timeout_s: float = 1.0) -> bool:
-    """True if the gRPC server at `address` answers a health check with SERVING."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout_s
+class StackConfigError(ValueError):
+    """A layout that cannot work (e.g. several replicas on SQLite); the message says why."""
+
+
+def check_layout(db: str, replicas: int, brokers: int = 1) -> None:
+    """Raise StackConfigError unless `db`, `replicas` and `brokers` make a stack that works."""
+    if db not in DB_KINDS:
+        raise StackConfigError(f"DB={db!r}: choose DB=sqlite or DB=postgres")
+    if replicas < 1 or brokers < 1:
+        raise StackConfigError(f"REPLICAS={replicas}, BROKERS={brokers}: both must be 1 or more")
+    if replicas > 1 and db == "sqlite":
+        raise StackConfigError(
+            f"REPLICAS={replicas} needs a database every replica shares, and SQLite is one "
+            f"process's file: use DB=postgres (e.g. `make up REPLICAS={replicas} DB=postgres`)"
+        )
+
+
+def fresh_databases(postgres: PostgresRuntime) -> dict[str, str]:
+    """A new empty database for each service on a running server: their URLs (for tests)."""
+    return {spec.name: postgres.create_database() for spec in SERVICES}
+
+
+class Stack:
+    """Kafka, the two databases and `replicas` processes of each service.
+
+    `kafka`: a running KafkaCluster/KafkaRuntime, or bootstrap servers, to use as they are;
+    None starts a cluster of `brokers` nodes under `home`. `postgres` (DB=postgres): a
+    running PostgresRuntime; None starts one under `home`. `databases` overrides the URLs
+    (default: SQLite files in `home`, or the server's paysaga_order / paysaga_payment).
+    `ports`: "default" = 50051/50052 (or ORDER_/PAYMENT_GRPC_ADDRESS) + 100·i, Kafka 9092;
+    "free" = free ports chosen now. `env` is added to every service's environment.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        db: DbKind = "sqlite",
+        replicas: int = 1,
+        brokers: int = 1,
+        ports: Ports = "default",
+        env: Mapping[str, str] | None = None,
+        seed: bool = True,
+        kafka: KafkaCluster | KafkaRuntime | str | None = None,
+        postgres: PostgresRuntime | None = None,
+        databases: Mapping[str, str] | None = None,
+        detach: bool = True,
+    ) -> None:
+        check_layout(db, replicas, brokers)
+        self.home = Path(home).resolve()
+        self.db = db
+        self.replicas = replicas
+        self.seed = seed
+        self.run_dir = self.home / "run"
+        self.log_dir = self.home / "log"
+        self.own_kafka = kafka is None
+        self.kafka = self._new_cluster(brokers, ports, detach) if kafka is None else kafka
+        self.own_postgres = db == "postgres" and postgres is None
+        if self.own_postgres:
+            postgres = PostgresRuntime(
+                port=free_ports(1)[0] if ports == "free" else 5432,
+                data_dir=self.home / "postgres",
+                run_dir=self.run_dir,
+                log_file=self.log_dir / "postgres.log",
+                detach=detach,
             )
-    except grpc.RpcError:
-        return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+        self.postgres = postgres
+        self.database_urls = dict(databases) if databases else self._default_urls()
+        common = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **(env or {})}
+        self.processes: dict[str, list[ServiceProcess]] = {
+            spec.name: [
+                ServiceProcess(
+                    spec,
+                    address,
+                    {**common, spec.database_env: self.database_urls[spec.name]},
+                    run_dir=self.run_dir,
+                    log_dir=self.log_dir,
+                    replica=i,
+                )
+                for i, address in enumerate(self._addresses(spec, ports))
+            ]
+            for spec in SERVICES
+        }
 
+    def _new_cluster(self, brokers: int, ports: Ports, detach: bool) -> KafkaCluster:
+        pairs = None
+        if ports == "free":
+            found = free_ports(2 * brokers)
+            pairs = list(zip(found[0::2], found[1::2], strict=True))
+        return KafkaCluster(
+            brokers,
+            ports=pairs,
+            data_dir=self.home / "kafka",
+            run_dir=self.run_dir,
+            log_dir=self.log_dir,
+            partitions=int(os.environ.get("KAFKA_PARTITIONS") or "6"),
+            detach=detach,
+        )
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child is not alive
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+    def _default_urls(self) -> dict[str, str]:
+        if self.postgres is not None:
+            return {spec.name: self.postgres.url(spec.name) for spec in SERVICES}
+        return {spec.name: f"sqlite:///{self.home / spec.name}.db" for spec in SERVICES}
 
+    def _addresses(self, spec: ServiceSpec, ports: Ports) -> list[str]:
+        if ports == "free":
+            return [f"127.0.0.1:{port}" for port in free_ports(self.replicas)]
+        base = os.environ.get(spec.address_env) or spec.default_address
+        return [replica_address(base, i) for i in range(self.replicas)]
 
-@dataclass
-class ServiceProcess:
-    """One service process with its pid file and log."""
-
-    spec: ServiceSpec
-    address: str
-    env: Mapping[str, str] = field(default_factory=dict)
-    run_dir: Path = ROOT / "var" / "run"
-    log_dir: Path = ROOT / "var" / "log"
-    _proc: subprocess.Popen[bytes] | None = None
+    # -- where things are ----------------------------------------------------------------
 
     @property
-    def pid_file(self) -> Path:
-        return self.run_dir / f"{self.spec.name}.pid"
+    def bootstrap(self) -> str:
+        """KAFKA_BOOTSTRAP_SERVERS: every node's address, comma-separated."""
+        return self.kafka if isinstance(self.kafka, str) else self.kafka.bootstrap_servers
+
+    def process(self, name: str, replica: int = 0) -> ServiceProcess:
+        return self.processes[name][replica]
+
+    def all_processes(self) -> list[ServiceProcess]:
+        """Every replica of every service: order, order-1, ..., payment, payment-1, ..."""
+        return [proc for spec in SERVICES for proc in self.processes[spec.name]]
+
+    def address(self, name: str, replica: int = 0) -> str:
+        return self.processes[name][replica].address
+
+    def addresses(self, name: str) -> list[str]:
+        """Every replica's address of one service, replica 0 first."""
+        return [proc.address for proc in self.processes[name]]
 
     @property
-    def log_file(self) -> Path:
-        return self.log_dir / f"{self.spec.name}.log"
+    def order_address(self) -> str:
+        return self.address("order")
 
-    def pid(self) -> int | None:
-        """The pid of the running process, or None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if _pid_alive(pid):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+    @property
+    def payment_address(self) -> str:
+        return self.address("payment")
+
+    def pids(self) -> dict[str, int]:
+        """Pid of each running process by name: replicas, Kafka nodes, PostgreSQL."""
+        found = {proc.name: proc.pid() for proc in self.all_processes()}
+        if isinstance(self.kafka, KafkaCluster):
+            found |= {node.name: node.pid() for node in self.kafka.nodes}
+        elif isinstance(self.kafka, KafkaRuntime):
+            found[self.kafka.name] = self.kafka.pid()
+        if self.postgres is not None:
+            found["postgres"] = self.postgres.pid()
+        return {name: pid for name, pid in found.items() if pid is not None}
+
+    # -- life ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the process in the background (it keeps running after we exit)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, self.spec.address_env: self.address}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(self.log_file, "ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", self.spec.module],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
+        """Start what is not running yet; return once every replica is SERVING."""
+        if self.own_kafka:
+            assert isinstance(self.kafka, KafkaCluster)
+            self.kafka.start()
+            self.kafka.create_topics()
+        if self.own_postgres:
+            assert self.postgres is not None
+            self.postgres.start()
+            self.postgres.ensure_databases()
+        self.prepare(seed=self.seed)
+        self.start_services()
 
-    def wait_serving(self, timeout_s: float = 60.0) -> None:
-        """Wait until the service reports SERVING; raise StartError if it dies or times out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if is_serving(self.address):
-                return
-            if self.pid() is None:
-                raise StartError(f"{self.spec.name} exited during start-up\n{self.log_tail()}")
-            time.sleep(0.2)
-        raise StartError(f"{self.spec.name} not SERVING after {timeout_s:.0f}s\n{self.log_tail()}")
+    def prepare(self, *, seed: bool) -> None:
+        """Migrate both databases (and load the demo data): the steps before any replica runs."""
+        firsts = [self.process(spec.name) for spec in SERVICES]
+        with ThreadPoolExecutor(len(firsts)) as pool:
+            for step in ["migrate", "seed"] if seed else ["migrate"]:
+                list(pool.map(ServiceProcess.run_step, firsts, [step] * len(firsts)))
 
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def _signal_and_wait(self, sig: signal.Signals, timeout_s: float) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return True
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                self._proc.poll()
-            if not _pid_alive(pid):
-                self.pid_file.unlink(missing_ok=True)
-                return True
-            time.sleep(0.05)
-        return False
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM (graceful shutdown), then SIGKILL if it is still there after timeout_s."""
-        if not self._signal_and_wait(signal.SIGTERM, timeout_s):
-            self._signal_and_wait(signal.SIGKILL, 5.0)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, for fault-injection tests."""
-        self._signal_and_wait(signal.SIGKILL, 5.0)
-
-
-def default_processes() -> list[ServiceProcess]:
-    return [ServiceProcess(s, os.environ.get(s.address_env, s.default_address)) for s in SERVICES]
-
-
-def up() -> int:
-    procs = default_processes()
-    for proc in procs:
-        if proc.pid() is not None:
-            print(f"{proc.spec.name}: already running (pid {proc.pid()})")
-            continue
-        print(f"{proc.spec.name}: starting on {proc.address} (log {proc.log_file})")
-        proc.start()
-    for proc in procs:
-        try:
+    def start_services(self) -> list[ServiceProcess]:
+        """Start every replica that is not running, wait until all serve; those started."""
+        started = [proc for proc in self.all_processes() if proc.pid() is None]
+        for proc in started:
+            proc.start()
+        for proc in self.all_processes():
             proc.wait_serving()
-        except StartError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"{proc.spec.name}: SERVING on {proc.address}")
-    return 0
+        return started
 
+    def stop_services(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM every replica at once (graceful), SIGKILL what is left after timeout_s."""
+        stop_all(self.all_processes(), timeout_s)
 
-def down() -> int:
-    for proc in default_processes():
-        if proc.pid() is None:
-            print(f"{proc.spec.name}: not running")
-            continue
-        print(f"{proc.spec.name}: stopping (pid {proc.pid()})")
-        proc.stop()
-        print(f"{proc.spec.name}: stopped")
-    return 0
+    def stop(self) -> None:
+        """Stop the replicas, then the Kafka and PostgreSQL this stack started."""
+        self.stop_services()
+        if self.own_kafka:
+            assert isinstance(self.kafka, KafkaCluster)
+            self.kafka.stop()
+        if self.own_postgres and self.postgres is not None:
+            self.postgres.stop()
 
+    def kill(self, name: str, replica: int = 0) -> None:
+        """kill -9 one replica."""
+        self.process(name, replica).kill()
 
-def ps() -> int:
-    for proc in default_processes():
-        pid = proc.pid()
-        if pid is None:
-            state = "stopped"
-        else:
-            state = "SERVING" if is_serving(proc.address) else "running, not serving"
-        print(f"{proc.spec.name:8} {state:22} pid={pid or '-':<8} {proc.address}")
-    return 0
+    def restart(self, name: str, replica: int = 0) -> None:
+        """Start one replica again (same port, same identity) and wait until it serves."""
+        proc = self.process(name, replica)
+        proc.start()
+        proc.wait_serving()
 
+    def serving(self) -> bool:
+        return all(is_serving(proc.address) for proc in self.all_processes())
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "ps"])
-    return {"up": up, "down": down, "ps": ps}[parser.parse_args().command]()
+    def alive(self) -> bool:
+        return all(proc.pid() is not None for proc in self.all_processes())
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 if __name__ == "__main__":
+    from deploy.stack_cli import main
+
     sys.exit(main())

@@ -1,10 +1,13 @@
 # benchmark targets
-# `make bench` starts a private Kafka broker and both services (fresh SQLite) in a temp dir,
-# measures, stops them and prints a table plus one JSON line. Options: BENCH_ARGS=--help,
-# e.g. BENCH_ARGS="--use-running" (a stack from `make up`) or "--duration 60 --rate 300".
+# `make bench` starts a private stack (deploy/stack.py: Kafka, a fresh database, the services)
+# in a temp dir, measures, stops it and prints a table plus one JSON line. It takes the
+# layout of `make up`: DB=sqlite|postgres, REPLICAS (of each service), BROKERS, e.g.
+# `make bench DB=postgres REPLICAS=2 BROKERS=3` (the load goes to Order replica 0).
+# More options: BENCH_ARGS=--help, e.g. BENCH_ARGS="--use-running" (a stack from `make up`)
+# or "--duration 60 --rate 300".
 
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: venv kafka-jars check-java ## saga throughput + latency next to gRPC/Kafka ceilings (BENCH_ARGS=--help)
-	$(PY) -m bench.run $(BENCH_ARGS)
+bench: venv kafka-jars check-java check-stack $(if $(filter postgres,$(DB)),check-postgres) ## saga throughput + latency next to gRPC/Kafka ceilings (DB, REPLICAS, BROKERS; BENCH_ARGS=--help)
+	$(PY) -m bench.run --db $(DB) --replicas $(REPLICAS) --brokers $(BROKERS) $(BENCH_ARGS)

@@ -1,22 +1,36 @@
-# The whole system: Kafka plus both services, in the background.
+# The whole system in the background: Kafka, the databases and the services (deploy/stack.py).
+# make up REPLICAS=N DB=sqlite|postgres BROKERS=B: B Kafka nodes (kafka-up), PostgreSQL when
+# DB=postgres (pg-up), both databases migrated and seeded, N replicas of each service.
+# Replica 0 on 50051/50052 (var/run/order.pid, var/log/order.log); replica i on the ports
+# + 100·i (order-i.pid, order-i.log). Defaults: one replica on SQLite (var/*.db), one broker.
+# Running `make up` again starts only what is missing; `make ps` and `make down` find every
+# replica, every Kafka node and PostgreSQL by themselves.
 
-.PHONY: up down ps
-up: check-prereqs venv tools kafka-up ## start Kafka and both services (only what is not running)
-	@$(PY) -m deploy.stack up
-	@echo
-	@echo "paysaga is up. Try (grpcurl is in .tools/bin):"
-	@echo "  .tools/bin/grpcurl -plaintext -d '{\"user_id\":1,\"product_id\":1}' 127.0.0.1:50051 paysaga.v1.OrderService/CreateOrder"
-	@echo "  .tools/bin/grpcurl -plaintext -d '{}' 127.0.0.1:50051 paysaga.v1.OrderService/ListOrders"
-	@echo "  .tools/bin/grpcurl -plaintext -d '{\"user_id\":1}' 127.0.0.1:50052 paysaga.v1.PaymentService/GetBalance"
-	@echo "  .tools/bin/grpcurl -plaintext -d '{}' 127.0.0.1:50051 paysaga.v1.OrderService/WatchOrders"
-	@echo "Logs: var/log/{order,payment,kafka}.log   Status: make ps   Stop: make down"
+DB ?= sqlite
+REPLICAS ?= 1
+STACK := $(PY) -m deploy.stack --db $(DB) --replicas $(REPLICAS)
+# PostgreSQL is started only for DB=postgres; SQLite needs nothing.
+DB_UP := $(if $(filter postgres,$(DB)),pg-up)
 
-down: ## stop both services and Kafka
+.PHONY: up down ps migrate seed check-stack
+check-stack: venv
+	@$(STACK) check
+
+up: check-prereqs venv tools check-stack kafka-up $(DB_UP) ## start Kafka, the databases and the services (REPLICAS=1 DB=sqlite BROKERS=1)
+	@$(STACK) up
+
+migrate: check-stack $(DB_UP) ## bring both databases' schema up to date (Alembic; idempotent)
+	@$(STACK) migrate
+
+seed: check-stack $(DB_UP) ## migrate, then load the demo products and funded users (idempotent)
+	@$(STACK) seed
+
+down: ## stop every service replica, every Kafka node and PostgreSQL (data kept)
 	@if [ -x $(PY) ]; then $(PY) -m deploy.stack down; fi
 	@$(MAKE) kafka-down
+	@if [ -e $(PG_DATA_DIR)/PG_VERSION ]; then $(MAKE) pg-down; fi
 
-ps: venv ## show what runs
+ps: venv ## show what runs where: service replicas, Kafka nodes, PostgreSQL
 	@$(PY) -m deploy.stack ps
-	@if [ -f var/run/kafka.pid ] && kill -0 $$(cat var/run/kafka.pid) 2>/dev/null; then \
-	  echo "kafka    running                pid=$$(cat var/run/kafka.pid)"; \
-	else echo "kafka    stopped"; fi
+	@$(MAKE) kafka-status
+	@if [ -e $(PG_DATA_DIR)/PG_VERSION ]; then $(MAKE) pg-status; fi

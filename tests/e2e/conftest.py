@@ -1,4 +1,4 @@
-"""The real services as separate processes on a private broker, and the real grpcurl binary."""
+"""The real services as separate processes on a private stack (deploy.stack), and grpcurl."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from deploy.kafka.runtime import KafkaRuntime
-from deploy.stack import ROOT, SERVICES, ServiceProcess
-from tests.support import free_port
+from deploy.kafka.install import KafkaRuntimeError
+from deploy.stack import ROOT, Stack, StartError
+
+ORDER = "paysaga.v1.OrderService"
+PAYMENT = "paysaga.v1.PaymentService"
 
 
 def require_tool(name: str, path: Path) -> str:
@@ -52,12 +56,29 @@ class Grpcurl:
         return json.loads(done.stdout)
 
 
+def wait_status(order: Grpcurl, order_id: str, timeout_s: float = 60.0) -> dict[str, object]:
+    """GetOrder through grpcurl until the order is COMPLETED or FAILED."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = order.call(f"{ORDER}/GetOrder", {"order_id": order_id})["order"]
+        assert isinstance(found, dict)
+        if found["status"] in ("ORDER_STATUS_COMPLETED", "ORDER_STATUS_FAILED"):
+            return found
+        assert time.monotonic() < deadline, f"order {order_id} still {found['status']}"
+        time.sleep(0.1)
+
+
 @dataclass
-class Stack:
-    broker: KafkaRuntime
-    processes: dict[str, ServiceProcess]
+class GrpcurlStack:
+    """A running stack and grpcurl pointed at replica 0 of each service."""
+
+    stack: Stack
     order: Grpcurl
     payment: Grpcurl
+
+    def grpcurl(self, service: str, replica: int) -> Grpcurl:
+        """grpcurl pointed at another replica."""
+        return Grpcurl(self.order.binary, self.stack.address(service, replica))
 
 
 @pytest.fixture(scope="session")
@@ -65,43 +86,23 @@ def grpcurl_binary() -> str:
     return require_tool("grpcurl", ROOT / ".tools" / "bin" / "grpcurl")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, grpcurl_binary: str) -> Iterator[Stack]:
-    """Kafka, the Order service and the Payment service, each its own process."""
-    home = tmp_path_factory.mktemp("stack")
-    broker = KafkaRuntime(
-        port=free_port(),
-        controller_port=free_port(),
-        data_dir=home / "kafka",
-        run_dir=home / "run",
-        log_file=home / "log" / "kafka.log",
-        detach=False,
-    )
-    broker.start()
-    broker.create_topics()
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "ORDER_DATABASE_URL": f"sqlite:///{home}/order.db",
-        "PAYMENT_DATABASE_URL": f"sqlite:///{home}/payment.db",
-    }
-    processes = {
-        spec.name: ServiceProcess(
-            spec, f"127.0.0.1:{free_port()}", env, run_dir=home / "run", log_dir=home / "log"
-        )
-        for spec in SERVICES
-    }
+@contextmanager
+def running(stack: Stack, grpcurl_binary: str) -> Iterator[GrpcurlStack]:
+    """Start `stack` (a start-up failure says why), yield it with grpcurl, stop it after."""
     try:
-        for proc in processes.values():
-            proc.start()
-        for proc in processes.values():
-            proc.wait_serving()
-        yield Stack(
-            broker,
-            processes,
-            Grpcurl(grpcurl_binary, processes["order"].address),
-            Grpcurl(grpcurl_binary, processes["payment"].address),
-        )
-    finally:
-        for proc in processes.values():
-            proc.stop()
-        broker.stop()
+        with stack:
+            yield GrpcurlStack(
+                stack,
+                Grpcurl(grpcurl_binary, stack.order_address),
+                Grpcurl(grpcurl_binary, stack.payment_address),
+            )
+    except (StartError, KafkaRuntimeError) as exc:
+        pytest.fail(f"the stack did not start: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, grpcurl_binary: str) -> Iterator[GrpcurlStack]:
+    """Its own Kafka broker, both services each in its own process, SQLite (make up's default)."""
+    home = tmp_path_factory.mktemp("stack")
+    with running(Stack(home, ports="free", detach=False), grpcurl_binary) as started:
+        yield started

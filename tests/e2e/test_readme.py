@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from deploy.stack import ROOT
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import GrpcurlStack
 
 pytestmark = pytest.mark.e2e
 
@@ -25,10 +25,10 @@ def readme_snippet() -> str:
     return found.group(1)
 
 
-def test_readme_client_snippet_runs(stack: Stack) -> None:
+def test_readme_client_snippet_runs(stack: GrpcurlStack) -> None:
     code = readme_snippet()
-    code = code.replace("127.0.0.1:50051", stack.processes["order"].address)
-    code = code.replace("127.0.0.1:50052", stack.processes["payment"].address)
+    code = code.replace("127.0.0.1:50051", stack.stack.order_address)
+    code = code.replace("127.0.0.1:50052", stack.stack.payment_address)
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
     )

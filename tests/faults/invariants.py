@@ -1,27 +1,45 @@
-"""The invariants, checked on the services' SQLite files: nothing lost, nothing charged twice."""
+"""The invariants, checked in the services' databases (SQLite or PostgreSQL, by URL).
+
+Nothing lost: every accepted order is stored and ends COMPLETED or FAILED, and never
+changes after. Nothing charged twice: each user's balance is the start minus the charges
+plus the refunds, never negative; a COMPLETED order has exactly one CHARGE (its price) and
+no REFUND; a FAILED order's charge, if any, was refunded (as many REFUNDs as CHARGEs, at
+most one of each).
+"""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from tests.faults.load import LoadGenerator
 
 TERMINAL = ("COMPLETED", "FAILED")
+CHARGE, REFUND = "CHARGE", "REFUND"
+
+_engines: dict[str, Engine] = {}
 
 
-def query(db: Path, sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
-    """Rows of one read-only query on a live service database (WAL: never blocks the writer)."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return connection.execute(sql, tuple(params)).fetchall()
-    finally:
-        connection.close()
+def engine(url: str) -> Engine:
+    """One engine per database, holding no idle connection (a test may drop the database)."""
+    if url not in _engines:
+        _engines[url] = create_engine(url, poolclass=NullPool)
+    return _engines[url]
+
+
+def query(
+    url: str, sql: str, params: Mapping[str, object] | None = None
+) -> list[tuple[object, ...]]:
+    """Rows of one read-only query on a live service database."""
+    with engine(url).connect() as connection:
+        return [tuple(row) for row in connection.execute(text(sql), dict(params or {}))]
 
 
 @dataclass(frozen=True)
@@ -31,51 +49,72 @@ class OrderRow:
     product_id: int
     price_cents: int
     status: str
-    updated_at: str
+    updated_at: object
     request_id: str | None
 
 
-def orders(db: Path) -> dict[str, OrderRow]:
+def orders(url: str) -> dict[str, OrderRow]:
     rows = query(
-        db,
+        url,
         "SELECT id, user_id, product_id, price_cents, status, updated_at, request_id FROM orders",
     )
     return {str(r[0]): OrderRow(*r) for r in rows}  # type: ignore[arg-type]
 
 
-def balances(db: Path) -> dict[int, int]:
-    return {int(u): int(b) for u, b in query(db, "SELECT user_id, balance_cents FROM account")}  # type: ignore[call-overload]
+def balances(url: str) -> dict[int, int]:
+    rows = query(url, "SELECT user_id, balance_cents FROM account")
+    return {int(u): int(b) for u, b in rows}  # type: ignore[call-overload]
 
 
-def transactions_per_order(db: Path) -> Counter[str]:
-    return Counter(str(r[0]) for r in query(db, 'SELECT order_id FROM "transaction"'))
+@dataclass(frozen=True)
+class Ledger:
+    """The Payment service's money: balances, and each order's transactions and payment."""
+
+    balances: dict[int, int]
+    #: order id -> kind -> the amounts of its transactions of that kind.
+    transactions: dict[str, dict[str, list[int]]]
+    #: user id -> kind -> the sum of the user's transactions of that kind.
+    totals: dict[int, dict[str, int]]
+    #: order id -> amount of its approved payment.
+    approved: dict[str, int]
+
+    @classmethod
+    def read(cls, url: str) -> Ledger:
+        transactions: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        totals: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        rows = query(url, 'SELECT order_id, kind, user_id, amount_cents FROM "transaction"')
+        for order_id, kind, user_id, amount in rows:
+            transactions[str(order_id)][str(kind)].append(int(amount))  # type: ignore[call-overload]
+            totals[int(user_id)][str(kind)] += int(amount)  # type: ignore[call-overload]
+        approved = query(url, "SELECT order_id, amount_cents FROM payment WHERE approved")
+        return cls(
+            balances=balances(url),
+            transactions=transactions,
+            totals=totals,
+            approved={str(o): int(a) for o, a in approved},  # type: ignore[call-overload]
+        )
+
+    def of(self, order_id: str, kind: str) -> list[int]:
+        return self.transactions.get(order_id, {}).get(kind, [])
 
 
-def approved_payments(db: Path) -> dict[str, int]:
-    rows = query(db, "SELECT order_id, amount_cents FROM payment WHERE approved")
-    return {str(o): int(a) for o, a in rows}  # type: ignore[call-overload]
-
-
-def set_balances(db: Path, wanted: dict[int, int]) -> None:
+def set_balances(url: str, wanted: dict[int, int]) -> None:
     """Test setup: give the seeded users these balances (before any order is placed)."""
-    connection = sqlite3.connect(db, timeout=30)
-    try:
-        with connection:
-            for user_id, cents in wanted.items():
-                connection.execute(
-                    "UPDATE account SET balance_cents = ? WHERE user_id = ?", (cents, user_id)
-                )
-    finally:
-        connection.close()
+    with engine(url).begin() as connection:
+        for user_id, cents in wanted.items():
+            connection.execute(
+                text("UPDATE account SET balance_cents = :cents WHERE user_id = :user"),
+                {"cents": cents, "user": user_id},
+            )
 
 
 class TerminalWatch:
     """Records each order's (status, updated_at) when first seen terminal, to spot later changes."""
 
-    def __init__(self, order_db: Path, interval_s: float = 0.3) -> None:
-        self.order_db = order_db
+    def __init__(self, order_url: str, interval_s: float = 0.3) -> None:
+        self.order_url = order_url
         self.interval_s = interval_s
-        self.first_seen: dict[str, tuple[str, str]] = {}
+        self.first_seen: dict[str, tuple[str, object]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="terminal-watch", daemon=True)
 
@@ -89,22 +128,22 @@ class TerminalWatch:
 
     def poll(self) -> None:
         rows = query(
-            self.order_db,
+            self.order_url,
             "SELECT id, status, updated_at FROM orders WHERE status IN ('COMPLETED', 'FAILED')",
         )
         for order_id, status, updated_at in rows:
-            self.first_seen.setdefault(str(order_id), (str(status), str(updated_at)))
+            self.first_seen.setdefault(str(order_id), (str(status), updated_at))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.poll()
-            except sqlite3.Error:
-                pass  # a busy moment; the next poll catches up
+            except SQLAlchemyError:
+                pass  # a busy moment, or the database restarting; the next poll catches up
 
 
 def wait_terminal(
-    order_db: Path, ids: set[str], timeout_s: float, *, every: bool = True
+    order_url: str, ids: set[str], timeout_s: float, *, every: bool = True
 ) -> float | None:
     """Seconds until every order in `ids` (and, with `every`, every order stored) has ended.
 
@@ -113,8 +152,8 @@ def wait_terminal(
     began = time.monotonic()
     while time.monotonic() - began < timeout_s:
         try:
-            stored = orders(order_db)
-        except sqlite3.Error:
+            stored = orders(order_url)
+        except SQLAlchemyError:
             stored = {}
         done = all(i in stored and stored[i].status in TERMINAL for i in ids)
         if done and (not every or all(o.status in TERMINAL for o in stored.values())):
@@ -134,11 +173,16 @@ class Outcome:
     duplicated: int = 0
     problems: list[str] = field(default_factory=list)
 
+    def problem(self, what: str, ids: list[str]) -> None:
+        """Record `what` if any order is concerned, with a few examples."""
+        if ids:
+            self.problems.append(f"{len(ids)} {what}, e.g. {sorted(ids)[:3]}")
+
 
 def check(
     *,
-    order_db: Path,
-    payment_db: Path,
+    order_url: str,
+    payment_url: str,
     load: LoadGenerator,
     start_balances: dict[int, int],
     watch: TerminalWatch,
@@ -146,67 +190,111 @@ def check(
 ) -> Outcome:
     """Check every invariant of the saga; return the figures and each violation found."""
     watch.poll()
-    stored = orders(order_db)
-    final = balances(payment_db)
-    txs = transactions_per_order(payment_db)
-    approved = approved_payments(payment_db)
+    stored = orders(order_url)
+    ledger = Ledger.read(payment_url)
     accepted = load.accepted_ids() | set(extra_accepted)
     out = Outcome(sent=load.sent + len(set(extra_accepted)))
-    problems = out.problems
 
-    missing = sorted(i for i in accepted if i not in stored)
-    stuck = sorted(o.id for o in stored.values() if o.status not in TERMINAL)
+    missing = [i for i in accepted if i not in stored]
+    stuck = [o.id for o in stored.values() if o.status not in TERMINAL]
     out.lost = len(missing) + len(stuck)
-    if missing:
-        problems.append(f"{len(missing)} accepted order(s) not stored, e.g. {missing[:3]}")
-    if stuck:
-        problems.append(f"{len(stuck)} order(s) never ended, e.g. {stuck[:3]}")
-    if load.rejected:
-        problems.append(f"{len(load.rejected)} valid CreateOrder(s) rejected: {load.rejected[:3]}")
-    if load.abandoned:
-        problems.append(f"{len(load.abandoned)} CreateOrder(s) never got through")
-    by_request = Counter(o.request_id for o in stored.values() if o.request_id)
-    twice = [r for r, n in by_request.items() if n > 1]
-    if twice:
-        problems.append(f"{len(twice)} request_id(s) stored as several orders: {twice[:3]}")
+    out.problem("accepted order(s) not stored", missing)
+    out.problem("order(s) never ended", stuck)
+    out.problem("valid CreateOrder(s) rejected", load.rejected)
+    out.problem("CreateOrder(s) never got through", load.abandoned)
+    seen: dict[tuple[int, str], int] = defaultdict(int)
+    for o in stored.values():
+        if o.request_id:
+            seen[(o.user_id, o.request_id)] += 1
+    out.problem(
+        "request_id(s) stored as several orders", [r for (_, r), n in seen.items() if n > 1]
+    )
 
     completed = [o for o in stored.values() if o.status == "COMPLETED"]
     failed = [o for o in stored.values() if o.status == "FAILED"]
     out.completed, out.failed = len(completed), len(failed)
-
-    many = [i for i, n in txs.items() if n > 1]
-    none = [o.id for o in completed if txs[o.id] == 0]
-    for_failed = [o.id for o in failed if txs[o.id]]
-    orphans = [i for i in txs if i not in stored]
-    out.duplicated = len(many)
-    for what, ids in (
-        ("order(s) with more than one transaction", many),
-        ("COMPLETED order(s) without a transaction", none),
-        ("FAILED order(s) with a transaction", for_failed),
-        ("transaction(s) for no stored order", orphans),
-    ):
-        if ids:
-            problems.append(f"{len(ids)} {what}, e.g. {ids[:3]}")
-    mismatched = [o.id for o in completed if approved.get(o.id) != o.price_cents]
-    mismatched += [o.id for o in failed if o.id in approved]
-    if mismatched:
-        problems.append(f"{len(mismatched)} order(s) whose payment disagrees: {mismatched[:3]}")
-
-    for user_id, start in sorted(start_balances.items()):
-        spent = sum(o.price_cents for o in completed if o.user_id == user_id)
-        expected, actual = start - spent, final.get(user_id)
-        if actual != expected:
-            if actual is not None and actual < expected:
-                out.duplicated += 1  # charged more than its completed orders cost
-            problems.append(f"user {user_id}: balance {actual}, expected {start} - {spent}")
-        if actual is not None and actual < 0:
-            problems.append(f"user {user_id}: negative balance {actual}")
+    _check_orders_money(out, stored, completed, failed, ledger)
+    _check_balances(out, completed, ledger, start_balances)
 
     changed = [
         i
         for i, (status, updated_at) in watch.first_seen.items()
         if (stored[i].status, stored[i].updated_at) != (status, updated_at)
     ]
-    if changed:
-        problems.append(f"{len(changed)} terminal order(s) changed later, e.g. {changed[:3]}")
+    out.problem("terminal order(s) changed later", changed)
     return out
+
+
+def _check_orders_money(
+    out: Outcome,
+    stored: dict[str, OrderRow],
+    completed: list[OrderRow],
+    failed: list[OrderRow],
+    ledger: Ledger,
+) -> None:
+    """Each order's transactions and payment agree with how it ended."""
+    many = [
+        i for i, kinds in ledger.transactions.items() if any(len(a) > 1 for a in kinds.values())
+    ]
+    out.duplicated = len(many)
+    out.problem("order(s) with more than one transaction of a kind", many)
+    out.problem(
+        "transaction(s) for no stored order", [i for i in ledger.transactions if i not in stored]
+    )
+    out.problem(
+        "COMPLETED order(s) without exactly one CHARGE of its price",
+        [o.id for o in completed if ledger.of(o.id, CHARGE) != [o.price_cents]],
+    )
+    out.problem("COMPLETED order(s) refunded", [o.id for o in completed if ledger.of(o.id, REFUND)])
+    out.problem(
+        "COMPLETED order(s) whose payment disagrees",
+        [o.id for o in completed if ledger.approved.get(o.id) != o.price_cents],
+    )
+    out.problem(
+        "FAILED order(s) whose charge was not refunded once",
+        [o.id for o in failed if ledger.of(o.id, CHARGE) != ledger.of(o.id, REFUND)],
+    )
+    out.problem(
+        "FAILED order(s) with an approved payment and no refund",
+        [o.id for o in failed if o.id in ledger.approved and not ledger.of(o.id, REFUND)],
+    )
+
+
+def _check_balances(
+    out: Outcome, completed: list[OrderRow], ledger: Ledger, start_balances: dict[int, int]
+) -> None:
+    """balance = start − charges + refunds = start − COMPLETED prices, never negative."""
+    for user_id, start in sorted(start_balances.items()):
+        totals = ledger.totals.get(user_id, {})
+        charged, refunded = totals.get(CHARGE, 0), totals.get(REFUND, 0)
+        spent = sum(o.price_cents for o in completed if o.user_id == user_id)
+        actual = ledger.balances.get(user_id)
+        if actual != start - charged + refunded:
+            if actual is not None and actual < start - charged + refunded:
+                out.duplicated += 1  # money taken without a transaction that says so
+            out.problems.append(
+                f"user {user_id}: balance {actual}, expected {start} - {charged} + {refunded}"
+            )
+        if charged - refunded != spent:
+            if charged - refunded > spent:
+                out.duplicated += 1  # charged more than its completed orders cost
+            out.problems.append(
+                f"user {user_id}: charged {charged} - refunded {refunded}, but its COMPLETED "
+                f"orders cost {spent}"
+            )
+        if actual is not None and actual < 0:
+            out.problems.append(f"user {user_id}: negative balance {actual}")
+
+
+def settled(run: Callable[[], Outcome], timeout_s: float) -> Outcome:
+    """`run()` again until no problem is left or timeout_s passed: the last outcome.
+
+    Money moves in hops after an order ends (a refund, a charge recorded late), so a check
+    may first see a state in between; only one that still fails at the end is a violation.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = run()
+        if not outcome.problems or time.monotonic() > deadline:
+            return outcome
+        time.sleep(1.0)

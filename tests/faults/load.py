@@ -1,4 +1,4 @@
-"""A steady stream of CreateOrder calls that retries UNAVAILABLE like a real client."""
+"""A steady stream of CreateOrder calls over the Order replicas, retried like a real client."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -33,13 +34,15 @@ class Accepted:
 class LoadGenerator:
     """`threads` clients sharing `rate` orders/s over `users` x `products`, fresh request_ids.
 
-    A call failing with UNAVAILABLE or DEADLINE_EXCEEDED is retried with the same
-    request_id until it is accepted (also after stop(), for up to `give_up_s`).
+    Client i sends to replica i mod len(addresses), so the load is spread over them. A
+    call failing with UNAVAILABLE or DEADLINE_EXCEEDED is retried with the same request_id
+    on the next replica (the same one if there is one only) until it is accepted (also
+    after stop(), for up to `give_up_s`).
     """
 
     def __init__(
         self,
-        address: str,
+        addresses: str | Sequence[str],
         *,
         rate: float = 40.0,
         threads: int = 4,
@@ -48,7 +51,7 @@ class LoadGenerator:
         give_up_s: float = 90.0,
         seed: int = 0,
     ) -> None:
-        self.address = address
+        self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         self.rate = rate
         self.threads = threads
         self.users = users
@@ -57,6 +60,8 @@ class LoadGenerator:
         self.accepted: list[Accepted] = []
         self.sent = 0
         self.retries = 0
+        #: Accepted orders by the replica (index in `addresses`) that accepted them.
+        self.accepted_by = [0] * len(self.addresses)
         self.rejected: list[str] = []
         self.abandoned: list[str] = []
         self._lock = threading.Lock()
@@ -97,16 +102,26 @@ class LoadGenerator:
     def _run(self, index: int) -> None:
         interval = self.threads / self.rate
         next_at = time.monotonic() + index * interval / self.threads
-        with grpc.insecure_channel(self.address) as channel:
-            stub = orders_pb2_grpc.OrderServiceStub(channel)
+        channels = [grpc.insecure_channel(address) for address in self.addresses]
+        stubs = [orders_pb2_grpc.OrderServiceStub(channel) for channel in channels]
+        try:
             while not self._stopping.is_set():
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
                 next_at = max(next_at + interval, time.monotonic() - interval)
-                self._order(stub, *self._pick())
+                self._order(stubs, index % len(stubs), *self._pick())
+        finally:
+            for channel in channels:
+                channel.close()
 
-    def _order(self, stub: orders_pb2_grpc.OrderServiceStub, user_id: int, product_id: int) -> None:
+    def _order(
+        self,
+        stubs: list[orders_pb2_grpc.OrderServiceStub],
+        replica: int,
+        user_id: int,
+        product_id: int,
+    ) -> None:
         request = orders_pb2.CreateOrderRequest(
             user_id=user_id, product_id=product_id, request_id=str(uuid.uuid4())
         )
@@ -116,7 +131,7 @@ class LoadGenerator:
         while True:
             attempts += 1
             try:
-                reply = stub.CreateOrder(request, timeout=5.0)
+                reply = stubs[replica].CreateOrder(request, timeout=5.0)
             except grpc.RpcError as exc:
                 code = exc.code()  # type: ignore[attr-defined]
                 late = self._stopping.is_set() and (
@@ -125,6 +140,7 @@ class LoadGenerator:
                 if code in RETRYABLE and not late:
                     with self._lock:
                         self.retries += 1
+                    replica = (replica + 1) % len(stubs)  # the other replica, if there is one
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 1.0)
                     continue
@@ -137,4 +153,5 @@ class LoadGenerator:
             )
             with self._lock:
                 self.accepted.append(accepted)
+                self.accepted_by[replica] += 1
             return

@@ -23,7 +23,9 @@ def test_concurrent_orders_of_one_user_never_overdraw(stack: FaultStack) -> None
         stub = stack.orders_stub()
 
         def place(i: int) -> str:
-            request = orders_pb2.CreateOrderRequest(user_id=1, product_id=1 + i % 2)
+            request = orders_pb2.CreateOrderRequest(
+                user_id=1, product_id=1 + i % 2, request_id=f"burst-{i}"
+            )
             return stub.CreateOrder(request, timeout=30).order.id
 
         with ThreadPoolExecutor(max_workers=20) as pool:
@@ -33,7 +35,7 @@ def test_concurrent_orders_of_one_user_never_overdraw(stack: FaultStack) -> None
     assert_holds(outcome, stack)
     assert run.start_balances[1] == BALANCE == FUNDED[1]
 
-    stored = [o for o in orders(stack.order_db).values() if o.id in burst]
+    stored = [o for o in orders(stack.order_url).values() if o.id in burst]
     completed = [o for o in stored if o.status == "COMPLETED"]
     failed = [o for o in stored if o.status == "FAILED"]
     spent = sum(o.price_cents for o in completed)

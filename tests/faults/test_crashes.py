@@ -8,8 +8,8 @@ import pytest
 
 from services.common.topics import TOPICS
 from tests.faults.scenario import Scenario, assert_holds
-from tests.faults.stack import FaultStack, end_offsets
-from tests.support import wait_for
+from tests.faults.stack import FaultStack
+from tests.support import end_offsets, wait_for
 
 pytestmark = pytest.mark.faults
 

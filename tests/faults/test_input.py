@@ -26,7 +26,10 @@ def _token(data: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-def _create(user_id: int = 1, product_id: int = 1, request_id: str = "") -> object:
+def _create(user_id: int = 1, product_id: int = 1, request_id: str | None = None) -> object:
+    """A CreateOrder request, with a new request_id unless one is given."""
+    if request_id is None:
+        request_id = str(uuid.uuid4())
     return orders_pb2.CreateOrderRequest(
         user_id=user_id, product_id=product_id, request_id=request_id
     )
@@ -46,6 +49,7 @@ CASES: list[tuple[str, str, str, object, grpc.StatusCode]] = [
     ("CreateOrder, product -7", "order", "CreateOrder", _create(product_id=-7), INVALID),
     ("CreateOrder, product 6", "order", "CreateOrder", _create(product_id=6), NOT_FOUND),
     ("CreateOrder, product max", "order", "CreateOrder", _create(product_id=MAX), NOT_FOUND),
+    ("CreateOrder without request_id", "order", "CreateOrder", _create(request_id=""), INVALID),
     ("CreateOrder, request_id 129", "order", "CreateOrder", _create(request_id="r" * 129), INVALID),
     (
         "CreateOrder, 70 KiB request",
@@ -165,6 +169,9 @@ CASES: list[tuple[str, str, str, object, grpc.StatusCode]] = [
     ),
 ]
 
+#: What the message of some cases must say, beyond being there.
+DETAILS = {"CreateOrder without request_id": "request_id is required"}
+
 
 def _call(stack: FaultStack, service: str, method: str) -> Callable[..., object]:
     stub = stack.orders_stub() if service == "order" else stack.payments_stub()
@@ -180,7 +187,7 @@ def test_bad_input_gets_the_right_status_and_the_servers_keep_serving(stack: Fau
                 _call(stack, service, method)(request, timeout=10)
             except grpc.RpcError as exc:
                 got, details = exc.code(), exc.details()  # type: ignore[attr-defined]
-                if got != code or not details:
+                if got != code or not details or DETAILS.get(what, "") not in details:
                     wrong.append(f"{what}: {got.name} {details!r}, expected {code.name}")
             else:
                 wrong.append(f"{what}: accepted, expected {code.name}")

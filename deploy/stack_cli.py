@@ -1,0 +1,182 @@
+"""`python -m deploy.stack [--db D] [--replicas N] up|down|ps|migrate|seed|check`: make's stack.
+
+The services run from var/ (pid files var/run, logs var/log, SQLite files var/*.db) on
+the Kafka of KAFKA_BOOTSTRAP_SERVERS and, with --db postgres, the PostgreSQL of PG_PORT;
+`make up` starts those first (kafka-up, pg-up). `up` migrates, seeds and starts only the
+replicas that are not running; `down` and `ps` find every replica by its pid file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from deploy.postgres import runtime_from_env
+from deploy.stack import DB_KINDS, ROOT, Stack, StackConfigError, check_layout
+from deploy.stack_process import (
+    SERVICES,
+    ServiceProcess,
+    StartError,
+    is_serving,
+    replica_address,
+    replicas_found,
+    stop_all,
+)
+
+VAR = ROOT / "var"
+#: What the running replicas were started with, so `up` never mixes two layouts.
+STATE_FILE = VAR / "run" / "stack.json"
+
+
+def stack_from_args(args: argparse.Namespace) -> Stack:
+    """The stack `make up` means: var/, default ports, the Kafka and PostgreSQL make runs."""
+    return Stack(
+        VAR,
+        db=args.db,
+        replicas=args.replicas,
+        kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
+        postgres=runtime_from_env() if args.db == "postgres" else None,
+    )
+
+
+def found_processes(replicas: int = 1) -> list[ServiceProcess]:
+    """Every replica that left a pid file in var/run (and the first `replicas` of each)."""
+    run_dir, logs = VAR / "run", VAR / "log"
+    found = []
+    for spec in SERVICES:
+        base = os.environ.get(spec.address_env) or spec.default_address
+        for i in sorted({*range(replicas), *replicas_found(run_dir, spec.name)}):
+            address = replica_address(base, i)
+            found.append(ServiceProcess(spec, address, run_dir=run_dir, log_dir=logs, replica=i))
+    return found
+
+
+def _relative(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _short(url: str) -> str:
+    """A SQLite URL under the repository as the relative one it is equal to (cwd = repo)."""
+    return url.replace(f"sqlite:///{ROOT}/", "sqlite:///")
+
+
+def _state(stack: Stack) -> dict[str, object]:
+    return {"db": stack.db, "databases": stack.database_urls, "bootstrap": stack.bootstrap}
+
+
+def _check_same_layout(stack: Stack) -> None:
+    """Refuse to add replicas of another layout (database, Kafka) to those that run."""
+    if not STATE_FILE.exists() or not any(p.pid() for p in found_processes()):
+        return
+    running = json.loads(STATE_FILE.read_text())
+    if running != _state(stack):
+        raise StackConfigError(
+            f"the services that run use DB={running.get('db')} on Kafka "
+            f"{running.get('bootstrap')}, not DB={stack.db} on {stack.bootstrap}: "
+            "stop them first (`make down`), then `make up` again"
+        )
+
+
+def up(args: argparse.Namespace) -> int:
+    stack = stack_from_args(args)
+    _check_same_layout(stack)
+    urls = " and ".join(_short(url) for url in stack.database_urls.values())
+    print(f"==> migrating {urls}, seeding the demo data")
+    stack.prepare(seed=True)
+    for proc in stack.all_processes():
+        if (pid := proc.pid()) is not None:
+            print(f"==> {proc.name}: already running (pid {pid})")
+    for proc in stack.start_services():
+        print(f"==> {proc.name}: started on {proc.address}")
+    STATE_FILE.write_text(json.dumps(_state(stack)) + "\n")
+    extra = sorted(p.name for p in found_processes() if p.pid() and p.replica >= args.replicas)
+    if extra:
+        print(f"==> also running (beyond REPLICAS={args.replicas}): {', '.join(extra)}")
+    print_summary(stack)
+    return 0
+
+
+def print_summary(stack: Stack) -> None:
+    """What runs where, and commands to try."""
+    print(f"\npaysaga is up: {stack.replicas} replica(s) of each service, DB={stack.db}")
+    for proc in stack.all_processes():
+        print(
+            f"  {proc.name:<10} {proc.address:<16} pid {proc.pid() or '-':<8} "
+            f"log {_relative(proc.log_file)}"
+        )
+    print(f"  kafka      {stack.bootstrap}")
+    for name, url in stack.database_urls.items():
+        print(f"  {name + ' db':<10} {_short(url)}")
+    order, payment = stack.order_address, stack.payment_address
+    grpcurl = ".tools/bin/grpcurl -plaintext -d"
+    body = '{"user_id":1,"product_id":1,"request_id":"try-1"}'
+    print("\nTry (grpcurl is in .tools/bin; a retry with the same request_id is the same order):")
+    print(f"  {grpcurl} '{body}' {order} paysaga.v1.OrderService/CreateOrder")
+    print(f"  {grpcurl} '{{}}' {order} paysaga.v1.OrderService/ListOrders")
+    print(f"  {grpcurl} '{{\"user_id\":1}}' {payment} paysaga.v1.PaymentService/GetBalance")
+    print(f"  {grpcurl} '{{}}' {order} paysaga.v1.OrderService/WatchOrders")
+    if stack.replicas > 1:
+        others = ", ".join(stack.addresses("order")[1:])
+        print(f"  any replica serves any call: the same on {others}")
+    print("Logs: var/log/   Status: make ps   Stop: make down")
+
+
+def down(args: argparse.Namespace) -> int:
+    running = [(proc, proc.pid()) for proc in found_processes()]
+    if not any(pid for _, pid in running):
+        print("==> no service replica is running")
+    for proc, pid in running:
+        if pid is not None:
+            print(f"==> {proc.name}: stopping (pid {pid})")
+    stop_all(proc for proc, pid in running if pid is not None)
+    STATE_FILE.unlink(missing_ok=True)
+    return 0
+
+
+def ps(args: argparse.Namespace) -> int:
+    for proc in found_processes(args.replicas):
+        pid = proc.pid()
+        if pid is None:
+            state = "stopped"
+        else:
+            state = "SERVING" if is_serving(proc.address) else "running, not serving"
+        print(f"{proc.name:<10} {state:22} pid={pid or '-':<8} {proc.address}")
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    stack = stack_from_args(args)
+    stack.prepare(seed=args.command == "seed")
+    done = "migrated and seeded" if args.command == "seed" else "migrated"
+    for name, url in stack.database_urls.items():
+        print(f"==> {name}: {_short(url)} {done}")
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    check_layout(args.db, args.replicas)
+    return 0
+
+
+COMMANDS = {"up": up, "down": down, "ps": ps, "migrate": migrate, "seed": migrate, "check": check}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--db", choices=DB_KINDS, default="sqlite", help="%(default)s")
+    parser.add_argument("--replicas", type=int, default=1, help="of each service (%(default)s)")
+    parser.add_argument("command", choices=COMMANDS)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (StackConfigError, StartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

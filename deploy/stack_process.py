@@ -1,0 +1,265 @@
+"""One service replica as a background process: its pid file, log, health, stop and kill.
+
+Replica 0 of a service is named after it (`order`: var/run/order.pid, var/log/order.log);
+replica i ≥ 1 appends `-i` (`order-1.pid`, `order-1.log`). Each replica gets its identity
+in its consumer group from <SERVICE>_INSTANCE_ID (`order-0`, `order-1`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Replica i of a service listens on its base port + PORT_STEP·i (as Kafka node j does).
+PORT_STEP = 100
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service: its module, its settings' env prefix, its default address."""
+
+    name: str
+    module: str
+    env_prefix: str
+    default_address: str
+
+    @property
+    def address_env(self) -> str:
+        return f"{self.env_prefix}GRPC_ADDRESS"
+
+    @property
+    def database_env(self) -> str:
+        return f"{self.env_prefix}DATABASE_URL"
+
+    @property
+    def instance_env(self) -> str:
+        return f"{self.env_prefix}INSTANCE_ID"
+
+
+SERVICES = (
+    ServiceSpec("order", "services.order", "ORDER_", "127.0.0.1:50051"),
+    ServiceSpec("payment", "services.payment", "PAYMENT_", "127.0.0.1:50052"),
+)
+SPECS = {spec.name: spec for spec in SERVICES}
+
+
+class StartError(RuntimeError):
+    """A service did not come up or a step failed; the message ends with the tail of its log."""
+
+
+def is_serving(address: str, timeout_s: float = 1.0) -> bool:
+    """True if the gRPC server at `address` answers a health check with SERVING."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+    except grpc.RpcError:
+        return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held together while chosen, so never the same one twice)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def replica_address(base: str, replica: int) -> str:
+    """`127.0.0.1:50051`, replica 2 -> `127.0.0.1:50251`."""
+    host, _, port = base.rpartition(":")
+    return f"{host}:{int(port) + PORT_STEP * replica}"
+
+
+def replica_name(service: str, replica: int) -> str:
+    """Names replica i's pid file and log: order, order-1, order-2, ..."""
+    return service if replica == 0 else f"{service}-{replica}"
+
+
+def replicas_found(run_dir: Path, service: str) -> list[int]:
+    """The replica numbers of `service` that left a pid file in `run_dir`."""
+    found = [0] if (run_dir / f"{service}.pid").exists() else []
+    for path in run_dir.glob(f"{service}-*.pid"):
+        index = path.stem.removeprefix(f"{service}-")
+        if index.isdigit() and int(index) > 0:
+            found.append(int(index))
+    return sorted(found)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child is not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class ServiceProcess:
+    """Replica `replica` of one service, with its pid file and log."""
+
+    spec: ServiceSpec
+    address: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    run_dir: Path = ROOT / "var" / "run"
+    log_dir: Path = ROOT / "var" / "log"
+    replica: int = 0
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return replica_name(self.spec.name, self.replica)
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self.spec.name}-{self.replica}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of the running process, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc.poll()  # reap our own child, so a crashed one is not a zombie
+        if _pid_alive(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def process_env(self) -> dict[str, str]:
+        """The environment the service runs with: ours, `env`, its address and identity."""
+        env = {**os.environ, **self.env}
+        env[self.spec.address_env] = self.address
+        env[self.spec.instance_env] = self.instance_id
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", self.spec.module, *args]
+
+    def start(self) -> None:
+        """Start the process in the background (it keeps running after we exit)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self._proc = subprocess.Popen(
+                self._command(),
+                cwd=ROOT,
+                env=self.process_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+
+    def run_step(self, command: str, timeout_s: float = 180.0) -> None:
+        """Run `python -m <service> <command>` (migrate, seed) to its end, output in the log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            done = subprocess.run(
+                self._command(command),
+                cwd=ROOT,
+                env=self.process_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout_s,
+            )
+        if done.returncode != 0:
+            raise StartError(
+                f"`python -m {self.spec.module} {command}` exited with {done.returncode}\n"
+                f"{self.log_tail()}"
+            )
+
+    def wait_serving(self, timeout_s: float = 60.0) -> None:
+        """Wait until the service reports SERVING; raise StartError if it dies or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if is_serving(self.address):
+                return
+            if self.pid() is None:
+                raise StartError(f"{self.name} exited during start-up\n{self.log_tail()}")
+            time.sleep(0.2)
+        raise StartError(f"{self.name} not SERVING after {timeout_s:.0f}s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def signal(self, sig: signal.Signals) -> int | None:
+        """Send `sig` to the process if it runs; its pid, or None."""
+        pid = self.pid()
+        if pid is not None:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return None
+        return pid
+
+    def wait_exit(self, pid: int, timeout_s: float) -> bool:
+        """Wait until `pid` (this replica's process) has exited; True if it did."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                self._proc.poll()
+            if not _pid_alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM (graceful shutdown), then SIGKILL if it is still there after timeout_s."""
+        pid = self.signal(signal.SIGTERM)
+        if pid is not None and not self.wait_exit(pid, timeout_s):
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for fault-injection tests."""
+        pid = self.signal(signal.SIGKILL)
+        if pid is not None:
+            self.wait_exit(pid, 5.0)
+
+
+def stop_all(processes: Iterable[ServiceProcess], timeout_s: float = 20.0) -> None:
+    """SIGTERM every process at once (graceful), SIGKILL those left after timeout_s."""
+    stopping = [(proc, proc.signal(signal.SIGTERM)) for proc in processes]
+    for proc, pid in stopping:
+        if pid is not None and not proc.wait_exit(pid, timeout_s):
+            proc.kill()
