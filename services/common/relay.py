@@ -11,13 +11,19 @@ confirmed it (acks=all). How a replica takes its rows depends on the database:
   commit in seq order; the relay keeps its place by seq and deletes what was published
   about once a second, sparing a disk sync per round.
 
-A row Kafka refuses for good (librdkafka says the error is not retriable: too large, an
-invalid record, a denied topic; or produce() itself raises) is parked at once: moved to
-`outbox_parked` with its error, so the rows after it flow on. A row that fails with a
-retriable error is retried with backoff, and parked once it has failed `max_attempts`
-times, except for errors that mean "the broker is not reachable right now": those never
-park a row, they just wait. A crash publishes some rows again (never loses one);
-consumers drop the duplicates by event id.
+A row Kafka refuses for good (an error code that no retry can change: too large, an
+invalid record, a denied topic; or produce() raising anything but BufferError) is parked
+at once: moved to `outbox_parked` with its error, so the rows after it flow on. A row
+that fails otherwise is retried with backoff, and parked only once it has failed
+`max_attempts` times AND is older than `stale_after_s` (a topic missing from the
+metadata for a moment during a rolling restart must not park anything); errors that mean
+"the cluster is not reachable right now" never count. (confluent-kafka leaves
+KafkaError.retriable() unset on delivery reports, so errors are classified by code.)
+A crash publishes some rows again (never loses one); consumers drop the duplicates by
+event id. An operator puts a parked row back with a new seq:
+`INSERT INTO outbox (event_id, topic, key, value, headers, created_at, attempts,
+last_error) SELECT event_id, topic, key, value, headers, created_at, 0, '' FROM
+outbox_parked WHERE seq = …` (then delete it from outbox_parked).
 """
 
 from __future__ import annotations
@@ -71,6 +77,22 @@ _UNREACHABLE = {
 }
 
 
+#: Errors no retry can cure: the record (or our right to write it) is wrong.
+_PERMANENT = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    KafkaError._INVALID_ARG,
+    KafkaError._BAD_MSG,
+}
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why one row was not published."""
@@ -85,11 +107,12 @@ class Failure:
 
     @classmethod
     def of_kafka(cls, err: KafkaError) -> Failure:
-        if err.fatal():
+        code = err.code()
+        if code == KafkaError._FATAL or err.fatal():
             return cls(str(err), permanent=False, counts=False, fatal=True)
-        if err.code() in _UNREACHABLE:
+        if code in _UNREACHABLE:
             return cls(str(err), permanent=False, counts=False)
-        return cls(str(err), permanent=not err.retriable(), counts=True)
+        return cls(str(err), permanent=code in _PERMANENT, counts=True)
 
     @classmethod
     def of_exception(cls, exc: Exception) -> Failure:
@@ -185,11 +208,24 @@ class OutboxRelay:
             if not rows:
                 return 0, 0
             failures = self._publish(rows)
+            retry: set[int] = set()
             if failures:
                 with self.db.write() as session:
                     retry = self._settle_failures(session, rows, failures)
-            else:
-                retry = set()
+                    # Rows confirmed behind a row to retry are deleted now, so the watermark
+                    # (which stops at that row) never sends them twice or hides newer rows.
+                    first_retry = min(retry, default=None)
+                    behind = [
+                        row.seq
+                        for row in rows
+                        if first_retry is not None
+                        and row.seq > first_retry
+                        and row.seq not in failures
+                    ]
+                    if behind:
+                        session.execute(
+                            delete(OutboxRecord).where(col(OutboxRecord.seq).in_(behind))
+                        )
             return self._advance(rows, retry), len(retry)
         with self.db.write() as session:
             rows = session.execute(
@@ -255,7 +291,7 @@ class OutboxRelay:
             if failure is None:
                 continue
             attempts = row.attempts + (1 if failure.counts else 0)
-            if failure.permanent or attempts >= self.max_attempts:
+            if failure.permanent or (attempts >= self.max_attempts and self._old(row)):
                 self._park(session, row, attempts, failure.error)
                 continue
             retry.add(row.seq)
@@ -272,8 +308,15 @@ class OutboxRelay:
             )
         if any(f.fatal for f in failures.values()):
             log.error("fatal producer error; starting a new producer")
+            self.producer.flush(0)
             self.producer = self.new_producer()
         return retry
+
+    def _old(self, row: Row[Any]) -> bool:
+        created = row.created_at
+        if created.tzinfo is None:  # SQLite returns naive UTC
+            created = created.replace(tzinfo=UTC)
+        return (utcnow() - created).total_seconds() > self.stale_after_s
 
     def _park(self, session: Session, row: Row[Any], attempts: int, error: str) -> None:
         session.execute(
@@ -304,14 +347,12 @@ class OutboxRelay:
         )
 
     def _advance(self, rows: Sequence[Row[Any]], retry: set[int]) -> int:
-        """SQLite: move the watermark over the settled rows up to the first one to retry."""
-        settled = 0
+        """SQLite: move the watermark up to the first row to retry; return the rows settled."""
         for row in rows:
             if row.seq in retry:
                 break
             self.published_through = row.seq
-            settled += 1
-        return settled
+        return len(rows) - len(retry)
 
     def delete_published(self, *, now: bool = False) -> None:
         """SQLite: delete the confirmed rows, at most once per cleanup interval unless `now`."""

@@ -16,9 +16,11 @@ from services.common.relay import OutboxRelay
 
 pytestmark = pytest.mark.unit
 
-RETRIABLE = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic", retriable=True)
+# As confluent-kafka hands them to delivery callbacks: retriable() and fatal() unset.
+RETRIABLE = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic")
 TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "message too large")
-UNREACHABLE = KafkaError(KafkaError._MSG_TIMED_OUT, "timed out", retriable=True)
+UNREACHABLE = KafkaError(KafkaError._MSG_TIMED_OUT, "timed out")
+FATAL = KafkaError(KafkaError._FATAL, "idempotent producer fenced")
 
 
 class FakeProducer:
@@ -102,17 +104,29 @@ def test_rows_staged_after_everything_was_deleted_are_still_published(db: Databa
     assert producer.sent == ["a", "b", "c"]
 
 
-def test_a_refused_record_and_those_after_it_are_sent_again(db: Database) -> None:
+def test_a_refused_record_is_sent_again_and_those_after_it_are_not(db: Database) -> None:
     producer = FakeProducer()
     relay = relay_of(db, producer)
     stage(db, "a", "b", "c")
     producer.refuse = {"b": RETRIABLE}
-    assert relay.publish_pending() == (1, 1)
+    assert relay.publish_pending() == (2, 1)
+    assert remaining(db) == 2  # a (published, deleted later) and b; c is gone already
     producer.refuse = {}
-    assert relay.publish_pending() == (2, 0)
-    assert producer.sent == ["a", "c", "b", "c"]  # c twice: consumers drop it by event id
+    assert relay.publish_pending() == (1, 0)
+    assert producer.sent == ["a", "c", "b"]
     relay.delete_published(now=True)
     assert remaining(db) == 0 and parked(db) == []
+
+
+def test_a_row_failing_for_long_does_not_hold_back_the_rows_after_it(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, batch_size=2)
+    stage(db, "stuck", "a", "b", "c", "d")
+    producer.refuse = {"stuck": UNREACHABLE}
+    for _ in range(4):
+        relay.publish_pending()
+    assert producer.sent == ["a", "b", "c", "d"]
+    assert parked(db) == [] and remaining(db) == 1
 
 
 def test_a_record_kafka_refuses_for_good_is_parked_and_the_rest_flows(db: Database) -> None:
@@ -149,14 +163,35 @@ def test_produce_raising_parks_the_row(db: Database) -> None:
 
 def test_a_row_that_keeps_failing_is_parked_after_max_attempts(db: Database) -> None:
     producer = FakeProducer()
-    relay = relay_of(db, producer, max_attempts=3)
+    relay = relay_of(db, producer, max_attempts=3, stale_after_s=0.0)
     stage(db, "a", "b")
     producer.refuse = {"a": RETRIABLE}
+    assert relay.publish_pending() == (1, 1)
     assert relay.publish_pending() == (0, 1)
-    assert relay.publish_pending() == (0, 1)
-    assert relay.publish_pending() == (2, 0)  # third failure parks a; b flows
+    assert relay.publish_pending() == (1, 0)  # third failure parks a; b went at once
     assert [p.attempts for p in parked(db)] == [3]
-    assert producer.sent.count("b") == 3
+    assert producer.sent == ["b"]
+
+
+def test_a_young_row_is_not_parked_however_often_it_fails(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=2, stale_after_s=3600)
+    stage(db, "a")
+    producer.refuse = {"a": RETRIABLE}
+    for _ in range(5):
+        assert relay.publish_pending() == (0, 1)
+    assert parked(db) == []
+
+
+def test_a_fatal_producer_error_parks_nothing_and_starts_a_new_producer(db: Database) -> None:
+    producers = [FakeProducer(), FakeProducer()]
+    made = iter(producers)
+    relay = OutboxRelay(db, lambda: next(made))  # type: ignore[arg-type, return-value]
+    stage(db, "a")
+    producers[0].refuse = {"a": FATAL}
+    assert relay.publish_pending() == (0, 1)
+    assert relay.producer is producers[1] and parked(db) == []
+    assert relay.publish_pending() == (1, 0)
 
 
 def test_an_unreachable_cluster_never_parks_a_row(db: Database) -> None:
