@@ -1,4 +1,5 @@
-"""Fixtures of the fault suite: one private broker for the session, fresh services per scenario."""
+"""Fixtures of the fault suite: private Kafka and PostgreSQL for the session, fresh stacks per
+scenario."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.install import check_java, ensure_jars
 from deploy.kafka.runtime import KafkaRuntime, KafkaRuntimeError
+from deploy.postgres import PostgresRuntime
 from tests.faults.report import RESULTS, format_table
 from tests.faults.stack import FaultStack
 from tests.kafka_broker import _free_ports
@@ -54,6 +57,33 @@ def stack(
         fault_stack.stop()
         if not fault_broker.is_running():
             fault_broker.start()
+
+
+@pytest.fixture
+def scaled_stack(
+    kafka_cluster: KafkaCluster,
+    postgres_server: PostgresRuntime,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[FaultStack]:
+    """Two replicas of each service on new PostgreSQL databases over the 3-node cluster."""
+    fault_stack = FaultStack(
+        kafka_cluster,
+        tmp_path,
+        request.node.name,
+        db="postgres",
+        replicas=2,
+        postgres=postgres_server,
+    )
+    try:
+        fault_stack.start()
+        yield fault_stack
+    finally:
+        fault_stack.stop()
+        for node in kafka_cluster.nodes:  # the cluster is left whole, every replica in sync
+            if not node.is_running():
+                node.start()
+        kafka_cluster.wait_in_sync()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

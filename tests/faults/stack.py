@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +18,9 @@ from deploy.stack import DbKind, Stack, fresh_databases
 from paysaga.v1 import orders_pb2_grpc, payments_pb2_grpc
 from services.common.topics import TOPICS
 from tests.support import Offsets, end_offsets, pin_groups_to_end
+
+#: Log lines worth showing whatever their place: fatal client errors, crashes.
+ALARM = re.compile(r"FATAL|CRITICAL|Traceback")
 
 #: The topics each service's consumer group reads.
 CONSUMES = {"order": ["transactions"], "payment": ["orders", "payments"]}
@@ -164,7 +168,13 @@ class FaultStack(Stack):
             time.sleep(0.2)
 
     def log_tails(self, lines: int = 15) -> str:
-        """The last lines of every replica's log, for a failure message."""
-        return "\n".join(
-            f"--- {proc.name} log ---\n{proc.log_tail(lines)}" for proc in self.all_processes()
-        )
+        """The last lines of every replica's log, and its alarming lines, for a failure message."""
+        parts = []
+        for proc in self.all_processes():
+            text = proc.log_file.read_text(errors="replace") if proc.log_file.exists() else ""
+            alarms = [line for line in text.splitlines() if ALARM.search(line)]
+            if alarms:
+                parts.append(f"--- {proc.name}: {len(alarms)} alarming line(s) ---")
+                parts += [line[:300] for line in alarms[:5]]
+            parts.append(f"--- {proc.name} log ---\n{proc.log_tail(lines)}")
+        return "\n".join(parts)
