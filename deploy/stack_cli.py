@@ -167,7 +167,7 @@ COMMANDS = {"up": up, "down": down, "ps": ps, "migrate": migrate, "seed": migrat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.stack", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--db", choices=DB_KINDS, default="sqlite", help="%(default)s")
+    parser.add_argument("--db", choices=DB_KINDS, default="sqlite", help="(%(default)s)")
     parser.add_argument("--replicas", type=int, default=1, help="of each service (%(default)s)")
     parser.add_argument("command", choices=COMMANDS)
     args = parser.parse_args(argv)

@@ -70,13 +70,25 @@ def is_serving(address: str, timeout_s: float = 1.0) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+#: Ports free_ports() handed out already: never twice in one process (a stack's services
+#: and Kafka nodes choose theirs one after another, each released before it is bound).
+_handed_out: set[int] = set()
+
+
 def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held together while chosen, so never the same one twice)."""
-    socks = [socket.socket() for _ in range(count)]
+    """Distinct free loopback ports, none handed out before by this process."""
+    socks: list[socket.socket] = []
     try:
-        for sock in socks:
+        found: list[int] = []
+        while len(found) < count:
+            sock = socket.socket()
+            socks.append(sock)  # held until all are chosen: the OS gives another one each time
             sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+            port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                found.append(port)
+                _handed_out.add(port)
+        return found
     finally:
         for sock in socks:
             sock.close()
