@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -29,13 +30,16 @@ def build_app(
     register: Callable[[grpc.Server], None],
     writers: Sequence[Worker] = (),
     readers: Sequence[Worker] = (),
+    consumer_caught_up: threading.Event | None = None,
+    readiness_checks: Sequence[Callable[[], None]] = (),
 ) -> GrpcApp:
     """A runnable service: its servicers, the outbox relay and the consumer of `handlers`.
 
     `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
     after the gRPC server and the consumer, and before the relay publishes the rest.
     `readers` are workers that feed the servicers (e.g. the order-updates tail); they start
-    first and stop last.
+    first and stop last. `consumer_caught_up` is set once the consumer has read what was
+    waiting on its partitions.
     """
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
@@ -52,13 +56,14 @@ def build_app(
         Consumer(consumer_config(bootstrap, group_id, client_id, settings.instance_id)),
         handlers,
         batch_size=settings.consumer_batch_size,
+        caught_up=consumer_caught_up,
     )
     return GrpcApp(
         address=settings.grpc_address,
         service_names=service_names,
         register=register,
         workers=[*readers, relay, *writers, consumer],
-        readiness_checks=[db.ping, KafkaProbe(bootstrap)],
+        readiness_checks=[db.ping, KafkaProbe(bootstrap), *readiness_checks],
         status_checks={OUTBOX_HEALTH: relay.problem},
         max_workers=settings.grpc_max_workers,
         max_request_bytes=settings.grpc_max_request_bytes,

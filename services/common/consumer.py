@@ -28,41 +28,16 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from google.protobuf.message import Message
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session
 
 from services.common import inbox
 from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode
 from services.common.crashpoints import crash_point
-from services.common.db import Database
+from services.common.db import Database, is_transient
 from services.common.outbox import OutboxWriter
 from services.common.topics import TOPICS
 
 log = logging.getLogger(__name__)
-
-#: PostgreSQL SQLSTATEs that say "try again": serialization failure, deadlock, lock not
-#: available; and whole classes: connection exception, insufficient resources, operator
-#: intervention (shutdown, cancel), system error.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether `exc` is the database's trouble (try again later), not an event's (narrow).
-
-    A lost connection, a deadlock, a serialization failure, a busy database: retried,
-    never dead-lettered. Anything else may be one event's fault.
-    """
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if sqlstate:
-            return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-        # No SQLSTATE (SQLite, or the driver lost the server): "database is locked",
-        # "disk I/O error", "no such table", "connection refused" are not an event's fault.
-        return isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 class EventBatch(Protocol):
@@ -173,6 +148,7 @@ class EventConsumer:
         poll_timeout_s: float = 0.2,
         attempts: int = 3,
         retry_pause_s: float = 0.05,
+        caught_up: threading.Event | None = None,
     ) -> None:
         unknown = set(handlers) - set(TOPICS)
         if unknown:
@@ -185,6 +161,8 @@ class EventConsumer:
         self.attempts = attempts
         self.retry_pause_s = retry_pause_s
         self.applied = 0
+        #: Set once a poll found nothing left to read on an assigned partition.
+        self.caught_up = caught_up or threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
 
@@ -206,6 +184,8 @@ class EventConsumer:
             while not self._stopping.is_set():
                 records = [r for r in self._next_batch() if self._usable(r)]
                 if not records:
+                    if not self.caught_up.is_set() and self.consumer.assignment():
+                        self.caught_up.set()
                     continue
                 if self.process_or_rewind(records):
                     backoff = 0.1

@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlmodel import Session, SQLModel
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,31 @@ SQLITE_PRAGMAS = (
 )
 
 _AFTER_COMMIT = "after_commit_callbacks"
+
+#: PostgreSQL SQLSTATEs that say "try again": serialization failure, deadlock, lock not
+#: available, a missing table (the schema is at fault, not an event); and whole classes:
+#: connection exception, insufficient resources, operator intervention, system error.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "42P01"})
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is the database's trouble (try again later), not an event's (narrow).
+
+    A lost connection, a deadlock, a serialization failure, a busy database: retried,
+    never dead-lettered. Anything else may be one event's fault.
+    """
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if sqlstate:
+            return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        # No SQLSTATE (SQLite, or the driver lost the server): "database is locked",
+        # "disk I/O error", "no such table", "connection refused" are not an event's fault.
+        return isinstance(exc, OperationalError | InterfaceError)
+    # sqlalchemy's TimeoutError: no pooled connection came free in time.
+    return isinstance(exc, ConnectionError | TimeoutError | SATimeoutError)
 
 
 def run_after_commit(session: Session, callback: Callable[[], None]) -> None:

@@ -43,11 +43,11 @@ def run(
     )
     command = parser.parse_args(argv).command
     configure_logging(name, settings.log_level, settings.log_format)
-    if command == "migrate":
-        revision = migrate(settings.database_url, migrations)
-        log.info("database migrated", extra={"revision": revision})
-        return 0
     try:
+        if command == "migrate":
+            revision = migrate(settings.database_url, migrations)
+            log.info("database migrated", extra={"revision": revision})
+            return 0
         check_schema(settings.database_url, migrations, name)
     except SchemaNotCurrent as exc:
         log.error(str(exc))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from sqlmodel import Session
 
 from services.common.crashpoints import crash_point
-from services.common.db import Database
+from services.common.db import Database, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +91,25 @@ class GroupCommitter(Generic[Request, Result]):
                     break
             self._apply(group)
 
-    def _apply(self, group: list[_Pending[Request, Result]]) -> None:
-        try:
-            with self.db.write() as session:
-                outcomes = self.write_group(session, [p.request for p in group])
-                crash_point("group-commit.before-commit")
-            crash_point("group-commit.after-commit")
-            for pending, outcome in zip(group, outcomes, strict=True):
-                pending.outcome = outcome
-        except Exception as exc:
-            log.exception("group write failed", extra={"writes": len(group)})
-            for pending in group:
-                pending.outcome = exc
-        for pending in group:
+    def _apply(self, group: list[_Pending[Request, Result]], attempts: int = 3) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                outcomes = self._write(group)
+            except Exception as exc:
+                if attempt < attempts and is_transient(exc):  # a deadlock, a lost connection
+                    log.warning("group write failed; trying it again", exc_info=True)
+                    time.sleep(0.05 * attempt)
+                    continue
+                log.exception("group write failed", extra={"writes": len(group)})
+                outcomes = [exc] * len(group)
+            break
+        for pending, outcome in zip(group, outcomes, strict=True):
+            pending.outcome = outcome
             pending.done.set()
+
+    def _write(self, group: list[_Pending[Request, Result]]) -> Sequence[Result | Exception]:
+        with self.db.write() as session:
+            outcomes = self.write_group(session, [p.request for p in group])
+            crash_point("group-commit.before-commit")
+        crash_point("group-commit.after-commit")
+        return outcomes

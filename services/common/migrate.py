@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine.url import make_url
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,25 @@ def migrate(url: str, script_location: Path) -> str:
     engine = create_engine(url)
     try:
         with engine.connect() as connection, _migration_lock(connection, url):
+            _refuse_unversioned(connection, url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             connection.commit()
             return current_revision(connection) or ""
     finally:
         engine.dispose()
+
+
+def _refuse_unversioned(connection: Connection, url: str) -> None:
+    """A database whose tables were made before migrations existed cannot be upgraded."""
+    tables = set(inspect(connection).get_table_names())
+    if "outbox" in tables and "alembic_version" not in tables:
+        raise SchemaNotCurrent(
+            f"{make_url(url).render_as_string()} holds tables made before paysaga had "
+            "migrations (release 0.1): there is no upgrade path from them. Let its sagas "
+            "finish, then remove the database (SQLite: delete the file; `make down` first) "
+            "and migrate again"
+        )
 
 
 def current_revision(connection: Connection) -> str | None:

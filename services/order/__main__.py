@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
 import uuid
-from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer
@@ -17,7 +17,7 @@ from services.common.grpc_app import GrpcApp
 from services.common.kafka import consumer_config
 from services.common.topics import TRANSACTIONS
 from services.common.worker import PeriodicWorker
-from services.order.deadlines import expire_due
+from services.order.deadlines import SagaDeadlines
 from services.order.handlers import FinishOrders
 from services.order.server import OrderServicer
 from services.order.settings import OrderSettings
@@ -38,9 +38,11 @@ def build(settings: OrderSettings) -> GrpcApp:
         f"paysaga-order-watch-{uuid.uuid4()}",  # never joined: partitions are assigned
         f"paysaga-{settings.instance_id or 'order'}-watch",
     )
+    tail = OrderUpdatesTail(Consumer(tail_config), changes)
+    caught_up = threading.Event()
     deadlines = PeriodicWorker(
         "saga-deadlines",
-        partial(expire_due, db, deadline_s=settings.saga_deadline_s),
+        SagaDeadlines(db, deadline_s=settings.saga_deadline_s, consumer_caught_up=caught_up.is_set),
         settings.deadline_poll_s,
     )
     return build_app(
@@ -54,7 +56,9 @@ def build(settings: OrderSettings) -> GrpcApp:
             servicer, server
         ),
         writers=[servicer.writes, deadlines],
-        readers=[OrderUpdatesTail(Consumer(tail_config), changes)],
+        readers=[tail],
+        consumer_caught_up=caught_up,
+        readiness_checks=[tail.ready],
     )
 
 

@@ -35,6 +35,8 @@ def check_order_request(user_id: int, product_id: int, request_id: str) -> None:
             "request_id is required: send a new unique key (e.g. a UUID) with each order and "
             "the same key when you retry it, so a retry never creates a second order"
         )
+    if not request_id.isprintable():
+        raise InvalidOrderRequest("request_id must be printable characters (no control bytes)")
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidOrderRequest(
             f"request_id must be at most {MAX_REQUEST_ID_LENGTH} characters, got {len(request_id)}"

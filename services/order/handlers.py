@@ -32,8 +32,9 @@ _OUTCOMES = {
 }
 
 
-def write_order_changes(session: Session, outbox: OutboxWriter, changed: Sequence[OrderRow],
-                        failed_now: set[str]) -> None:  # fmt: skip
+def write_order_changes(
+    session: Session, outbox: OutboxWriter, changed: Sequence[OrderRow], failed_now: set[str]
+) -> None:
     """UPDATE the changed orders, end the deadlines of terminal ones, announce each change."""
     if not changed:
         return
@@ -78,9 +79,14 @@ class FinishOrders:
         order = self.orders.get(event.order_id)
         if order is None:
             if event.status == events_pb2.TRANSACTION_STATUS_SUCCESSFUL:
-                log.error("a transaction was recorded for an order that does not exist",
-                          extra={"order_id": event.order_id, "event_id": meta.id,
-                                 "transaction_id": event.transaction_id})  # fmt: skip
+                log.error(
+                    "a transaction was recorded for an order that does not exist",
+                    extra={
+                        "order_id": event.order_id,
+                        "event_id": meta.id,
+                        "transaction_id": event.transaction_id,
+                    },
+                )
             raise InvalidEvent(f"unknown order {event.order_id!r}")
         if (event.user_id, event.amount_cents) != (order["user_id"], order["price_cents"]):
             raise InvalidEvent(

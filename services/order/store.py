@@ -74,18 +74,24 @@ def create_orders(
             continue
         now = utcnow()
         candidates[key] = {
-            "id": str(uuid.uuid4()), "user_id": request.user_id,
-            "product_id": request.product_id, "price_cents": price,
-            "status": Status.CREATED.value, "failure_reason": "",
-            "request_id": request.request_id, "created_at": now, "updated_at": now,
-        }  # fmt: skip
+            "id": str(uuid.uuid4()),
+            "user_id": request.user_id,
+            "product_id": request.product_id,
+            "price_cents": price,
+            "status": Status.CREATED.value,
+            "failure_reason": "",
+            "request_id": request.request_id,
+            "created_at": now,
+            "updated_at": now,
+        }
     created_ids: set[str] = set()
     if candidates:
         inserted = session.execute(
             insert_ignoring_conflicts(session, ORDERS_TABLE, "user_id", "request_id").returning(
                 ORDERS_TABLE.c.id
             ),
-            list(candidates.values()),
+            # Sorted by key: two replicas inserting the same keys lock them in one order.
+            [candidates[key] for key in sorted(candidates)],
         )
         created_ids = set(inserted.scalars())
     existing = _orders_by_key(
@@ -127,9 +133,12 @@ def _stage_new_orders(session: Session, created: list[OrderRow], deadline_s: flo
     outbox = OutboxWriter()
     for order in created:
         event = events_pb2.OrderPurchased(
-            order_id=order["id"], user_id=order["user_id"], product_id=order["product_id"],
-            amount_cents=order["price_cents"], create_time=to_timestamp(order["created_at"]),
-        )  # fmt: skip
+            order_id=order["id"],
+            user_id=order["user_id"],
+            product_id=order["product_id"],
+            amount_cents=order["price_cents"],
+            create_time=to_timestamp(order["created_at"]),
+        )
         outbox.add_event(event, key=order["user_id"], subject=order["id"])
         announce(outbox, order)
     due = [

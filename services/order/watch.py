@@ -67,22 +67,31 @@ class OrderUpdatesTail:
         self.changes = changes
         self.poll_timeout_s = poll_timeout_s
         self._stopping = threading.Event()
+        self._assigned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="order-updates-tail", daemon=True)
 
     def start(self) -> None:
-        """Assign every partition at its current end, then follow on a thread."""
-        metadata = self.consumer.list_topics(ORDER_UPDATES.name, timeout=10)
+        self._thread.start()
+
+    def ready(self) -> None:
+        """A readiness check: raise until the partitions are assigned (changes flow)."""
+        if not self._assigned.is_set():
+            raise RuntimeError(f"not yet reading {ORDER_UPDATES.name!r}")
+
+    def _assign(self) -> None:
+        """Assign every partition at its current end."""
+        metadata = self.consumer.list_topics(ORDER_UPDATES.name, timeout=5)
         topic = metadata.topics.get(ORDER_UPDATES.name)
         if topic is None or topic.error is not None or not topic.partitions:
             raise RuntimeError(f"topic {ORDER_UPDATES.name!r} is missing: create the topics")
         assignment = []
         for partition in topic.partitions:
             _low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(ORDER_UPDATES.name, partition), timeout=10
+                TopicPartition(ORDER_UPDATES.name, partition), timeout=5
             )
             assignment.append(TopicPartition(ORDER_UPDATES.name, partition, high))
         self.consumer.assign(assignment)
-        self._thread.start()
+        self._assigned.set()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
@@ -93,6 +102,13 @@ class OrderUpdatesTail:
 
     def _run(self) -> None:
         try:
+            # The broker may be away when the process starts: keep trying, never die of it.
+            while not self._assigned.is_set() and not self._stopping.is_set():
+                try:
+                    self._assign()
+                except Exception as exc:
+                    log.warning("cannot read order-updates yet", extra={"error": str(exc)})
+                    self._stopping.wait(1.0)
             while not self._stopping.is_set():
                 for record in self.consumer.consume(500, self.poll_timeout_s):
                     error = record.error()
@@ -103,8 +119,9 @@ class OrderUpdatesTail:
                     try:
                         update = events_pb2.OrderUpdated.FromString(record.value() or b"")
                     except DecodeError:
-                        log.warning("undecodable order update skipped",
-                                    extra={"offset": record.offset()})  # fmt: skip
+                        log.warning(
+                            "undecodable order update skipped", extra={"offset": record.offset()}
+                        )
                         continue
                     self.changes.publish(update.order)
         finally:

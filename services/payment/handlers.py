@@ -35,6 +35,17 @@ _PAYMENT_OUTCOMES = {
 }
 
 
+def _transaction(id: str, order_id: str, kind: str, user_id: int, amount: int) -> dict[str, Any]:
+    return {
+        "id": id,
+        "order_id": order_id,
+        "kind": kind,
+        "user_id": user_id,
+        "amount_cents": amount,
+        "created_at": utcnow(),
+    }
+
+
 def _check_common(order_id: str, user_id: int, amount_cents: int) -> None:
     if not order_id:
         raise InvalidEvent("order_id is empty")
@@ -77,7 +88,8 @@ class ChargeOrders:
         )
         self.accounts = {a.user_id: a for a in accounts}
         self.new_payments: list[Payment] = []
-        self.refunds: list[dict[str, Any]] = []
+        #: New CHARGE and REFUND transactions.
+        self.charges: list[dict[str, Any]] = []
 
     def apply(self, event: Message, meta: EventMeta) -> None:
         if isinstance(event, events_pb2.OrderFailed):
@@ -100,9 +112,16 @@ class ChargeOrders:
         if decision.approved and account is not None:
             account.balance_cents -= event.amount_cents
             account.updated_at = utcnow()
+            # The ledger row goes with the debit: balances = start - charges + refunds, always.
+            self.charges.append(
+                _transaction(
+                    str(uuid.uuid4()), event.order_id, CHARGE, event.user_id, event.amount_cents
+                )
+            )
             crash_point("payment.after-debit")
-        self._decide(event.order_id, event.user_id, event.amount_cents, decision.approved,
-                     decision.reason)  # fmt: skip
+        self._decide(
+            event.order_id, event.user_id, event.amount_cents, decision.approved, decision.reason
+        )
         status = (
             events_pb2.PAYMENT_STATUS_APPROVED
             if decision.approved
@@ -125,9 +144,13 @@ class ChargeOrders:
         self, order_id: str, user_id: int, amount: int, approved: bool, reason: str
     ) -> None:
         payment = Payment(
-            order_id=order_id, user_id=user_id, amount_cents=amount, approved=approved,
-            reason=reason, created_at=utcnow(),
-        )  # fmt: skip
+            order_id=order_id,
+            user_id=user_id,
+            amount_cents=amount,
+            approved=approved,
+            reason=reason,
+            created_at=utcnow(),
+        )
         self.payments[order_id] = payment
         self.new_payments.append(payment)
 
@@ -155,13 +178,11 @@ class ChargeOrders:
         account.updated_at = now
         payment.refunded_at = now
         transaction_id = str(uuid.uuid4())
-        self.refunds.append(
-            {
-                "id": transaction_id, "order_id": event.order_id, "kind": REFUND,
-                "user_id": payment.user_id, "amount_cents": payment.amount_cents,
-                "created_at": now,
-            }
-        )  # fmt: skip
+        self.charges.append(
+            _transaction(
+                transaction_id, event.order_id, REFUND, payment.user_id, payment.amount_cents
+            )
+        )
         outgoing = events_pb2.TransactionRecorded(
             order_id=event.order_id,
             user_id=payment.user_id,
@@ -171,18 +192,22 @@ class ChargeOrders:
             kind=payments_pb2.TRANSACTION_KIND_REFUND,
         )
         self.outbox.add_event(outgoing, key=payment.user_id, subject=event.order_id)
-        log.warning("money given back for a failed order",
-                    extra={**fields, "transaction_id": transaction_id})  # fmt: skip
+        log.warning(
+            "money given back for a failed order",
+            extra={**fields, "transaction_id": transaction_id},
+        )
 
     def write(self) -> None:
         # Changed accounts and payments are flushed by the session at commit.
         self.session.add_all(self.new_payments)
-        if self.refunds:
-            self.session.execute(insert(Transaction), self.refunds)
+        if self.charges:
+            self.session.execute(insert(Transaction), self.charges)
 
 
 class RecordTransactions:
-    """Topic `payments`: record a Transaction for an approved payment; announce whether one was."""
+    """Topic `payments`: announce the CHARGE transaction of an approved payment, or that none
+    was recorded. (The CHARGE row is written with the debit itself, in ChargeOrders, so the
+    ledger always matches the balances; this hop only announces it.)"""
 
     def __init__(self, session: Session, outbox: OutboxWriter, events: Sequence[Message]) -> None:
         self.session = session
@@ -192,13 +217,14 @@ class RecordTransactions:
             p.order_id: p
             for p in session.exec(select(Payment).where(col(Payment.order_id).in_(order_ids)))
         }
-        self.recorded = set(
-            session.exec(
-                select(Transaction.order_id)
+        self.recorded: dict[str, str] = {
+            order_id: transaction_id
+            for order_id, transaction_id in session.exec(
+                select(Transaction.order_id, Transaction.id)
                 .where(col(Transaction.order_id).in_(order_ids))
                 .where(Transaction.kind == CHARGE)
             )
-        )
+        }
         self.transactions: list[dict[str, Any]] = []
 
     def apply(self, event: Message, meta: EventMeta) -> None:
@@ -223,21 +249,15 @@ class RecordTransactions:
             order_id=event.order_id, user_id=event.user_id, amount_cents=event.amount_cents
         )
         if approved:
-            if event.order_id in self.recorded:
-                log.info("transaction already recorded; event ignored", extra=fields)
-                return
-            transaction_id = str(uuid.uuid4())
-            self.recorded.add(event.order_id)
-            self.transactions.append(
-                {
-                    "id": transaction_id,
-                    "order_id": event.order_id,
-                    "kind": CHARGE,
-                    "user_id": event.user_id,
-                    "amount_cents": event.amount_cents,
-                    "created_at": utcnow(),
-                }
-            )
+            transaction_id = self.recorded.get(event.order_id)
+            if transaction_id is None:  # a debit made before charges were recorded with it
+                transaction_id = str(uuid.uuid4())
+                self.recorded[event.order_id] = transaction_id
+                self.transactions.append(
+                    _transaction(
+                        transaction_id, event.order_id, CHARGE, event.user_id, event.amount_cents
+                    )
+                )
             outgoing.kind = payments_pb2.TRANSACTION_KIND_CHARGE
             outgoing.status = events_pb2.TRANSACTION_STATUS_SUCCESSFUL
             outgoing.transaction_id = transaction_id

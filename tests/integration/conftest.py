@@ -82,12 +82,14 @@ def database_urls(
     return urls
 
 
-@pytest.fixture(scope="session", params=DB_KINDS)
+@pytest.fixture(scope="module", params=DB_KINDS)
 def db_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: the stacks of different modules share the broker's topics, so one
+# module's services must be gone before the next module's start.
+@pytest.fixture(scope="module")
 def saga(
     db_kind: str,
     kafka_broker: Any,

@@ -94,7 +94,7 @@ def test_orders_on_either_replica_complete_and_each_event_is_published_once(
         orders = list(pool.map(lambda i: create(replicas.orders[i % 2]), range(40)))
     for order in orders:
         final = wait_terminal(replicas.orders[1], order.id)
-        assert final.status == orders_pb2.ORDER_STATUS_COMPLETED
+        assert final.status == orders_pb2.ORDER_STATUS_COMPLETED, final.failure_reason
     ids = {o.id for o in orders}
 
     def purchase_of_ours(record: Any) -> bool:

@@ -20,8 +20,8 @@ from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta, Headers
-from services.common.consumer import EventConsumer, is_transient
-from services.common.db import Database
+from services.common.consumer import EventConsumer
+from services.common.db import Database, is_transient
 from services.common.inbox import ProcessedEvent
 from services.common.outbox import DLT_HEADERS, OutboxRecord, OutboxWriter, decode_headers
 from services.common.timeutil import to_timestamp, utcnow

@@ -40,6 +40,7 @@ def test_payment_declined_for_unknown_user() -> None:
         (1, 0, "", "product_id must be a positive integer, got 0"),
         (1, 1, "x" * 129, "request_id must be at most 128 characters, got 129"),
         (1, 1, "", "request_id is required: send a new unique key"),
+        (1, 1, "nul\x00byte", "request_id must be printable characters"),
     ],
 )
 def test_invalid_order_requests_say_what_to_fix(
