@@ -36,6 +36,7 @@ from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
 from services.common.outbox import OutboxWriter
 from services.common.topics import TOPICS
+from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class _Outcome:
         return _Outcome(self.new + other.new, self.dead_lettered + other.dead_lettered)
 
 
-class EventConsumer:
+class EventConsumer(BackgroundWorker):
     """Consumes the topics of `handlers` as consumer group `group_id`, one batch per transaction.
 
     A transaction that fails is tried again up to `attempts` times, `retry_pause_s` apart
@@ -150,6 +151,7 @@ class EventConsumer:
         retry_pause_s: float = 0.05,
         caught_up: threading.Event | None = None,
     ) -> None:
+        super().__init__("event-consumer")
         unknown = set(handlers) - set(TOPICS)
         if unknown:
             raise ValueError(f"no such saga topic(s): {sorted(unknown)}")
@@ -163,20 +165,11 @@ class EventConsumer:
         self.applied = 0
         #: Set once a poll found nothing left to read on an assigned partition.
         self.caught_up = caught_up or threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
 
     def start(self) -> None:
+        """Subscribe, then consume on the thread; stop() finishes the batch in hand first."""
         self.consumer.subscribe(sorted(self.handlers))
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Finish the batch in hand, commit it, leave the group."""
-        self._stopping.set()
-        self._thread.join(timeout_s)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        super().start()
 
     def _run(self) -> None:
         backoff = 0.1

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
+from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class _Pending(Generic[Request, Result]):
         self.done = threading.Event()
 
 
-class GroupCommitter(Generic[Request, Result]):
+class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
     """Applies submitted requests in groups, one transaction per group, on its own thread."""
 
     def __init__(
@@ -49,23 +50,11 @@ class GroupCommitter(Generic[Request, Result]):
         *,
         max_group: int = 256,
     ) -> None:
+        super().__init__("group-commit")
         self.db = db
         self.write_group = write_group
         self.max_group = max_group
         self._queue: queue.SimpleQueue[_Pending[Request, Result]] = queue.SimpleQueue()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Apply what is queued, then stop."""
-        self._stopping.set()
-        self._thread.join(timeout_s)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     def submit(self, request: Request) -> Result:
         """Apply `request` in the next group; return its result once committed, or raise."""

@@ -29,7 +29,6 @@ outbox_parked WHERE seq = …` (then delete it from outbox_parked).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from services.common.crashpoints import crash_point
 from services.common.db import Database
 from services.common.outbox import OutboxRecord, ParkedRecord, decode_headers
 from services.common.timeutil import utcnow
+from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Failure:
         return cls(f"{type(exc).__name__}: {exc}", permanent=True, counts=True)
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundWorker):
     """Publishes a service's outbox; start() runs it on its own thread, stop() drains it."""
 
     def __init__(
@@ -136,6 +136,7 @@ class OutboxRelay:
         max_attempts: int = 5,
         stale_after_s: float = 60.0,
     ) -> None:
+        super().__init__("outbox-relay")
         self.db = db
         self.new_producer = new_producer
         self.producer = new_producer()
@@ -152,20 +153,10 @@ class OutboxRelay:
         self.parked = 0
         self._deleted_through = 0
         self._last_cleanup = time.monotonic()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Publish what is pending (as far as the broker allows), then stop."""
-        self._stopping.set()
+    def _wake(self) -> None:
+        """On stop: publish what is pending (as far as the broker allows), then end."""
         self.db.outbox_signal.set()
-        self._thread.join(timeout_s)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         backoff = 0.1

@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 
 from paysaga.v1 import events_pb2, orders_pb2
 from services.common.topics import ORDER_UPDATES
+from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class OrderChanges:
                 self._subscriptions.discard(sub)
 
 
-class OrderUpdatesTail:
+class OrderUpdatesTail(BackgroundWorker):
     """Reads topic `order-updates` from its end and publishes each change to `changes`.
 
     Every Order replica runs one, without a consumer group (partitions assigned, offsets
@@ -63,15 +64,11 @@ class OrderUpdatesTail:
     """
 
     def __init__(self, consumer: Consumer, changes: OrderChanges, poll_timeout_s: float = 0.2):
+        super().__init__("order-updates-tail")
         self.consumer = consumer
         self.changes = changes
         self.poll_timeout_s = poll_timeout_s
-        self._stopping = threading.Event()
         self._assigned = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="order-updates-tail", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def ready(self) -> None:
         """A readiness check: raise until the partitions are assigned (changes flow)."""
@@ -92,13 +89,6 @@ class OrderUpdatesTail:
             assignment.append(TopicPartition(ORDER_UPDATES.name, partition, high))
         self.consumer.assign(assignment)
         self._assigned.set()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stopping.set()
-        self._thread.join(timeout_s)
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
 
     def _run(self) -> None:
         try:
