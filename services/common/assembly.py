@@ -51,12 +51,14 @@ def build_app(
         stale_after_s=settings.relay_stale_after_s,
     )
     client_id = f"paysaga-{settings.instance_id or name}"
+    config = consumer_config(bootstrap, group_id, client_id, settings.instance_id)
     consumer = EventConsumer(
         db,
-        Consumer(consumer_config(bootstrap, group_id, client_id, settings.instance_id)),
+        Consumer(config),
         handlers,
         batch_size=settings.consumer_batch_size,
         caught_up=consumer_caught_up,
+        new_consumer=lambda: Consumer(config),
     )
     return GrpcApp(
         address=settings.grpc_address,

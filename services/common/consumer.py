@@ -41,6 +41,10 @@ from services.common.worker import BackgroundWorker
 log = logging.getLogger(__name__)
 
 
+class FatalConsumerError(RuntimeError):
+    """The Kafka consumer client is unusable for good."""
+
+
 class EventBatch(Protocol):
     """One topic's events of a consumed batch, applied inside the batch's transaction.
 
@@ -150,6 +154,7 @@ class EventConsumer(BackgroundWorker):
         attempts: int = 3,
         retry_pause_s: float = 0.05,
         caught_up: threading.Event | None = None,
+        new_consumer: Callable[[], Consumer] | None = None,
     ) -> None:
         super().__init__("event-consumer")
         unknown = set(handlers) - set(TOPICS)
@@ -163,6 +168,8 @@ class EventConsumer(BackgroundWorker):
         self.attempts = attempts
         self.retry_pause_s = retry_pause_s
         self.applied = 0
+        #: Makes a replacement client after a fatal error (None: the worker dies instead).
+        self.new_consumer = new_consumer
         #: Set once a poll found nothing left to read on an assigned partition.
         self.caught_up = caught_up or threading.Event()
 
@@ -175,7 +182,11 @@ class EventConsumer(BackgroundWorker):
         backoff = 0.1
         try:
             while not self._stopping.is_set():
-                records = [r for r in self._next_batch() if self._usable(r)]
+                try:
+                    records = [r for r in self._next_batch() if self._usable(r)]
+                except FatalConsumerError as exc:
+                    self._replace_consumer(exc)
+                    continue
                 if not records:
                     if not self.caught_up.is_set() and self.consumer.assignment():
                         self.caught_up.set()
@@ -205,9 +216,24 @@ class EventConsumer(BackgroundWorker):
             return True
         if err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error", extra={"error": str(err)})
-            if err.fatal():
-                raise RuntimeError(f"fatal Kafka consumer error: {err}")
+            # confluent-kafka leaves KafkaError.fatal() unset on consumed errors: the code says.
+            if err.code() == KafkaError._FATAL or err.fatal():
+                raise FatalConsumerError(str(err))
         return False
+
+    def _replace_consumer(self, error: FatalConsumerError) -> None:
+        """A fatal error (e.g. this static member fenced by its own earlier session after a
+        session timeout): the client is dead for good; a new one rejoins the group. Offsets
+        of the batch in hand were not committed, so nothing is skipped."""
+        if self.new_consumer is None:
+            raise error
+        log.error("Kafka consumer failed for good; starting a new one", extra={"error": str(error)})
+        try:
+            self.consumer.close()
+        except Exception:
+            log.warning("closing the failed consumer failed", exc_info=True)
+        self.consumer = self.new_consumer()
+        self.consumer.subscribe(sorted(self.handlers))
 
     def process_or_rewind(self, kafka_records: list[KafkaMessage]) -> bool:
         """Process a batch; if that fails, rewind to its first offsets so it comes again.
