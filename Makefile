@@ -54,7 +54,7 @@ test-integration: venv check-java check-postgres ## integration tests: private K
 	$(PY) -m pytest tests/integration -q
 
 .PHONY: test-e2e
-test-e2e: venv tools check-java ## end-to-end tests: real services called with grpcurl
+test-e2e: venv tools check-java check-postgres ## end-to-end tests: real services called with grpcurl
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
