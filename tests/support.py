@@ -114,13 +114,34 @@ def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 60.0) -> O
             time.sleep(0.5)
 
 
-def pin_groups_to_end(bootstrap: str, groups: dict[str, list[str]]) -> Offsets:
-    """Commit the current end of its topics for each new consumer group; return the ends."""
+def pin_groups_to_end(
+    bootstrap: str, groups: dict[str, list[str]], timeout_s: float = 90.0
+) -> Offsets:
+    """Commit the current end of its topics for each new consumer group; return the ends.
+
+    Retried while the group coordinator is not ready (a cluster that has just started).
+    """
     ends = end_offsets(bootstrap, sorted({t for topics in groups.values() for t in topics}))
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for group, topics in groups.items():
-        partitions = [TopicPartition(t, p, o) for (t, p), o in ends.items() if t in topics]
-        request = [ConsumerGroupTopicPartitions(group, partitions)]
-        for future in admin.alter_consumer_group_offsets(request).values():
-            future.result()
+    commit_group_offsets(bootstrap, groups, ends, timeout_s)
     return ends
+
+
+def commit_group_offsets(
+    bootstrap: str, groups: dict[str, list[str]], offsets: Offsets, timeout_s: float = 90.0
+) -> None:
+    """Commit `offsets` for each (empty) group, of its topics only; retried while the group
+    coordinator is not ready."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    for group, topics in groups.items():
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if t in topics]
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        while True:
+            try:
+                for future in admin.alter_consumer_group_offsets(request).values():
+                    future.result()
+                break
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)

@@ -70,4 +70,5 @@ def build_app(
         max_workers=settings.grpc_max_workers,
         max_request_bytes=settings.grpc_max_request_bytes,
         grace_s=settings.shutdown_grace_s,
+        drain_s=settings.shutdown_drain_s,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from typing import Protocol
@@ -52,6 +53,7 @@ class GrpcApp:
         max_workers: int = 64,
         max_request_bytes: int = 64 * 1024,
         grace_s: float = 10.0,
+        drain_s: float = 1.0,
     ) -> None:
         self.service_names = list(service_names)
         self.workers = list(workers)
@@ -62,6 +64,7 @@ class GrpcApp:
         self.status_checks = dict(status_checks or {})
         self._problems: dict[str, str | None] = {}
         self.grace_s = grace_s
+        self.drain_s = drain_s
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
             options=[
@@ -160,7 +163,10 @@ class GrpcApp:
             return
         self._stop.set()
         log.info("shutting down", extra={"grace_s": self.grace_s})
+        # NOT_SERVING first, then a pause: load balancers stop sending here before calls
+        # that were not started yet are refused (grpcio answers those CANCELLED).
         self.health.enter_graceful_shutdown()
+        time.sleep(self.drain_s)
         self.server.stop(self.grace_s).wait()
         for worker in reversed(self.workers):
             worker.stop()

@@ -42,5 +42,7 @@ class ServiceSettings(BaseSettings):
     relay_max_attempts: int = 5
     #: An unpublished outbox row older than this marks the outbox unhealthy.
     relay_stale_after_s: float = 60.0
+    #: On SIGTERM, seconds between reporting NOT_SERVING and refusing new calls.
+    shutdown_drain_s: float = 1.0
     #: Seconds in-flight RPCs get to finish on SIGTERM.
     shutdown_grace_s: float = 10.0

@@ -51,12 +51,14 @@ class OrderRow:
     status: str
     updated_at: object
     request_id: str | None
+    failure_reason: str
 
 
 def orders(url: str) -> dict[str, OrderRow]:
     rows = query(
         url,
-        "SELECT id, user_id, product_id, price_cents, status, updated_at, request_id FROM orders",
+        "SELECT id, user_id, product_id, price_cents, status, updated_at, request_id,"
+        " failure_reason FROM orders",
     )
     return {str(r[0]): OrderRow(*r) for r in rows}  # type: ignore[arg-type]
 
@@ -108,8 +110,15 @@ def set_balances(url: str, wanted: dict[int, int]) -> None:
             )
 
 
+def outcome_of(reason: str) -> str:
+    """A failure reason without the refund note a FAILED order may gain later."""
+    return reason.split("; refunded ", 1)[0]
+
+
 class TerminalWatch:
-    """Records each order's (status, updated_at) when first seen terminal, to spot later changes."""
+    """Records each order's status and outcome when first seen terminal, to spot later changes.
+
+    (A FAILED order's reason may gain a refund note afterwards: that is not a change.)"""
 
     def __init__(self, order_url: str, interval_s: float = 0.3) -> None:
         self.order_url = order_url
@@ -129,10 +138,10 @@ class TerminalWatch:
     def poll(self) -> None:
         rows = query(
             self.order_url,
-            "SELECT id, status, updated_at FROM orders WHERE status IN ('COMPLETED', 'FAILED')",
+            "SELECT id, status, failure_reason FROM orders WHERE status IN ('COMPLETED', 'FAILED')",
         )
-        for order_id, status, updated_at in rows:
-            self.first_seen.setdefault(str(order_id), (str(status), updated_at))
+        for order_id, status, reason in rows:
+            self.first_seen.setdefault(str(order_id), (str(status), outcome_of(str(reason))))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -218,8 +227,8 @@ def check(
 
     changed = [
         i
-        for i, (status, updated_at) in watch.first_seen.items()
-        if (stored[i].status, stored[i].updated_at) != (status, updated_at)
+        for i, (status, outcome) in watch.first_seen.items()
+        if (stored[i].status, outcome_of(stored[i].failure_reason)) != (status, outcome)
     ]
     out.problem("terminal order(s) changed later", changed)
     return out

@@ -16,7 +16,13 @@ from paysaga.v1 import orders_pb2, orders_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+#: Retried with the same request_id (safe: CreateOrder is idempotent by it). CANCELLED is
+#: what grpcio answers calls queued but not started when a server stops gracefully.
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
 
 
 @dataclass(frozen=True)

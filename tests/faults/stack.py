@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import grpc
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 
 from deploy.kafka.cluster import KafkaCluster
@@ -17,7 +17,7 @@ from deploy.postgres import PostgresRuntime
 from deploy.stack import DbKind, Stack, fresh_databases
 from paysaga.v1 import orders_pb2_grpc, payments_pb2_grpc
 from services.common.topics import TOPICS
-from tests.support import Offsets, end_offsets, pin_groups_to_end
+from tests.support import Offsets, commit_group_offsets, end_offsets, pin_groups_to_end
 
 #: Log lines worth showing whatever their place: fatal client errors, crashes.
 ALARM = re.compile(r"FATAL|CRITICAL|Traceback")
@@ -110,14 +110,8 @@ class FaultStack(Stack):
 
     def set_group_offsets(self, offsets: Offsets) -> None:
         """Commit `offsets` for both groups (each group only its topics); groups must be empty."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        for service, group in self.groups.items():
-            partitions = [
-                TopicPartition(t, p, o) for (t, p), o in offsets.items() if t in CONSUMES[service]
-            ]
-            request = [ConsumerGroupTopicPartitions(group, partitions)]
-            for future in admin.alter_consumer_group_offsets(request).values():
-                future.result()
+        groups = {group: CONSUMES[service] for service, group in self.groups.items()}
+        commit_group_offsets(self.bootstrap, groups, offsets)
 
     def committed(self, service: str) -> Offsets:
         """The offsets a service's group has committed."""
