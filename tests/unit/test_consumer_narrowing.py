@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from services.common.inbox import ProcessedEvent
 from services.common.outbox import DLT_HEADERS, OutboxRecord, OutboxWriter, decode_headers
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import ORDERS
+from tests.unit.fakes import FakeConsumer, FakeRecord
 
 pytestmark = pytest.mark.unit
 
@@ -45,50 +46,6 @@ class DriverError(Exception):
 
 def deadlock() -> OperationalError:
     return OperationalError("UPDATE account ...", None, DriverError("40P01"))
-
-
-@dataclass
-class FakeRecord:
-    """Stands in for confluent_kafka.Message."""
-
-    _partition: int
-    _offset: int
-    _value: bytes
-    _headers: Headers
-    _key: bytes | None = b"1"
-
-    def topic(self) -> str:
-        return "orders"
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> Headers:
-        return self._headers
-
-    def error(self) -> None:
-        return None
-
-
-@dataclass
-class FakeConsumer:
-    commits: list[list[tuple[str, int, int]]] = field(default_factory=list)
-    seeks: list[tuple[str, int, int]] = field(default_factory=list)
-
-    def commit(self, offsets: Any, asynchronous: bool) -> None:
-        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
-
-    def seek(self, tp: Any) -> None:
-        self.seeks.append((tp.topic, tp.partition, tp.offset))
 
 
 class Ledger:
@@ -172,7 +129,7 @@ def order_record(
         create_time=to_timestamp(utcnow()),
     )
     headers = meta.headers() + (more_headers or [])
-    return FakeRecord(partition, offset, event.SerializeToString(), headers, key)
+    return FakeRecord("orders", partition, offset, event.SerializeToString(), headers, key)
 
 
 def seven_orders(**amounts: int) -> list[FakeRecord]:

@@ -6,7 +6,6 @@ against the real broker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from sqlmodel import col, select
 
 from paysaga.v1 import events_pb2
-from services.common.cloudevents import EventMeta, Headers
+from services.common.cloudevents import EventMeta
 from services.common.consumer import EventConsumer
 from services.common.db import Database
 from services.common.inbox import ProcessedEvent
@@ -24,48 +23,9 @@ from services.common.topics import ORDERS
 from services.payment.handlers import ChargeOrders
 from services.payment.models import Account, Payment, Transaction
 from services.payment.store import seed_accounts
+from tests.unit.fakes import FakeConsumer, FakeRecord
 
 pytestmark = pytest.mark.unit
-
-
-@dataclass
-class FakeRecord:
-    """Stands in for confluent_kafka.Message."""
-
-    _topic: str
-    _offset: int
-    _value: bytes
-    _headers: Headers
-    _key: bytes | None = b"1"
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> Headers:
-        return self._headers
-
-    def error(self) -> None:
-        return None
-
-
-@dataclass
-class FakeConsumer:
-    commits: list[Any] = field(default_factory=list)
-
-    def commit(self, offsets: Any, asynchronous: bool) -> None:
-        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
 
 
 @pytest.fixture
@@ -89,7 +49,7 @@ def order_record(offset: int, order_id: str, amount: int, event_id: str = "") ->
         amount_cents=amount,
         create_time=to_timestamp(utcnow()),
     )
-    return FakeRecord("orders", offset, event.SerializeToString(), meta.headers())
+    return FakeRecord("orders", 0, offset, event.SerializeToString(), meta.headers())
 
 
 def balance(db: Database) -> int:
@@ -130,7 +90,7 @@ def test_same_order_under_a_new_event_id_is_not_charged_twice(hop: Any) -> None:
 
 def test_poison_is_dead_lettered_and_the_batch_goes_on(hop: Any) -> None:
     consumer, db, kafka = hop
-    garbage = FakeRecord("orders", 1, b"\xff\x00garbage", [("x-trace", b"\x00\xfe")], None)
+    garbage = FakeRecord("orders", 0, 1, b"\xff\x00garbage", [("x-trace", b"\x00\xfe")], None)
     consumer.process_batch(
         [order_record(0, "order-a", 3000), garbage, order_record(2, "order-b", 2000)]
     )
@@ -175,6 +135,6 @@ def test_another_events_bytes_under_order_purchased_headers_charge_nothing(hop: 
         order_id="order-x", user_id=1, amount_cents=5000, status=events_pb2.PAYMENT_STATUS_APPROVED
     )
     meta = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source, subject="order-x")
-    consumer.process_batch([FakeRecord("orders", 0, lying.SerializeToString(), meta.headers())])
+    consumer.process_batch([FakeRecord("orders", 0, 0, lying.SerializeToString(), meta.headers())])
     assert balance(db) == 10000
     assert outbox_topics(db) == ["orders.dlt"]
