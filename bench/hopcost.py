@@ -8,6 +8,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 from google.protobuf.message import Message
@@ -17,16 +18,16 @@ from paysaga.v1 import events_pb2
 from services.common.cloudevents import EventMeta
 from services.common.consumer import EventConsumer
 from services.common.db import Database
-from services.common.inbox import ProcessedEvent
-from services.common.outbox import OutboxRecord
+from services.common.migrate import migrate
+from services.common.outbox import OutboxRecord, decode_headers
+from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
-from services.order.handlers import transaction_recorded_handler
-from services.order.models import Order, Product
-from services.order.server import OrderServicer
-from services.order.store import create_order, seed_catalogue
-from services.order.watch import OrderChanges
-from services.payment.handlers import on_order_purchased, on_payment_processed
-from services.payment.models import Account, Payment, Transaction
+from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
+from services.order.handlers import FinishOrders
+from services.order.store import NewOrder, create_orders, seed_catalogue
+from services.payment.__main__ import MIGRATIONS as PAYMENT_MIGRATIONS
+from services.payment.handlers import ChargeOrders, RecordTransactions
+from services.payment.models import Payment
 from services.payment.store import seed_accounts
 
 
@@ -34,7 +35,8 @@ class _Record:
     """Just enough of a confluent_kafka.Message for EventConsumer.process_batch."""
 
     def __init__(self, topic: Topic, event: Message, key: int, offset: int) -> None:
-        meta = EventMeta.new(ce_type=topic.ce_type, source="bench", subject=str(key))
+        order_id = getattr(event, "order_id", "")
+        meta = EventMeta.new(ce_type=topic.ce_type, source=topic.source, subject=order_id)
         self._topic, self._offset = topic.name, offset
         self._value, self._headers = event.SerializeToString(), meta.headers()
         self._key = str(key).encode()
@@ -57,6 +59,9 @@ class _Record:
     def key(self) -> bytes:
         return self._key
 
+    def error(self) -> None:
+        return None
+
 
 class _NoKafka:
     def commit(self, **_: Any) -> None:
@@ -78,37 +83,29 @@ def main() -> None:
     if not args.logs:
         logging.disable(logging.INFO)
     home = tempfile.mkdtemp(prefix="paysaga-hopcost-")
-    odb, pdb = Database(f"sqlite:///{home}/order.db"), Database(f"sqlite:///{home}/payment.db")
-    odb.create_tables([Product, Order, OutboxRecord, ProcessedEvent])
-    pdb.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent])
+    order_url, payment_url = f"sqlite:///{home}/order.db", f"sqlite:///{home}/payment.db"
+    migrate(order_url, ORDER_MIGRATIONS)
+    migrate(payment_url, PAYMENT_MIGRATIONS)
+    odb, pdb = Database(order_url), Database(payment_url)
     seed_catalogue(odb)
     seed_accounts(pdb)
-    servicer = OrderServicer(odb, OrderChanges())
     rng, n, orders = random.Random(6), args.orders, []
 
-    def create_orders() -> None:
-        for i in range(n):
+    def create() -> None:
+        for i in range(n):  # one order per transaction: the worst case of the group commit
+            request = NewOrder(rng.randint(1, 5), rng.randint(1, 5), f"r{i}")
             with odb.write() as session:
-                order, _ = create_order(
-                    session=session,
-                    user_id=rng.randint(1, 5),
-                    product_id=rng.randint(1, 5),
-                    request_id=f"r{i}",
-                    on_change=servicer.publish_change,
-                )
-            orders.append(order)
+                [order] = create_orders(session, [request], deadline_s=60.0)
+            assert isinstance(order, dict)
+            orders.append(SimpleNamespace(**order))
 
-    _cpu_ms("CreateOrder transaction (store.create_order + commit)", n, create_orders)
+    _cpu_ms("CreateOrder transaction (store.create_orders + commit)", n, create)
     payment = EventConsumer(
         pdb,
         cast(Any, _NoKafka()),
-        {ORDERS.name: on_order_purchased, PAYMENTS.name: on_payment_processed},
+        {ORDERS.name: ChargeOrders, PAYMENTS.name: RecordTransactions},
     )
-    order_hop = EventConsumer(
-        odb,
-        cast(Any, _NoKafka()),
-        {TRANSACTIONS.name: transaction_recorded_handler(servicer.publish_change)},
-    )
+    order_hop = EventConsumer(odb, cast(Any, _NoKafka()), {TRANSACTIONS.name: FinishOrders})
 
     def consume(consumer: EventConsumer, records: list[_Record]) -> Callable[[], None]:
         def work() -> None:
@@ -125,6 +122,7 @@ def main() -> None:
                 user_id=o.user_id,
                 product_id=o.product_id,
                 amount_cents=o.price_cents,
+                create_time=to_timestamp(utcnow()),
             ),
             o.user_id,
             i,
@@ -186,7 +184,7 @@ def _relay(db: Database) -> Callable[[], None]:
             if not rows:
                 return
             for row in rows:
-                row.headers()
+                decode_headers(row.headers)
             with db.write() as session:
                 seqs = [row.seq for row in rows]
                 session.exec(delete(OutboxRecord).where(col(OutboxRecord.seq).in_(seqs)))
