@@ -32,6 +32,7 @@ def order_to_proto(order: OrderRow) -> orders_pb2.Order:
         create_time=to_timestamp(order["created_at"]),
         update_time=to_timestamp(order["updated_at"]),
         request_id=order["request_id"] or "",
+        version=order["version"],
     )
 
 

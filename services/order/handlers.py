@@ -35,9 +35,12 @@ _OUTCOMES = {
 def write_order_changes(
     session: Session, outbox: OutboxWriter, changed: Sequence[OrderRow], failed_now: set[str]
 ) -> None:
-    """UPDATE the changed orders, end the deadlines of terminal ones, announce each change."""
+    """UPDATE the changed orders (one version more each), end the deadlines of terminal ones,
+    announce each change."""
     if not changed:
         return
+    for order in changed:
+        order["version"] += 1
     session.execute(
         update(ORDERS_TABLE)
         .where(ORDERS_TABLE.c.id == bindparam("order_id"))
@@ -45,6 +48,7 @@ def write_order_changes(
             status=bindparam("status"),
             failure_reason=bindparam("failure_reason"),
             updated_at=bindparam("updated_at"),
+            version=bindparam("version"),
         ),
         [{**order, "order_id": order["id"]} for order in changed],
     )

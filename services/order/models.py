@@ -43,6 +43,8 @@ class Order(SQLModel, table=True):
     status: str = Field(index=True)
     failure_reason: str = ""
     request_id: str | None = None
+    #: 1 when created, one more with every change (WatchOrders sends each version once).
+    version: int = int64(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

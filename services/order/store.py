@@ -81,6 +81,7 @@ def create_orders(
             "status": Status.CREATED.value,
             "failure_reason": "",
             "request_id": request.request_id,
+            "version": 1,
             "created_at": now,
             "updated_at": now,
         }

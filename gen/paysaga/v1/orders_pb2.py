@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paysaga/v1/orders.proto\x12\npaysaga.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x12\n\nproduct_id\x18\x03 \x01(\x03\x12\x13\n\x0bprice_cents\x18\x04 \x01(\x03\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.paysaga.v1.OrderStatus\x12\x16\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\"M\n\x12\x43reateOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x12\n\nproduct_id\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x43reateOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x10GetOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order\"t\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.paysaga.v1.OrderStatus\"P\n\x12ListOrdersResponse\x12!\n\x06orders\x18\x01 \x03(\x0b\x32\x11.paysaga.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x12WatchOrdersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\t\"7\n\x13WatchOrdersResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order*z\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_CREATED\x10\x01\x12\x1a\n\x16ORDER_STATUS_COMPLETED\x10\x02\x12\x17\n\x13ORDER_STATUS_FAILED\x10\x03\x32\xc4\x02\n\x0cOrderService\x12N\n\x0b\x43reateOrder\x12\x1e.paysaga.v1.CreateOrderRequest\x1a\x1f.paysaga.v1.CreateOrderResponse\x12\x45\n\x08GetOrder\x12\x1b.paysaga.v1.GetOrderRequest\x1a\x1c.paysaga.v1.GetOrderResponse\x12K\n\nListOrders\x12\x1d.paysaga.v1.ListOrdersRequest\x1a\x1e.paysaga.v1.ListOrdersResponse\x12P\n\x0bWatchOrders\x12\x1e.paysaga.v1.WatchOrdersRequest\x1a\x1f.paysaga.v1.WatchOrdersResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paysaga/v1/orders.proto\x12\npaysaga.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x02\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x12\n\nproduct_id\x18\x03 \x01(\x03\x12\x13\n\x0bprice_cents\x18\x04 \x01(\x03\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.paysaga.v1.OrderStatus\x12\x16\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\x03\"M\n\x12\x43reateOrderRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x12\n\nproduct_id\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x43reateOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x10GetOrderResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order\"t\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.paysaga.v1.OrderStatus\"P\n\x12ListOrdersResponse\x12!\n\x06orders\x18\x01 \x03(\x0b\x32\x11.paysaga.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x12WatchOrdersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12\x11\n\tkeep_open\x18\x04 \x01(\x08\"d\n\x13WatchOrdersResponse\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12\x15\n\rinitial_state\x18\x03 \x01(\x08*z\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_CREATED\x10\x01\x12\x1a\n\x16ORDER_STATUS_COMPLETED\x10\x02\x12\x17\n\x13ORDER_STATUS_FAILED\x10\x03\x32\xc4\x02\n\x0cOrderService\x12N\n\x0b\x43reateOrder\x12\x1e.paysaga.v1.CreateOrderRequest\x1a\x1f.paysaga.v1.CreateOrderResponse\x12\x45\n\x08GetOrder\x12\x1b.paysaga.v1.GetOrderRequest\x1a\x1c.paysaga.v1.GetOrderResponse\x12K\n\nListOrders\x12\x1d.paysaga.v1.ListOrdersRequest\x1a\x1e.paysaga.v1.ListOrdersResponse\x12P\n\x0bWatchOrders\x12\x1e.paysaga.v1.WatchOrdersRequest\x1a\x1f.paysaga.v1.WatchOrdersResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paysaga.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=876
-  _globals['_ORDERSTATUS']._serialized_end=998
+  _globals['_ORDERSTATUS']._serialized_start=979
+  _globals['_ORDERSTATUS']._serialized_end=1101
   _globals['_ORDER']._serialized_start=73
-  _globals['_ORDER']._serialized_end=333
-  _globals['_CREATEORDERREQUEST']._serialized_start=335
-  _globals['_CREATEORDERREQUEST']._serialized_end=412
-  _globals['_CREATEORDERRESPONSE']._serialized_start=414
-  _globals['_CREATEORDERRESPONSE']._serialized_end=469
-  _globals['_GETORDERREQUEST']._serialized_start=471
-  _globals['_GETORDERREQUEST']._serialized_end=506
-  _globals['_GETORDERRESPONSE']._serialized_start=508
-  _globals['_GETORDERRESPONSE']._serialized_end=560
-  _globals['_LISTORDERSREQUEST']._serialized_start=562
-  _globals['_LISTORDERSREQUEST']._serialized_end=678
-  _globals['_LISTORDERSRESPONSE']._serialized_start=680
-  _globals['_LISTORDERSRESPONSE']._serialized_end=760
-  _globals['_WATCHORDERSREQUEST']._serialized_start=762
-  _globals['_WATCHORDERSREQUEST']._serialized_end=817
-  _globals['_WATCHORDERSRESPONSE']._serialized_start=819
-  _globals['_WATCHORDERSRESPONSE']._serialized_end=874
-  _globals['_ORDERSERVICE']._serialized_start=1001
-  _globals['_ORDERSERVICE']._serialized_end=1325
+  _globals['_ORDER']._serialized_end=350
+  _globals['_CREATEORDERREQUEST']._serialized_start=352
+  _globals['_CREATEORDERREQUEST']._serialized_end=429
+  _globals['_CREATEORDERRESPONSE']._serialized_start=431
+  _globals['_CREATEORDERRESPONSE']._serialized_end=486
+  _globals['_GETORDERREQUEST']._serialized_start=488
+  _globals['_GETORDERREQUEST']._serialized_end=523
+  _globals['_GETORDERRESPONSE']._serialized_start=525
+  _globals['_GETORDERRESPONSE']._serialized_end=577
+  _globals['_LISTORDERSREQUEST']._serialized_start=579
+  _globals['_LISTORDERSREQUEST']._serialized_end=695
+  _globals['_LISTORDERSRESPONSE']._serialized_start=697
+  _globals['_LISTORDERSRESPONSE']._serialized_end=777
+  _globals['_WATCHORDERSREQUEST']._serialized_start=779
+  _globals['_WATCHORDERSREQUEST']._serialized_end=875
+  _globals['_WATCHORDERSRESPONSE']._serialized_start=877
+  _globals['_WATCHORDERSRESPONSE']._serialized_end=977
+  _globals['_ORDERSERVICE']._serialized_start=1104
+  _globals['_ORDERSERVICE']._serialized_end=1428
 # @@protoc_insertion_point(module_scope)

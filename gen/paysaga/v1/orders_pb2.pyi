@@ -22,7 +22,7 @@ ORDER_STATUS_COMPLETED: OrderStatus
 ORDER_STATUS_FAILED: OrderStatus
 
 class Order(_message.Message):
-    __slots__ = ("id", "user_id", "product_id", "price_cents", "status", "failure_reason", "create_time", "update_time", "request_id")
+    __slots__ = ("id", "user_id", "product_id", "price_cents", "status", "failure_reason", "create_time", "update_time", "request_id", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class Order(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: int
     product_id: int
@@ -41,7 +42,8 @@ class Order(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[int] = ..., product_id: _Optional[int] = ..., price_cents: _Optional[int] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[int] = ..., product_id: _Optional[int] = ..., price_cents: _Optional[int] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
     __slots__ = ("user_id", "product_id", "request_id")
@@ -92,15 +94,23 @@ class ListOrdersResponse(_message.Message):
     def __init__(self, orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchOrdersRequest(_message.Message):
-    __slots__ = ("user_id", "order_id")
+    __slots__ = ("user_id", "order_id", "resume_token", "keep_open")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEEP_OPEN_FIELD_NUMBER: _ClassVar[int]
     user_id: int
     order_id: str
-    def __init__(self, user_id: _Optional[int] = ..., order_id: _Optional[str] = ...) -> None: ...
+    resume_token: str
+    keep_open: bool
+    def __init__(self, user_id: _Optional[int] = ..., order_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., keep_open: _Optional[bool] = ...) -> None: ...
 
 class WatchOrdersResponse(_message.Message):
-    __slots__ = ("order",)
+    __slots__ = ("order", "resume_token", "initial_state")
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_STATE_FIELD_NUMBER: _ClassVar[int]
     order: Order
-    def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
+    resume_token: str
+    initial_state: bool
+    def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ..., resume_token: _Optional[str] = ..., initial_state: _Optional[bool] = ...) -> None: ...

@@ -91,8 +91,15 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchOrders(self, request, context):
-        """WatchOrders streams every order change as soon as it is committed,
-        optionally filtered, until the client cancels.
+        """WatchOrders streams the current state of what it watches (one order, or
+        the non-terminal orders of a user or of everyone), then every change as
+        soon as it is committed, each with a resume_token: a client that
+        reconnects with its last token gets every change it missed, then live
+        ones. A watch of one order ends once the order has ended, unless
+        keep_open is set. Streams end UNAVAILABLE when the server shuts down
+        (reconnect, with the last resume_token, to another replica) and
+        RESOURCE_EXHAUSTED when the server has too many streams open or a
+        watcher falls too far behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
