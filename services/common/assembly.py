@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 
@@ -27,11 +28,13 @@ def build_app(
     group_id: str,
     handlers: dict[str, Handler],
     service_names: Sequence[str],
-    register: Callable[[grpc.Server], None],
+    register: Callable[[grpc.aio.Server], None],
     writers: Sequence[Worker] = (),
     readers: Sequence[Worker] = (),
     consumer_caught_up: threading.Event | None = None,
     readiness_checks: Sequence[Callable[[], None]] = (),
+    on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = (),
+    on_drain: Sequence[Callable[[], None]] = (),
 ) -> GrpcApp:
     """A runnable service: its servicers, the outbox relay and the consumer of `handlers`.
 
@@ -39,7 +42,8 @@ def build_app(
     after the gRPC server and the consumer, and before the relay publishes the rest.
     `readers` are workers that feed the servicers (e.g. the order-updates tail); they start
     first and stop last. `consumer_caught_up` is set once the consumer has read what was
-    waiting on its partitions.
+    waiting on its partitions. `on_loop` hooks get the server's event loop before it
+    starts; `on_drain` hooks run on it when the service stops (see GrpcApp).
     """
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
@@ -67,7 +71,11 @@ def build_app(
         workers=[*readers, relay, *writers, consumer],
         readiness_checks=[db.ping, KafkaProbe(bootstrap), *readiness_checks],
         status_checks={OUTBOX_HEALTH: relay.problem},
+        on_loop=on_loop,
+        on_drain=on_drain,
         max_workers=settings.grpc_max_workers,
+        keepalive_s=settings.grpc_keepalive_s,
+        keepalive_timeout_s=settings.grpc_keepalive_timeout_s,
         max_request_bytes=settings.grpc_max_request_bytes,
         grace_s=settings.shutdown_grace_s,
         drain_s=settings.shutdown_drain_s,

@@ -1,6 +1,7 @@
 """Group commit: many concurrent small writes (one per RPC) share one transaction and one fsync.
 
-RPC threads hand a request to `GroupCommitter.submit` and wait; one writer thread takes
+RPCs hand a request to `GroupCommitter.submit_future` (and await the future) or to
+`submit` (and wait); one writer thread takes
 every request queued so far and passes them, in order, to the service's `write_group`
 function inside one transaction, then commits. `write_group` answers each request with a
 result or with the exception that rejects it (a domain error such as an unknown product;
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from sqlmodel import Session
@@ -36,8 +37,7 @@ class ShuttingDown(RuntimeError):
 class _Pending(Generic[Request, Result]):
     def __init__(self, request: Request) -> None:
         self.request = request
-        self.outcome: Result | BaseException | None = None
-        self.done = threading.Event()
+        self.future: Future[Result] = Future()
 
 
 class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
@@ -56,16 +56,17 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
         self.max_group = max_group
         self._queue: queue.SimpleQueue[_Pending[Request, Result]] = queue.SimpleQueue()
 
-    def submit(self, request: Request) -> Result:
-        """Apply `request` in the next group; return its result once committed, or raise."""
+    def submit_future(self, request: Request) -> Future[Result]:
+        """Apply `request` in the next group: the future holds its result once committed."""
         if self._stopping.is_set():
             raise ShuttingDown("the service is shutting down: retry the call")
         pending: _Pending[Request, Result] = _Pending(request)
         self._queue.put(pending)
-        pending.done.wait()
-        if isinstance(pending.outcome, BaseException):
-            raise pending.outcome
-        return pending.outcome  # type: ignore[return-value]
+        return pending.future
+
+    def submit(self, request: Request) -> Result:
+        """Apply `request` in the next group; return its result once committed, or raise."""
+        return self.submit_future(request).result()
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
@@ -93,8 +94,10 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 outcomes = [exc] * len(group)
             break
         for pending, outcome in zip(group, outcomes, strict=True):
-            pending.outcome = outcome
-            pending.done.set()
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
 
     def _write(self, group: list[_Pending[Request, Result]]) -> Sequence[Result | Exception]:
         with self.db.write() as session:

@@ -1,12 +1,20 @@
-"""Runs a gRPC service process: servicers, health, reflection, background workers, graceful stop.
+"""Runs a gRPC service process: an asyncio gRPC server, health, reflection, background
+workers, graceful stop.
 
-Health reports SERVING only while the database and Kafka both answer; it is re-checked
-every few seconds. On SIGTERM/SIGINT the server stops taking calls, lets in-flight ones
-finish, then the workers stop in reverse order (consumer commits, relay flushes).
+The server is `grpc.aio` on its own event-loop thread: an open stream costs memory, not a
+thread. Servicer methods written as coroutines run on the loop; plain methods (short
+database reads) run on a small thread pool, so they never wait behind streams.
+
+Health reports SERVING only while the readiness checks pass; they are re-checked every few
+seconds. On SIGTERM/SIGINT: NOT_SERVING first, a pause for load balancers (`drain_s`), the
+`on_drain` hooks (which end watch streams with a status that says to reconnect elsewhere),
+then the server refuses new calls and gives in-flight ones `grace_s` to finish, then the
+workers stop in reverse order within `grace_s` (consumer commits, relay flushes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -22,6 +30,9 @@ from grpc_reflection.v1alpha import reflection
 from services.common.grpc_errors import UnexpectedErrors
 
 log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Worker(Protocol):
@@ -39,19 +50,23 @@ class AddressInUse(RuntimeError):
 
 
 class GrpcApp:
-    """One service process: a gRPC server plus the workers it starts and stops."""
+    """One service process: an asyncio gRPC server plus the workers it starts and stops."""
 
     def __init__(
         self,
         *,
         address: str,
         service_names: Sequence[str],
-        register: Callable[[grpc.Server], None],
+        register: Callable[[grpc.aio.Server], None],
         workers: Sequence[Worker],
         readiness_checks: Sequence[Callable[[], None]],
         status_checks: Mapping[str, Callable[[], str | None]] | None = None,
-        max_workers: int = 64,
+        on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = (),
+        on_drain: Sequence[Callable[[], None]] = (),
+        max_workers: int = 16,
         max_request_bytes: int = 64 * 1024,
+        keepalive_s: float = 30.0,
+        keepalive_timeout_s: float = 10.0,
         grace_s: float = 10.0,
         drain_s: float = 1.0,
     ) -> None:
@@ -62,28 +77,35 @@ class GrpcApp:
         #: (e.g. the outbox with parked rows): NOT_SERVING under their own name, with the
         #: problem logged, never under "" or the service's name.
         self.status_checks = dict(status_checks or {})
+        self.on_drain = list(on_drain)
         self._problems: dict[str, str | None] = {}
         self.grace_s = grace_s
         self.drain_s = drain_s
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", max_request_bytes),
-                # gRPC turns SO_REUSEPORT on by default: two processes could then share one
-                # port (and one SQLite file). A second copy must be refused instead.
-                ("grpc.so_reuseport", 0),
-            ],
-            interceptors=[UnexpectedErrors()],
-        )
-        register(self.server)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        for name in self.status_checks:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._loop = asyncio.new_event_loop()
+        # Plain (non-coroutine) servicer methods and blocking checks run on this pool.
+        self._pool = futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc")
+        self._loop.set_default_executor(self._pool)
+        self.health = health.aio.HealthServicer()
+        options = [
+            ("grpc.max_receive_message_length", max_request_bytes),
+            # gRPC turns SO_REUSEPORT on by default: two processes could then share one
+            # port (and one SQLite file). A second copy must be refused instead.
+            ("grpc.so_reuseport", 0),
+            # Pings on idle connections, so the streams of a vanished client are reaped.
+            ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            # Calls that arrive faster than the loop takes them wait in gRPC's queue, which
+            # by default cancels them beyond 3,000: thousands of watchers reconnecting at
+            # once (after another replica drained) must queue instead.
+            ("grpc.server.max_pending_requests", 20_000),
+            ("grpc.server.max_pending_requests_hard_limit", 40_000),
+        ]
+        self.server = self._loop.run_until_complete(self._build(register, options))
+        for hook in on_loop:
+            hook(self._loop)
         try:
             self.port = self.server.add_insecure_port(address)
         except RuntimeError as exc:
@@ -91,29 +113,51 @@ class GrpcApp:
         if self.port == 0:
             raise AddressInUse(f"cannot listen on {address}: address already in use?")
         self.host = address.rsplit(":", 1)[0]
-        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
+        self._stopping = False
         self._stopped = threading.Event()
         #: The process's exit status once stopped: 1 after a worker died.
         self.exit_code = 0
+
+    async def _build(
+        self, register: Callable[[grpc.aio.Server], None], options: list[tuple[str, int]]
+    ) -> grpc.aio.Server:
+        server = grpc.aio.server(
+            migration_thread_pool=self._pool,
+            options=options,
+            interceptors=[UnexpectedErrors()],
+        )
+        register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        await self._set_health(NOT_SERVING)
+        for name in self.status_checks:
+            await self.health.set(name, SERVING)
+        return server
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    async def _set_health(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
         for name in ["", *self.service_names]:
-            self.health.set(name, status)
+            await self.health.set(name, status)
 
     def start(self) -> None:
-        self.server.start()
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
         for worker in self.workers:
             worker.start()
-        threading.Thread(target=self._watch_readiness, name="readiness", daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._watch_readiness(), self._loop)
         log.info("gRPC server listening", extra={"address": self.address})
 
-    def _watch_readiness(self) -> None:
+    async def _watch_readiness(self) -> None:
         serving: bool | None = None
-        while not self._stop.is_set():
+        while not self._stopping:
             if not all(worker.is_alive() for worker in self.workers):
                 # A worker never stops by itself: whatever stopped it will not heal here.
                 log.critical("a worker stopped unexpectedly; exiting so the service restarts")
@@ -122,35 +166,26 @@ class GrpcApp:
                 return
             try:
                 for check in self.readiness_checks:
-                    check()
+                    await self._loop.run_in_executor(None, check)
                 ready, reason = True, ""
             except Exception as exc:
                 ready, reason = False, str(exc)
-            self._check_status()
+            await self._check_status()
             if ready != serving:
                 serving = ready
-                self._set_health(
-                    health_pb2.HealthCheckResponse.SERVING
-                    if ready
-                    else health_pb2.HealthCheckResponse.NOT_SERVING
-                )
+                await self._set_health(SERVING if ready else NOT_SERVING)
                 log.info("health changed", extra={"serving": ready, "reason": reason})
-            self._stop.wait(5.0 if ready else 0.5)
+            await asyncio.sleep(5.0 if ready else 0.5)
 
-    def _check_status(self) -> None:
+    async def _check_status(self) -> None:
         for name, check in self.status_checks.items():
             try:
-                problem = check()
+                problem = await self._loop.run_in_executor(None, check)
             except Exception as exc:
                 problem = f"status check failed: {exc}"
             if problem != self._problems.get(name):
                 self._problems[name] = problem
-                status = (
-                    health_pb2.HealthCheckResponse.NOT_SERVING
-                    if problem
-                    else health_pb2.HealthCheckResponse.SERVING
-                )
-                self.health.set(name, status)
+                await self.health.set(name, NOT_SERVING if problem else SERVING)
                 log.log(
                     logging.WARNING if problem else logging.INFO,
                     "status changed",
@@ -158,20 +193,31 @@ class GrpcApp:
                 )
 
     def stop(self) -> None:
-        """Stop taking calls, finish in-flight ones, then stop the workers in reverse."""
-        if self._stop.is_set():
+        """Drain, stop taking calls, finish in-flight ones, then stop the workers in reverse."""
+        if self._stopping:
             return
-        self._stop.set()
-        log.info("shutting down", extra={"grace_s": self.grace_s})
-        # NOT_SERVING first, then a pause: load balancers stop sending here before calls
-        # that were not started yet are refused (grpcio answers those CANCELLED).
-        self.health.enter_graceful_shutdown()
-        time.sleep(self.drain_s)
-        self.server.stop(self.grace_s).wait()
+        self._stopping = True
+        log.info("shutting down", extra={"grace_s": self.grace_s, "drain_s": self.drain_s})
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result()
+        deadline = time.monotonic() + self.grace_s
         for worker in reversed(self.workers):
-            worker.stop()
+            worker.stop(max(0.1, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
         log.info("stopped")
+
+    async def _drain(self) -> None:
+        # NOT_SERVING first, then a pause: load balancers stop sending here before calls
+        # are refused; then streams are told to reconnect elsewhere.
+        await self.health.enter_graceful_shutdown()
+        await asyncio.sleep(self.drain_s)
+        for hook in self.on_drain:
+            hook()
+        await self.server.stop(self.grace_s)
 
     def run_until_signalled(self) -> int:
         """Start, serve until SIGTERM or SIGINT, stop gracefully; return the exit status."""

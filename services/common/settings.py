@@ -28,8 +28,12 @@ class ServiceSettings(BaseSettings):
     instance_id: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
-    #: gRPC worker threads; WatchOrders streams each hold one while open.
-    grpc_max_workers: int = 64
+    #: Threads for the plain (non-coroutine) servicer methods: short database reads.
+    grpc_max_workers: int = 16
+    #: Seconds between keepalive pings on a connection, and to wait for the answer: a
+    #: client that stops answering has its streams ended.
+    grpc_keepalive_s: float = 30.0
+    grpc_keepalive_timeout_s: float = 10.0
     #: Largest gRPC request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
     grpc_max_request_bytes: int = 64 * 1024
     #: Most events consumed and applied in one database transaction.
@@ -44,5 +48,6 @@ class ServiceSettings(BaseSettings):
     relay_stale_after_s: float = 60.0
     #: On SIGTERM, seconds between reporting NOT_SERVING and refusing new calls.
     shutdown_drain_s: float = 1.0
-    #: Seconds in-flight RPCs get to finish on SIGTERM.
+    #: Seconds in-flight RPCs get to finish on SIGTERM, and as much again for the workers
+    #: (consumer, relay) to stop.
     shutdown_grace_s: float = 10.0

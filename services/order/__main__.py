@@ -22,7 +22,8 @@ from services.order.handlers import FinishOrders
 from services.order.server import OrderServicer
 from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
-from services.order.watch import OrderChanges, OrderUpdatesTail
+from services.order.streams import WatchStreams
+from services.order.watch import OrderFeed, OrderUpdatesTail
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -31,14 +32,19 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 def build(settings: OrderSettings) -> GrpcApp:
     """The Order service process, ready to start (its database must be migrated)."""
     db = Database(settings.database_url, pool_size=settings.database_pool_size)
-    changes = OrderChanges()
-    servicer = OrderServicer(db, changes, deadline_s=settings.saga_deadline_s)
+    feed = OrderFeed(settings.watch_history, settings.watch_max_backlog)
+    streams = WatchStreams(db, feed, max_streams=settings.watch_max_streams)
+    servicer = OrderServicer(db, streams, deadline_s=settings.saga_deadline_s)
     tail_config = consumer_config(
         settings.kafka_bootstrap_servers,
         f"paysaga-order-watch-{uuid.uuid4()}",  # never joined: partitions are assigned
         f"paysaga-{settings.instance_id or 'order'}-watch",
     )
-    tail = OrderUpdatesTail(Consumer(tail_config), changes)
+    tail = OrderUpdatesTail(
+        Consumer(tail_config),
+        feed,
+        history=settings.watch_history,
+    )
     caught_up = threading.Event()
     deadlines = PeriodicWorker(
         "saga-deadlines",
@@ -59,6 +65,8 @@ def build(settings: OrderSettings) -> GrpcApp:
         readers=[tail],
         consumer_caught_up=caught_up,
         readiness_checks=[tail.ready],
+        on_loop=[feed.bind],
+        on_drain=[feed.close],
     )
 
 

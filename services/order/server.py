@@ -1,11 +1,15 @@
-"""The OrderService servicer: protobuf <-> domain, and errors -> status codes."""
+"""The OrderService servicer: protobuf <-> domain, and errors -> status codes.
+
+CreateOrder and WatchOrders are coroutines on the server's event loop (CreateOrder awaits
+its group commit; a stream costs no thread); GetOrder and ListOrders are short database
+reads, run on the server's thread pool.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import uuid
-from collections.abc import Iterator
 from functools import partial
 
 import grpc
@@ -13,13 +17,13 @@ import grpc
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.db import Database
 from services.common.group_commit import GroupCommitter, ShuttingDown
-from services.common.grpc_errors import abort
+from services.common.grpc_errors import abort, abort_async
 from services.common.paging import BadPageRequest, parse_page, split_page
 from services.order import store
 from services.order.changes import STATUS_FROM_PROTO, order_to_proto
 from services.order.domain import InvalidOrderRequest, check_order_request
 from services.order.models import Order, OrderRow
-from services.order.watch import OrderChanges
+from services.order.streams import WatchStreams
 
 log = logging.getLogger(__name__)
 
@@ -27,28 +31,32 @@ log = logging.getLogger(__name__)
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     """paysaga.v1.OrderService over the order database."""
 
-    def __init__(self, db: Database, changes: OrderChanges, *, deadline_s: float) -> None:
+    def __init__(self, db: Database, streams: WatchStreams, *, deadline_s: float) -> None:
         self.db = db
-        self.changes = changes
+        self.streams = streams
         #: CreateOrder writes, committed in groups (see services.common.group_commit).
         self.writes: GroupCommitter[store.NewOrder, OrderRow] = GroupCommitter(
             db, partial(store.create_orders, deadline_s=deadline_s)
         )
 
-    def CreateOrder(
-        self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
+    async def CreateOrder(
+        self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.CreateOrderResponse:
         try:
             check_order_request(request.user_id, request.product_id, request.request_id)
-            order = self.writes.submit(
-                store.NewOrder(request.user_id, request.product_id, request.request_id)
+            order = await asyncio.wrap_future(
+                self.writes.submit_future(
+                    store.NewOrder(request.user_id, request.product_id, request.request_id)
+                )
             )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await abort_async(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except store.UnknownProduct as exc:
-            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            await abort_async(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except ShuttingDown as exc:
-            abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc} with the same request_id")
+            await abort_async(
+                context, grpc.StatusCode.UNAVAILABLE, f"{exc} with the same request_id"
+            )
         log.debug(
             "order created", extra={"order_id": order["id"], "request_id": request.request_id}
         )
@@ -101,31 +109,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             orders=[order_to_proto(o.model_dump()) for o in page], next_page_token=token
         )
 
-    def WatchOrders(
-        self, request: orders_pb2.WatchOrdersRequest, context: grpc.ServicerContext
-    ) -> Iterator[orders_pb2.WatchOrdersResponse]:
-        if request.user_id < 0:
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"user_id must be positive (or 0 for any user), got {request.user_id}",
-            )
-        with self.changes.subscribe() as sub:
-            # Headers now: a client that waits for them knows no later change is missed.
-            context.send_initial_metadata((("paysaga-watch", "subscribed"),))
-            while context.is_active():
-                if sub.overflowed:
-                    abort(
-                        context,
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        "this watcher fell too far behind: call ListOrders, then watch again",
-                    )
-                try:
-                    order = sub.changes.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if request.user_id and order.user_id != request.user_id:
-                    continue
-                if request.order_id and order.id != request.order_id:
-                    continue
-                yield orders_pb2.WatchOrdersResponse(order=order)
+    async def WatchOrders(
+        self, request: orders_pb2.WatchOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        await self.streams.serve(request, context)

@@ -18,3 +18,9 @@ class OrderSettings(ServiceSettings):
     saga_deadline_s: float = 60.0
     #: How often the saga deadlines are looked at.
     deadline_poll_s: float = 1.0
+    #: Most WatchOrders streams open at once in one process; more get RESOURCE_EXHAUSTED.
+    watch_max_streams: int = 10_000
+    #: Changes queued for one stream before it is ended as too slow (RESOURCE_EXHAUSTED).
+    watch_max_backlog: int = 1_000
+    #: Recent order changes held (and read back at start) to resume streams from a token.
+    watch_history: int = 50_000

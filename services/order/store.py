@@ -172,3 +172,11 @@ def list_orders(
     query = query.where(newest_first_after(col(Order.created_at), col(Order.id), after))
     query = query.order_by(col(Order.created_at).desc(), col(Order.id).desc()).limit(limit)
     return session.exec(query).all()
+
+
+def orders_in_flight(session: Session, *, user_id: int) -> Sequence[Order]:
+    """Orders not yet terminal (CREATED), oldest first; of one user, or of all if 0."""
+    query = select(Order).where(Order.status == Status.CREATED.value)
+    if user_id:
+        query = query.where(Order.user_id == user_id)
+    return session.exec(query.order_by(col(Order.created_at), col(Order.id))).all()

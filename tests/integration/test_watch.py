@@ -1,0 +1,135 @@
+"""WatchOrders a client can trust: initial state first, every change once, resumable."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import grpc
+import pytest
+
+from paysaga.v1 import orders_pb2
+from services.common.timeutil import utcnow
+from services.order.models import Order
+from tests.integration.conftest import Saga
+from tests.support import wait_terminal
+
+TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
+
+
+def _watch(saga: Saga, timeout_s: float = 60, **request: object) -> grpc.Call:
+    stream = saga.orders.WatchOrders(orders_pb2.WatchOrdersRequest(**request), timeout=timeout_s)
+    stream.initial_metadata()  # subscribed: nothing from here on is missed
+    return stream  # type: ignore[no-any-return]
+
+
+def _versions(responses: Iterable[orders_pb2.WatchOrdersResponse]) -> list[tuple[str, int]]:
+    return [(r.order.id, r.order.version) for r in responses]
+
+
+def test_a_watch_of_one_order_starts_with_its_state_and_ends_with_its_end(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    order = saga.order(user, 1)
+    responses = list(_watch(saga, order_id=order.id))  # ends by itself
+    assert responses[0].initial_state
+    assert all(not r.initial_state for r in responses[1:])
+    assert responses[-1].order.status == orders_pb2.ORDER_STATUS_COMPLETED
+    versions = [r.order.version for r in responses]
+    assert versions == sorted(set(versions)), "each version once, in order"
+    assert versions[-1] == 2
+    assert all(r.resume_token for r in responses)
+
+
+def test_watching_an_ended_order_returns_its_final_state_at_once(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    done = saga.completed(user, 1)
+    responses = list(_watch(saga, order_id=done.id))
+    assert len(responses) == 1
+    assert responses[0].initial_state
+    assert responses[0].order == done
+
+
+def test_keep_open_keeps_the_watch_of_an_ended_order_open(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    done = saga.completed(user, 1)
+    stream = _watch(saga, timeout_s=2, order_id=done.id, keep_open=True)
+    first = next(stream)
+    assert first.order == done
+    with pytest.raises(grpc.RpcError) as ended:
+        next(stream)
+    assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # open until the deadline
+
+
+def test_a_user_watch_starts_with_the_users_orders_in_flight(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    waiting = Order(
+        user_id=user, product_id=1, price_cents=5000, status="CREATED", request_id="in-flight"
+    )
+    with saga.order_db.write() as session:  # as if its saga were still under way
+        session.add(waiting)
+    done = saga.completed(user, 1)
+    stream = _watch(saga, user_id=user)
+    first = next(stream)
+    stream.cancel()
+    assert first.initial_state
+    assert first.order.id == waiting.id and first.order.status == orders_pb2.ORDER_STATUS_CREATED
+    assert first.order.id != done.id  # ended orders are not in the initial state
+    with saga.order_db.write() as session:
+        row = session.get(Order, waiting.id)
+        assert row is not None
+        row.status, row.updated_at = "FAILED", utcnow()
+
+
+def test_a_watcher_that_reconnects_with_its_token_misses_nothing_and_sees_nothing_twice(
+    saga: Saga,
+) -> None:
+    user = saga.new_user(100000)
+    first_stream = _watch(saga, user_id=user)
+    orders = [saga.order(user, 1) for _ in range(3)]
+    first = next(first_stream)  # one change, then the connection "drops"
+    first_stream.cancel()
+    for order in orders:  # the sagas go on while nobody watches
+        wait_terminal(saga.orders, order.id)
+    wanted = {o.id for o in orders}
+    seen = [first]
+    ended: set[str] = set()
+    for response in _watch(saga, user_id=user, resume_token=first.resume_token):
+        assert not response.initial_state
+        seen.append(response)
+        if response.order.status in TERMINAL:
+            ended.add(response.order.id)
+        if ended == wanted:
+            break
+    versions = _versions(seen)
+    assert len(versions) == len(set(versions)), f"a change was sent twice: {versions}"
+    assert sorted(versions) == sorted((o.id, v) for o in orders for v in (1, 2))
+
+
+def test_a_token_from_the_initial_state_resumes_without_repeating_it(saga: Saga) -> None:
+    user = saga.new_user(10000)
+    order = saga.order(user, 1)
+    first = next(_watch(saga, order_id=order.id))
+    assert first.initial_state
+    wait_terminal(saga.orders, order.id)
+    rest = list(_watch(saga, order_id=order.id, resume_token=first.resume_token))
+    versions = [first.order.version, *(r.order.version for r in rest)]
+    assert versions == [1, 2] or versions == [2], versions  # CREATED then COMPLETED, once each
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "message"),
+    [
+        ({"resume_token": "not-a-token"}, "resume_token is not a token this service issued"),
+        ({"keep_open": True}, "keep_open applies to a watch of one order"),
+        ({"order_id": "42"}, "order_id must be an order id"),
+        ({"order_id": str(uuid.uuid4())}, "does not exist"),
+    ],
+)
+def test_a_bad_watch_request_says_what_to_fix(
+    saga: Saga, request_fields: dict[str, object], message: str
+) -> None:
+    stream = saga.orders.WatchOrders(orders_pb2.WatchOrdersRequest(**request_fields), timeout=10)
+    with pytest.raises(grpc.RpcError) as failed:
+        next(stream)
+    assert failed.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert message in (failed.value.details() or "")

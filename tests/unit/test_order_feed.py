@@ -1,0 +1,123 @@
+"""The order feed behind WatchOrders: fan-out, resume tokens, history limits, slow watchers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from paysaga.v1 import orders_pb2
+from services.order.watch import (
+    BadResumeToken,
+    Change,
+    OrderFeed,
+    ResumeToken,
+    ResumeTokenTooOld,
+)
+
+
+def _change(partition: int, offset: int, order_id: str, user: int, version: int = 1) -> Change:
+    return Change(partition, offset, orders_pb2.Order(id=order_id, user_id=user, version=version))
+
+
+def _feed(history_size: int = 100, max_backlog: int = 10) -> OrderFeed:
+    feed = OrderFeed(history_size, max_backlog)
+    feed._started({0: 0, 1: 0})
+    feed._caught_up()
+    return feed
+
+
+def _in_loop(test: object) -> None:
+    """Run a test body on an event loop (watchers wake through asyncio events)."""
+
+    async def body() -> None:
+        test()  # type: ignore[operator]
+
+    asyncio.run(body())
+
+
+def test_a_resume_token_survives_encoding_and_rejects_garbage() -> None:
+    token = ResumeToken({0: 12, 3: 4}, {"a": 2})
+    assert ResumeToken.decode(token.encode()) == token
+    for bad in ["", "not-a-token", "eyJwIjogNX0", ResumeToken({0: -1}).encode()]:
+        with pytest.raises(BadResumeToken):
+            ResumeToken.decode(bad)
+
+
+def test_changes_reach_only_the_watchers_that_want_them() -> None:
+    def body() -> None:
+        feed = _feed()
+        everyone = feed.watch(0, "", None)
+        user_7 = feed.watch(7, "", None)
+        order_a = feed.watch(0, "a", None)
+        feed._append([_change(0, 0, "a", 7), _change(1, 0, "b", 8)])
+        assert [c.order.id for c in everyone.pending] == ["a", "b"]
+        assert [c.order.id for c in user_7.pending] == ["a"]
+        assert [c.order.id for c in order_a.pending] == ["a"]
+        feed.unwatch(user_7)
+        feed._append([_change(0, 1, "c", 7)])
+        assert [c.order.id for c in user_7.pending] == ["a"]
+        assert feed.watchers == 2
+
+    _in_loop(body)
+
+
+def test_a_resumed_watch_gets_the_held_changes_after_its_position() -> None:
+    def body() -> None:
+        feed = _feed()
+        feed._append([_change(p, o, f"{p}-{o}", 1) for o in range(5) for p in (0, 1)])
+        watcher = feed.watch(1, "", {0: 3, 1: 5})
+        assert [c.order.id for c in watcher.pending] == ["0-3", "0-4"]
+
+    _in_loop(body)
+
+
+def test_a_token_older_than_the_history_is_refused() -> None:
+    def body() -> None:
+        feed = _feed(history_size=4)
+        feed._append([_change(0, o, f"o{o}", 1) for o in range(9)])  # keeps the last 4
+        with pytest.raises(ResumeTokenTooOld):
+            feed.watch(1, "", {0: 2, 1: 0})
+        assert [c.order.id for c in feed.watch(1, "", {0: 5, 1: 0}).pending] == [
+            "o5",
+            "o6",
+            "o7",
+            "o8",
+        ]
+
+    _in_loop(body)
+
+
+def test_a_watcher_that_falls_behind_is_ended_not_grown() -> None:
+    def body() -> None:
+        feed = _feed(max_backlog=3)
+        watcher = feed.watch(0, "", None)
+        feed._append([_change(0, o, f"o{o}", 1) for o in range(5)])
+        assert watcher.ended == "behind"
+        assert not watcher.pending
+
+    _in_loop(body)
+
+
+def test_closing_the_feed_ends_every_watcher_for_a_reconnect() -> None:
+    def body() -> None:
+        feed = _feed()
+        watchers = [feed.watch(0, "", None), feed.watch(3, "", None), feed.watch(0, "x", None)]
+        feed.close()
+        assert feed.closed
+        assert {w.ended for w in watchers} == {"shutdown"}
+
+    _in_loop(body)
+
+
+def test_an_initial_state_is_known_as_seen_only_if_its_change_came_before() -> None:
+    def body() -> None:
+        feed = _feed()
+        feed._append([_change(0, 0, "a", 1, version=1), _change(0, 1, "a", 1, version=2)])
+        newest = orders_pb2.Order(id="a", user_id=1, version=2)
+        assert feed.seen_before(newest, {0: 2})
+        assert not feed.seen_before(newest, {0: 1})  # its change is still to come there
+        assert not feed.seen_before(orders_pb2.Order(id="a", version=3), {0: 2})
+        assert not feed.seen_before(orders_pb2.Order(id="unknown", version=1), {0: 2})
+
+    _in_loop(body)
