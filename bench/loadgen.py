@@ -47,11 +47,14 @@ async def closed_loop(
     snapshot: Callable[[], dict[str, Any]],
     progress: Callable[[float, bool], None],
     counters: Counters,
+    finish_s: float = 30.0,
 ) -> Window:
     """Run `concurrency` workers calling `op` back to back; measure after a warm-up.
 
     `snapshot` is called at the window's start and end (counters, CPU); `progress(elapsed,
-    measuring)` once a second. Workers stop after the window; calls in flight are cancelled.
+    measuring)` once a second. After the window each worker finishes the call it has in
+    flight (up to `finish_s`; only then is it cancelled): a cancelled CreateOrder would
+    leave an order whose caller never learnt of it, which no client does on purpose.
     """
     stopping = False
 
@@ -75,7 +78,8 @@ async def closed_loop(
         end, t1 = snapshot(), time.perf_counter()
     finally:
         stopping = True
-        for task in workers:
+        _, late = await asyncio.wait(workers, timeout=finish_s)
+        for task in late:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     return Window(t1 - t0, start, end)

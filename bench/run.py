@@ -23,9 +23,12 @@ from bench.report import git_commit, save, summary, table
 from bench.saga import OrderMaker, latency_phase, throughput_phase
 from bench.stack import Stack, default_addresses, private_stack, running_stack
 from bench.watch import Terminals
+from bench.watchers import SCOPES, WatchersProcess
 from deploy.stack import DB_KINDS, StackConfigError, check_layout
 
-PHASES = ("echo", "kafka", "throughput", "latency")
+PHASES = ("echo", "kafka", "throughput", "light", "watchers", "latency")
+#: Latency phase's offered rate when no --rate is given and no throughput was measured.
+FIXED_RATE = 100.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,8 +55,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2000,
         help="most unfinished sagas during the throughput phase (%(default)s)",
     )
-    p.add_argument("--rate", type=float, default=500.0, help="offered orders/s (%(default)s)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="latency phase: offered orders/s (default: --rate-share of the max throughput "
+        f"this run measured, or {FIXED_RATE:g}/s without a throughput phase)",
+    )
+    p.add_argument(
+        "--rate-share",
+        type=float,
+        default=0.5,
+        help="latency phase: share of the measured max throughput offered (%(default)s)",
+    )
     p.add_argument("--latency-duration", type=float, default=15.0, help="seconds of offered load")
+    p.add_argument("--light-rate", type=float, default=20.0, help="light phase: orders/s")
+    p.add_argument("--light-duration", type=float, default=15.0, help="light phase: seconds")
+    p.add_argument(
+        "--watchers",
+        type=int,
+        default=1000,
+        help="WatchOrders streams held open during the latency phase (%(default)s)",
+    )
+    p.add_argument(
+        "--watcher-channels",
+        type=int,
+        default=10,
+        help="connections the watchers are spread over (%(default)s)",
+    )
+    p.add_argument(
+        "--watch-scope",
+        choices=SCOPES,
+        default="quiet",
+        help="what the watchers watch: quiet = users with no orders (open streams only), "
+        "users = the bench's users (each change to N/5 streams), all = every order "
+        "(%(default)s)",
+    )
     p.add_argument(
         "--drain-timeout",
         type=float,
@@ -76,8 +113,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def latency_rate(args: argparse.Namespace, throughput: dict[str, Any] | None) -> tuple[float, str]:
+    """The latency phase's offered rate and where it comes from."""
+    if args.rate is not None:
+        return args.rate, "--rate"
+    measured = (throughput or {}).get("orders_per_s")
+    if measured:
+        return (
+            max(1.0, measured * args.rate_share),
+            f"{args.rate_share:g} x max throughput measured in this run ({measured} orders/s)",
+        )
+    return FIXED_RATE, f"fixed default {FIXED_RATE:g}/s: no throughput phase and no --rate"
+
+
 async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    """Both saga phases over one channel and ONE WatchOrders stream opened before any load."""
+    """The saga phases over one channel and ONE WatchOrders stream opened before any load:
+    max throughput, light load, then latency at a share of that max with watchers open."""
     out: dict[str, Any] = {}
     cpu = CpuMeter({**stack.pids, "loadgen": os.getpid()})
     async with grpc.aio.insecure_channel(stack.order_address) as channel:
@@ -97,22 +148,67 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                     drain_timeout_s=args.drain_timeout,
                 )
                 print(f"[throughput] {out['throughput']['orders_per_s']} orders/s", flush=True)
-            if "latency" in args.phases:
-                out["latency"] = await latency_phase(
+            if "light" in args.phases:
+                out["light"] = await latency_phase(
                     maker,
                     cpu,
-                    rate=args.rate,
-                    duration_s=args.latency_duration,
+                    rate=args.light_rate,
+                    duration_s=args.light_duration,
                     drain_timeout_s=args.drain_timeout,
+                    label="light",
                 )
-                lat = out["latency"]
-                print(f"[latency] p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
+                light = out["light"]
+                print(f"[light] p50 {light['p50_ms']} ms, p99 {light['p99_ms']} ms", flush=True)
+            watchers = None
+            if "watchers" in args.phases and args.watchers > 0:
+                print(
+                    f"[watchers] opening {args.watchers} WatchOrders streams "
+                    f"({args.watch_scope}) over {args.watcher_channels} connections",
+                    flush=True,
+                )
+                watchers = await WatchersProcess.start(
+                    stack.order_address,
+                    count=args.watchers,
+                    channels=args.watcher_channels,
+                    scope=args.watch_scope,
+                    open_timeout_s=60.0,
+                )
+                opened = watchers.opened
+                print(
+                    f"[watchers] {opened['opened']}/{opened['requested']} subscribed in "
+                    f"{opened['open_s']} s; errors {opened['errors'] or 'none'}",
+                    flush=True,
+                )
+                cpu.pids["watchers"] = watchers.pid
+            try:
+                if "latency" in args.phases:
+                    rate, source = latency_rate(args, out.get("throughput"))
+                    print(f"[latency] offering {rate:.1f} orders/s: {source}", flush=True)
+                    out["latency"] = await latency_phase(
+                        maker,
+                        cpu,
+                        rate=rate,
+                        duration_s=args.latency_duration,
+                        drain_timeout_s=args.drain_timeout,
+                    )
+                    lat = out["latency"]
+                    lat["rate_source"] = source
+                    lat["watchers_open"] = watchers is not None
+                    print(f"[latency] p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
+                elif watchers is not None:
+                    await asyncio.sleep(args.latency_duration)  # held as long as that phase
+            finally:
+                if watchers is not None:
+                    cpu.pids.pop("watchers", None)
+                    out["watchers"] = await watchers.stop()
+                    held = out["watchers"]
+                    print(
+                        f"[watchers] {held['open_at_end']} still open at the end; "
+                        f"{held['responses']} responses; errors {held['errors'] or 'none'}",
+                        flush=True,
+                    )
         finally:
-            out["watch"] = {
-                "changes": watcher.changes,
-                "foreign_terminal": watcher.foreign,
-                "error": watcher.error,
-            }
+            out["watch"] = watcher.report()
             await watcher.close()
     return out
 
@@ -132,8 +228,8 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             count=args.kafka_events,
             pids={k: v for k, v in stack.pids.items() if k == "kafka"},
         )
-    if {"throughput", "latency"} & set(args.phases):
-        print("== saga: max throughput, then latency", flush=True)
+    if {"throughput", "light", "watchers", "latency"} & set(args.phases):
+        print("== saga: max throughput, light load, latency with watchers open", flush=True)
         results.update(asyncio.run(saga_phases(stack, args)))
     return results
 
@@ -153,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"grpcio {grpc.__version__}",
         "args": {k: v for k, v in vars(args).items() if k != "phases"},
+        # The machine is shared: its load before and after the run, for context.
+        "load_avg": {"start": [round(x, 2) for x in os.getloadavg()]},
     }
     began = time.monotonic()
     use_running = args.use_running or any(
@@ -168,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     with stack_cm as stack:
         results["stack"] = "running" if use_running else "private"
         results.update(measure(stack, args))
-    echo = results.get("grpc_echo_sync", {}).get("rps")
+    # The services run grpc.aio servers: the ceiling is the echo of the same server model.
+    echo = results.get("grpc_echo_aio", {}).get("rps")
     orders = results.get("throughput", {}).get("orders_per_s")
     results["ratio_to_grpc_echo"] = round(orders / echo, 3) if echo and orders else None
+    results["load_avg"]["end"] = [round(x, 2) for x in os.getloadavg()]
     results["run_s"] = round(time.monotonic() - began, 1)
     results["summary"] = summary(results)
     print()

@@ -160,8 +160,13 @@ async def latency_phase(
     rate: float,
     duration_s: float,
     drain_timeout_s: float,
+    label: str = "latency",
 ) -> dict[str, Any]:
-    """Offer `rate` orders/s at scheduled times; time each from CreateOrder to terminal."""
+    """Offer `rate` orders/s at scheduled times; time each from CreateOrder to terminal.
+
+    Used by the latency phase (at a share of the measured max throughput) and the light
+    phase (a low fixed rate); `label` prefixes the progress lines.
+    """
     counters = Counters()
     sent: list[tuple[float, float, float, asyncio.Future[float]]] = []
     watcher = maker.watcher
@@ -176,7 +181,7 @@ async def latency_phase(
 
     def progress(elapsed: float) -> None:
         print(
-            f"[latency] t={elapsed:4.0f}s offered={rate:.0f}/s created={len(sent)} "
+            f"[{label}] t={elapsed:4.0f}s offered={rate:.0f}/s created={len(sent)} "
             f"terminal={watcher.terminal - terminal_before} unfinished={watcher.pending} "
             f"errors={counters.errors}",
             flush=True,
@@ -187,7 +192,7 @@ async def latency_phase(
     schedule, tasks = await open_loop(send, rate=rate, duration_s=duration_s, progress=progress)
     began = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), drain_timeout_s)
-    await drain(watcher, max(0.0, drain_timeout_s - (time.perf_counter() - began)), "latency")
+    await drain(watcher, max(0.0, drain_timeout_s - (time.perf_counter() - began)), label)
     cpu_used = cpu.stop()
     ended = time.perf_counter()
     finished = [(s, st, a, f.result()) for s, st, a, f in sent if f.done() and not f.cancelled()]
@@ -195,7 +200,7 @@ async def latency_phase(
     # percentiles are then lower bounds rather than figures of the survivors only.
     censored = [ended - st for _, st, _, f in sent if not f.done()]
     result: dict[str, Any] = {
-        "offered_per_s": rate,
+        "offered_per_s": round(rate, 1),
         "duration_s": duration_s,
         "sent": schedule.sent,
         "achieved_send_per_s": round(schedule.sent / schedule.elapsed_s, 1),
