@@ -18,6 +18,10 @@ from services.common.settings import ServiceSettings
 
 #: Health-check name of the outbox: NOT_SERVING while rows are parked or the backlog is stale.
 OUTBOX_HEALTH = "paysaga.outbox"
+#: NOT_SERVING while no Kafka broker answers (the service itself stays ready: see build_app).
+KAFKA_HEALTH = "paysaga.kafka"
+#: NOT_SERVING while the consumer is alive but applies nothing although records wait.
+CONSUMER_HEALTH = "paysaga.consumer"
 
 
 def build_app(
@@ -69,8 +73,15 @@ def build_app(
         service_names=service_names,
         register=register,
         workers=[*readers, relay, *writers, consumer],
-        readiness_checks=[db.ping, KafkaProbe(bootstrap), *readiness_checks],
-        status_checks={OUTBOX_HEALTH: relay.problem},
+        # Ready = can answer its RPCs, which need the database only: during a broker
+        # outage CreateOrder still takes orders (their events wait in the outbox), and
+        # the outage shows under KAFKA_HEALTH.
+        readiness_checks=[db.ping, *readiness_checks],
+        status_checks={
+            OUTBOX_HEALTH: relay.problem,
+            KAFKA_HEALTH: KafkaProbe(bootstrap).problem,
+            CONSUMER_HEALTH: lambda: consumer.stalled(settings.relay_stale_after_s),
+        },
         on_loop=on_loop,
         on_drain=on_drain,
         max_workers=settings.grpc_max_workers,

@@ -172,6 +172,8 @@ class EventConsumer(BackgroundWorker):
         self.new_consumer = new_consumer
         #: Set once a poll found nothing left to read on an assigned partition.
         self.caught_up = caught_up or threading.Event()
+        #: When the consumer last applied a batch or found nothing waiting (monotonic).
+        self.progress_at = time.monotonic()
 
     def start(self) -> None:
         """Subscribe, then consume on the thread; stop() finishes the batch in hand first."""
@@ -188,16 +190,29 @@ class EventConsumer(BackgroundWorker):
                     self._replace_consumer(exc)
                     continue
                 if not records:
+                    self.progress_at = time.monotonic()
                     if not self.caught_up.is_set() and self.consumer.assignment():
                         self.caught_up.set()
                     continue
                 if self.process_or_rewind(records):
+                    self.progress_at = time.monotonic()
                     backoff = 0.1
                     continue
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         finally:
             self.consumer.close()
+
+    def stalled(self, after_s: float) -> str | None:
+        """A status check: why the consumer is alive but not progressing, or None.
+
+        Records waiting and no batch applied for `after_s` (failing batches being retried,
+        a handler or the database stuck) is a stall; an empty topic is not.
+        """
+        idle = time.monotonic() - self.progress_at
+        if idle > after_s and self.is_alive():
+            return f"records are waiting and none was applied for {idle:.0f} s"
+        return None
 
     def _next_batch(self) -> list[KafkaMessage]:
         """Wait for one record, then take what else is already fetched, up to batch_size.

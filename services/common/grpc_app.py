@@ -5,8 +5,13 @@ The server is `grpc.aio` on its own event-loop thread: an open stream costs memo
 thread. Servicer methods written as coroutines run on the loop; plain methods (short
 database reads) run on a small thread pool, so they never wait behind streams.
 
-Health reports SERVING only while the readiness checks pass; they are re-checked every few
-seconds. On SIGTERM/SIGINT: NOT_SERVING first, a pause for load balancers (`drain_s`), the
+Health names: "" and each service's name report readiness (SERVING while the readiness
+checks pass: the service can answer its RPCs; re-checked every few seconds);
+"paysaga.liveness" reports that the process and all its workers run (a probe that restarts
+the process should use this one, never readiness); each status check (e.g.
+"paysaga.kafka") reports one part that needs an operator while the service still serves.
+
+On SIGTERM/SIGINT: NOT_SERVING first, a pause for load balancers (`drain_s`), the
 `on_drain` hooks (which end watch streams with a status that says to reconnect elsewhere),
 then the server refuses new calls and gives in-flight ones `grace_s` to finish, then the
 workers stop in reverse order within `grace_s` (consumer commits, relay flushes).
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: Health name of liveness: SERVING while the process and its workers run.
+LIVENESS = "paysaga.liveness"
 
 
 class Worker(Protocol):
@@ -133,6 +140,7 @@ class GrpcApp:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         await self._set_health(NOT_SERVING)
+        await self.health.set(LIVENESS, NOT_SERVING)
         for name in self.status_checks:
             await self.health.set(name, SERVING)
         return server
@@ -157,9 +165,11 @@ class GrpcApp:
 
     async def _watch_readiness(self) -> None:
         serving: bool | None = None
+        await self.health.set(LIVENESS, SERVING)
         while not self._stopping:
             if not all(worker.is_alive() for worker in self.workers):
                 # A worker never stops by itself: whatever stopped it will not heal here.
+                await self.health.set(LIVENESS, NOT_SERVING)
                 log.critical("a worker stopped unexpectedly; exiting so the service restarts")
                 self.exit_code = 1
                 threading.Thread(target=self.stop, name="stop").start()

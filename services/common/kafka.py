@@ -56,7 +56,7 @@ def new_producer(bootstrap_servers: str, client_id: str) -> Producer:
 
 
 class KafkaProbe:
-    """A readiness check: does a broker answer a metadata request? (One client, reused.)"""
+    """Does a broker answer a metadata request? (One client, reused.)"""
 
     def __init__(self, bootstrap_servers: str, timeout_s: float = 3.0) -> None:
         self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
@@ -65,3 +65,11 @@ class KafkaProbe:
     def __call__(self) -> None:
         """Raise if no broker answers within the timeout."""
         self.admin.list_topics(timeout=self.timeout_s)
+
+    def problem(self) -> str | None:
+        """A status check: why Kafka is out of reach, or None."""
+        try:
+            self()
+        except Exception as exc:
+            return f"no Kafka broker answers ({exc}): events wait in the outbox and topics"
+        return None
