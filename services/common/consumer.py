@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -31,10 +32,12 @@ from google.protobuf.message import Message
 from sqlmodel import Session
 
 from services.common import inbox
-from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode
+from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode, header_text
 from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
+from services.common.journal import REDRIVE_HEADER, StepKind, describe
 from services.common.outbox import OutboxWriter
+from services.common.timeutil import utcnow
 from services.common.topics import TOPICS
 from services.common.worker import BackgroundWorker
 
@@ -99,6 +102,8 @@ class _Record:
     event: Message | None = None
     #: Why the record cannot be decoded ("" if it was).
     error: str = ""
+    #: A redriven dead letter's redrive id (services.common.journal.redrive_id), else "".
+    redrive_id: str = ""
 
     @property
     def topic(self) -> str:
@@ -111,7 +116,11 @@ class _Record:
 
     @property
     def inbox_id(self) -> str:
-        """The event id, or the record's coordinates when it has no usable id."""
+        """The redrive id of a redriven dead letter (its event id is in the inbox already:
+        recorded when it was dead-lettered); else the event id, or the record's coordinates
+        when it has no usable id."""
+        if self.redrive_id:
+            return self.redrive_id
         return self.meta.id if self.meta is not None else self.where
 
     def log_fields(self) -> dict[str, object]:
@@ -168,6 +177,8 @@ class EventConsumer(BackgroundWorker):
         self.attempts = attempts
         self.retry_pause_s = retry_pause_s
         self.applied = 0
+        #: When this consumer last settled a batch (None: not since it started).
+        self.last_batch_at: datetime | None = None
         #: Makes a replacement client after a fatal error (None: the worker dies instead).
         self.new_consumer = new_consumer
         #: Set once a poll found nothing left to read on an assigned partition.
@@ -261,6 +272,7 @@ class EventConsumer(BackgroundWorker):
         crash_point("consumer.after-db-commit")
         self._commit_offsets(kafka_records)
         self.applied += len(records)
+        self.last_batch_at = utcnow()
         log.info(
             "batch applied",
             extra={
@@ -273,11 +285,13 @@ class EventConsumer(BackgroundWorker):
     @staticmethod
     def _decode(kafka: KafkaMessage) -> _Record:
         topic = TOPICS[kafka.topic() or ""]
+        headers = _headers(kafka)
+        redrive = next((header_text(v) for k, v in headers if k == REDRIVE_HEADER), "")
         try:
-            meta, event = decode(topic, _headers(kafka), kafka.value())
+            meta, event = decode(topic, headers, kafka.value())
         except InvalidEvent as exc:
-            return _Record(kafka, error=str(exc))
-        return _Record(kafka, meta=meta, event=event)
+            return _Record(kafka, error=str(exc), redrive_id=redrive)
+        return _Record(kafka, meta=meta, event=event, redrive_id=redrive)
 
     def _settle(self, records: list[_Record]) -> _Outcome:
         """Apply `records` in one transaction; if one of them makes it fail, narrow it down.
@@ -359,6 +373,14 @@ class EventConsumer(BackgroundWorker):
             if record.event is not None and record.meta is not None and not reason:
                 try:
                     batch.apply(record.event, record.meta)
+                    outbox.journal.consumed(
+                        StepKind.APPLIED,
+                        topic=topic,
+                        partition=record.kafka.partition() or 0,
+                        offset=record.kafka.offset() or 0,
+                        meta=record.meta,
+                        detail=describe(record.event),
+                    )
                     continue
                 except InvalidEvent as exc:
                     reason = str(exc)
