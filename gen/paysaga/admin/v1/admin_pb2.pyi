@@ -56,18 +56,20 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PartitionLag(_message.Message):
-    __slots__ = ("topic", "partition", "committed", "end", "lag")
+    __slots__ = ("topic", "partition", "committed", "end", "lag", "assigned_here")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_HERE_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
     committed: int
     end: int
     lag: int
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., committed: _Optional[int] = ..., end: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
+    assigned_here: bool
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., committed: _Optional[int] = ..., end: _Optional[int] = ..., lag: _Optional[int] = ..., assigned_here: _Optional[bool] = ...) -> None: ...
 
 class TopicCount(_message.Message):
     __slots__ = ("topic", "count")
