@@ -281,6 +281,35 @@ def _replica_status(client: Client, service: str, address: str) -> dict[str, Any
     return found
 
 
+def _health_summary(health: dict[str, str]) -> str:
+    """ "SERVING (4 names)" when all are, else the names that are not."""
+    if all(v == "SERVING" for v in health.values()):
+        return f"SERVING ({len(health)} names)"
+    return ", ".join(f"{k}={v}" for k, v in health.items() if v != "SERVING")
+
+
+def _lag_rows(replica: dict[str, Any]) -> list[list[object]]:
+    """Per topic: the partitions this replica holds, their lag, and which are behind."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    for p in replica.get("lag", []):
+        if p.get("assigned_here"):
+            held.setdefault(p["topic"], []).append(p)
+    rows: list[list[object]] = []
+    for topic, parts in held.items():
+        behind = [f"p{p.get('partition', 0)}={p['lag']}" for p in parts if int(p.get("lag", 0))]
+        rows.append(
+            [
+                replica["service"],
+                replica.get("replica", ""),
+                topic,
+                ",".join(str(p.get("partition", 0)) for p in parts),
+                sum(int(p.get("lag", 0)) for p in parts),
+                " ".join(behind) or "-",
+            ]
+        )
+    return rows
+
+
 def status(client: Client, args: argparse.Namespace) -> tuple[str, int]:
     """Every replica of both services: health, backlog, lag, dead letters, progress."""
     found = [
@@ -304,14 +333,15 @@ def status(client: Client, args: argparse.Namespace) -> tuple[str, int]:
         lag_total = sum(int(p.get("lag", 0)) for p in r.get("lag", []))
         dead = sum(int(t.get("count", 0)) for t in r.get("dead_letters", []))
         oldest = duration(r.get("outbox_oldest_age_seconds", 0))
-        health = ", ".join(f"{k}={v}" for k, v in r["health"].items())
+        pending = int(r.get("outbox_pending", 0))
+        health = _health_summary(r["health"])
         rows.append(
             [
                 r["service"],
                 r["address"],
                 r.get("replica", ""),
                 health,
-                f"{r.get('outbox_pending', 0)} (oldest {oldest})",
+                f"{pending} (oldest {oldest})" if pending else "0",
                 r.get("outbox_parked", 0),
                 "?" if r.get("lag_error") else lag_total,
                 dead,
@@ -319,19 +349,12 @@ def status(client: Client, args: argparse.Namespace) -> tuple[str, int]:
             ]
         )
         problems += [f"{name}: {p}" for p in r.get("problems", [])]
-        for p in r.get("lag", []):
-            if p.get("assigned_here"):
-                lags.append(
-                    [r["service"], r.get("replica", ""), p["topic"], p.get("partition", 0),
-                     p.get("committed", -1), p.get("end", 0), p.get("lag", 0)]
-                )  # fmt: skip
+        lags += _lag_rows(r)
     headers = ["SERVICE", "ADDRESS", "REPLICA", "HEALTH", "OUTBOX PENDING", "PARKED"]
     out = [table([*headers, "LAG", "DEAD LETTERS", "LAST BATCH"], rows)]
     if lags:
-        out += ["", "partitions each replica consumes:"]
-        out.append(
-            table(["SERVICE", "REPLICA", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"], lags)
-        )
+        out += ["", "consumer lag on the partitions each replica holds:"]
+        out.append(table(["SERVICE", "REPLICA", "TOPIC", "PARTITIONS", "LAG", "BEHIND"], lags))
     out += ["", "problems:" if problems else "problems: none"]
     out += [f"  {p}" for p in problems]
     return "\n".join(out), 1 if failed else 0

@@ -182,12 +182,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
     def _assigned(self) -> set[tuple[str, int]]:
         """The partitions this replica's consumer holds now (empty if unknown)."""
-        if self.consumer is None:
-            return set()
-        try:
-            return {(tp.topic, tp.partition) for tp in self.consumer.consumer.assignment()}
-        except Exception:
-            return set()
+        return set(self.consumer.assigned) if self.consumer is not None else set()
 
     # -- timeline --------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ def group_lag(
     committed: dict[tuple[str, int], int] = {}
     for future in admin.list_consumer_group_offsets(request, request_timeout=timeout_s).values():
         for tp in future.result(timeout_s).topic_partitions or []:
-            committed[(tp.topic, tp.partition)] = tp.offset
+            committed[(tp.topic, tp.partition)] = max(tp.offset, -1)  # -1001: none yet
     ends = admin.list_offsets(
         {tp: OffsetSpec.latest() for tp in partitions}, request_timeout=timeout_s
     )

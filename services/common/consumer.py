@@ -179,6 +179,9 @@ class EventConsumer(BackgroundWorker):
         self.applied = 0
         #: When this consumer last settled a batch (None: not since it started).
         self.last_batch_at: datetime | None = None
+        #: The (topic, partition)s this consumer holds, kept by the rebalance callbacks (a
+        #: client's assignment() blocks while another thread polls it: read this instead).
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
         #: Makes a replacement client after a fatal error (None: the worker dies instead).
         self.new_consumer = new_consumer
         #: Set once a poll found nothing left to read on an assigned partition.
@@ -186,8 +189,24 @@ class EventConsumer(BackgroundWorker):
 
     def start(self) -> None:
         """Subscribe, then consume on the thread; stop() finishes the batch in hand first."""
-        self.consumer.subscribe(sorted(self.handlers))
+        self._subscribe()
         super().start()
+
+    def _subscribe(self) -> None:
+        self.assigned = frozenset()
+        self.consumer.subscribe(
+            sorted(self.handlers),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Incremental (cooperative-sticky): these partitions are added to those held.
+        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
 
     def _run(self) -> None:
         backoff = 0.1
@@ -244,7 +263,7 @@ class EventConsumer(BackgroundWorker):
         except Exception:
             log.warning("closing the failed consumer failed", exc_info=True)
         self.consumer = self.new_consumer()
-        self.consumer.subscribe(sorted(self.handlers))
+        self._subscribe()
 
     def process_or_rewind(self, kafka_records: list[KafkaMessage]) -> bool:
         """Process a batch; if that fails, rewind to its first offsets so it comes again.
@@ -371,6 +390,7 @@ class EventConsumer(BackgroundWorker):
         for record in records:
             reason = record.error
             if record.event is not None and record.meta is not None and not reason:
+                began = utcnow()
                 try:
                     batch.apply(record.event, record.meta)
                     outbox.journal.consumed(
@@ -380,6 +400,7 @@ class EventConsumer(BackgroundWorker):
                         offset=record.kafka.offset() or 0,
                         meta=record.meta,
                         detail=describe(record.event),
+                        at=began,
                     )
                     continue
                 except InvalidEvent as exc:

@@ -156,7 +156,9 @@ def describe(event: Message) -> str:
         text = f"{event.amount_cents} cents, product {event.product_id}"
     else:
         text = ""
-    return f"{text}: {reason}" if reason else text
+    if text and reason:
+        return f"{text}: {reason}"
+    return text or reason
 
 
 class Journal:
@@ -178,6 +180,7 @@ class Journal:
         partition: int | None = None,
         offset: int | None = None,
         produced_at: datetime | None = None,
+        at: datetime | None = None,
     ) -> None:
         if not order_id:
             return  # a step belongs to an order's timeline; without one there is none
@@ -191,7 +194,7 @@ class Journal:
                 "event_id": event_id,
                 "event_type": event_type,
                 "produced_at": produced_at,
-                "recorded_at": utcnow(),
+                "recorded_at": at or utcnow(),
                 "detail": detail[:500],
             }
         )
@@ -205,8 +208,10 @@ class Journal:
         offset: int,
         meta: EventMeta,
         detail: str,
+        at: datetime | None = None,
     ) -> None:
-        """A consumed event was applied or dead-lettered."""
+        """A consumed event was applied or dead-lettered (`at`: when its handling began, so
+        it sorts before the events its handler produced)."""
         self.step(
             kind,
             order_id=meta.subject,
@@ -217,6 +222,7 @@ class Journal:
             partition=partition,
             offset=offset,
             produced_at=parse_time(meta.time),
+            at=at,
         )
 
     def dead_letter(
