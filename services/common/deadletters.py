@@ -74,7 +74,7 @@ def count_by_topic(session: Session) -> dict[str, int]:
         .where(col(DeadLetter.redrive_count) == 0)
         .group_by(col(DeadLetter.topic))
     )
-    return {topic: count for topic, count in rows.tuples()}
+    return {topic: count for topic, count in rows.all()}
 
 
 def redrive(

@@ -196,6 +196,9 @@ class OutboxWriter:
             event_id=event_id, topic=f"{topic}.dlt", key=key, value=value, headers=dead_headers
         )
         found = header_dict(headers)
+        # The event's own id where it has one (the inbox key may be a redrive id or the
+        # record's coordinates).
+        original_id = found.get("ce_id") or event_id
         self.journal.dead_letter(
             topic=topic,
             partition=partition,
@@ -204,7 +207,7 @@ class OutboxWriter:
             value=value,
             headers=encode_headers(headers),
             reason=reason[:MAX_REASON_CHARS],
-            event_id=event_id,
+            event_id=original_id,
             event_type=found.get("ce_type", ""),
             order_id=found.get("ce_subject", ""),
         )
@@ -212,7 +215,7 @@ class OutboxWriter:
             StepKind.DEAD_LETTERED,
             order_id=found.get("ce_subject", ""),
             topic=topic,
-            event_id=event_id,
+            event_id=original_id,
             event_type=found.get("ce_type", ""),
             detail=reason,
             partition=partition,

@@ -127,15 +127,16 @@ def _waiting_for(session: Session, order_ids: list[str], now: datetime) -> dict[
             select(
                 col(OutboxRecord.event_id), col(OutboxRecord.attempts), col(OutboxRecord.last_error)
             ).where(col(OutboxRecord.event_id).in_(event_ids))
-        ).tuples()
+        ).all()
     }
-    parked = dict(
-        session.execute(
+    parked = {
+        event_id: error
+        for event_id, error in session.execute(
             select(col(ParkedRecord.event_id), col(ParkedRecord.error)).where(
                 col(ParkedRecord.event_id).in_(event_ids)
             )
-        ).tuples()
-    )
+        ).all()
+    }
     waits = {}
     for order_id, step in purchased.items():
         when = _ago(step.recorded_at, now)
