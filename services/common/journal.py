@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlmodel import Field, Index, Session, SQLModel
 
 from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
@@ -57,7 +57,7 @@ class SagaStep(SQLModel, table=True):
     event_type: str
     #: The event's ce_time, when the step is about a consumed event.
     produced_at: datetime | None = None
-    recorded_at: datetime = Field(index=True)
+    recorded_at: datetime
     #: The replica (instance id) that wrote the step.
     replica: str
     #: A short summary: a status, an outcome, a dead-letter reason, who redrove.
@@ -263,7 +263,9 @@ class Journal:
         """Insert what was collected, in the caller's transaction (one INSERT per table)."""
         if self.steps:
             replica = str(session.info.get("replica", ""))
-            session.execute(insert(SagaStep), [{**s, "replica": replica} for s in self.steps])
+            # The Core table, not the ORM class: the ORM splits a batch into one statement
+            # per run of rows with the same None columns (PRODUCED and APPLIED alternate).
+            session.execute(STEPS_TABLE.insert(), [{**s, "replica": replica} for s in self.steps])
             self.steps = []
         if self.dead_letters:
             # A redelivered poison record is stopped by the inbox first; this only makes sure.

@@ -34,7 +34,6 @@ def create_journal_tables() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_saga_step_order", "saga_step", ["order_id", "recorded_at"])
-    op.create_index(op.f("ix_saga_step_recorded_at"), "saga_step", ["recorded_at"])
     op.create_table(
         "dead_letter",
         sa.Column("id", _TEXT(), nullable=False),
