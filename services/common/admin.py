@@ -92,7 +92,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.workers: list[Any] = []
         self.health_names: list[str] = []
 
-    def register(self, server: grpc.Server) -> None:
+    def register(self, server: grpc.Server | grpc.aio.Server) -> None:
         """Serve the admin API on `server` (add SERVICE_NAME to its reflection list too)."""
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self, server)
 
