@@ -7,7 +7,8 @@ BUF := $(TOOLS_BIN)/buf
 GRPCURL := $(TOOLS_BIN)/grpcurl
 
 PROTO_DIR := protos
-PROTOS := $(sort $(wildcard $(PROTO_DIR)/paysaga/v1/*.proto))
+# The public contract (paysaga.v1) and the operators' API (paysaga.admin.v1).
+PROTOS := $(sort $(wildcard $(PROTO_DIR)/paysaga/v1/*.proto $(PROTO_DIR)/paysaga/admin/v1/*.proto))
 GEN_DIR := gen
 # The released contract that `buf breaking` compares against: a buf image, which
 # buf never reads as a source (it only takes .proto files from the module).
@@ -35,12 +36,13 @@ tools: | check-go ## install pinned buf and grpcurl into .tools/bin
 gen: venv ## regenerate gen/ (pb2, pb2_grpc, pyi) from protos/
 	@echo "==> generating $(GEN_DIR)/paysaga from $(PROTO_DIR)/"
 	@rm -rf $(GEN_DIR)/paysaga
-	@mkdir -p $(GEN_DIR)/paysaga/v1
+	@mkdir -p $(GEN_DIR)/paysaga/v1 $(GEN_DIR)/paysaga/admin/v1
 	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) \
 	  --python_out=$(GEN_DIR) --pyi_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) $(PROTOS)
 	@# setuptools installs gen/paysaga as the package `paysaga`: it needs these; py.typed
 	@# lets a client's type checker use the .pyi stubs.
-	@touch $(GEN_DIR)/paysaga/__init__.py $(GEN_DIR)/paysaga/v1/__init__.py $(GEN_DIR)/paysaga/py.typed
+	@touch $(GEN_DIR)/paysaga/__init__.py $(GEN_DIR)/paysaga/v1/__init__.py $(GEN_DIR)/paysaga/py.typed \
+	  $(GEN_DIR)/paysaga/admin/__init__.py $(GEN_DIR)/paysaga/admin/v1/__init__.py
 
 .PHONY: contract
 contract: venv tools ## buf lint, buf breaking against the baseline, contract tests

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -31,10 +32,12 @@ from google.protobuf.message import Message
 from sqlmodel import Session
 
 from services.common import inbox
-from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode
+from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode, header_text
 from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
+from services.common.journal import REDRIVE_HEADER, StepKind, describe
 from services.common.outbox import OutboxWriter
+from services.common.timeutil import utcnow
 from services.common.topics import TOPICS
 from services.common.worker import BackgroundWorker
 
@@ -99,6 +102,8 @@ class _Record:
     event: Message | None = None
     #: Why the record cannot be decoded ("" if it was).
     error: str = ""
+    #: A redriven dead letter's redrive id (services.common.journal.redrive_id), else "".
+    redrive_id: str = ""
 
     @property
     def topic(self) -> str:
@@ -111,7 +116,11 @@ class _Record:
 
     @property
     def inbox_id(self) -> str:
-        """The event id, or the record's coordinates when it has no usable id."""
+        """The redrive id of a redriven dead letter (its event id is in the inbox already:
+        recorded when it was dead-lettered); else the event id, or the record's coordinates
+        when it has no usable id."""
+        if self.redrive_id:
+            return self.redrive_id
         return self.meta.id if self.meta is not None else self.where
 
     def log_fields(self) -> dict[str, object]:
@@ -168,6 +177,11 @@ class EventConsumer(BackgroundWorker):
         self.attempts = attempts
         self.retry_pause_s = retry_pause_s
         self.applied = 0
+        #: When this consumer last settled a batch (None: not since it started).
+        self.last_batch_at: datetime | None = None
+        #: The (topic, partition)s this consumer holds, kept by the rebalance callbacks (a
+        #: client's assignment() blocks while another thread polls it: read this instead).
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
         #: Makes a replacement client after a fatal error (None: the worker dies instead).
         self.new_consumer = new_consumer
         #: Set once a poll found nothing left to read on an assigned partition.
@@ -177,8 +191,24 @@ class EventConsumer(BackgroundWorker):
 
     def start(self) -> None:
         """Subscribe, then consume on the thread; stop() finishes the batch in hand first."""
-        self.consumer.subscribe(sorted(self.handlers))
+        self._subscribe()
         super().start()
+
+    def _subscribe(self) -> None:
+        self.assigned = frozenset()
+        self.consumer.subscribe(
+            sorted(self.handlers),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Incremental (cooperative-sticky): these partitions are added to those held.
+        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
 
     def _run(self) -> None:
         backoff = 0.1
@@ -248,7 +278,7 @@ class EventConsumer(BackgroundWorker):
         except Exception:
             log.warning("closing the failed consumer failed", exc_info=True)
         self.consumer = self.new_consumer()
-        self.consumer.subscribe(sorted(self.handlers))
+        self._subscribe()
 
     def process_or_rewind(self, kafka_records: list[KafkaMessage]) -> bool:
         """Process a batch; if that fails, rewind to its first offsets so it comes again.
@@ -276,6 +306,7 @@ class EventConsumer(BackgroundWorker):
         crash_point("consumer.after-db-commit")
         self._commit_offsets(kafka_records)
         self.applied += len(records)
+        self.last_batch_at = utcnow()
         log.info(
             "batch applied",
             extra={
@@ -288,11 +319,13 @@ class EventConsumer(BackgroundWorker):
     @staticmethod
     def _decode(kafka: KafkaMessage) -> _Record:
         topic = TOPICS[kafka.topic() or ""]
+        headers = _headers(kafka)
+        redrive = next((header_text(v) for k, v in headers if k == REDRIVE_HEADER), "")
         try:
-            meta, event = decode(topic, _headers(kafka), kafka.value())
+            meta, event = decode(topic, headers, kafka.value())
         except InvalidEvent as exc:
-            return _Record(kafka, error=str(exc))
-        return _Record(kafka, meta=meta, event=event)
+            return _Record(kafka, error=str(exc), redrive_id=redrive)
+        return _Record(kafka, meta=meta, event=event, redrive_id=redrive)
 
     def _settle(self, records: list[_Record]) -> _Outcome:
         """Apply `records` in one transaction; if one of them makes it fail, narrow it down.
@@ -372,8 +405,18 @@ class EventConsumer(BackgroundWorker):
         for record in records:
             reason = record.error
             if record.event is not None and record.meta is not None and not reason:
+                began = utcnow()
                 try:
                     batch.apply(record.event, record.meta)
+                    outbox.journal.consumed(
+                        StepKind.APPLIED,
+                        topic=topic,
+                        partition=record.kafka.partition() or 0,
+                        offset=record.kafka.offset() or 0,
+                        meta=record.meta,
+                        detail=describe(record.event),
+                        at=began,
+                    )
                     continue
                 except InvalidEvent as exc:
                     reason = str(exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -83,8 +84,10 @@ def insert_ignoring_conflicts(session: Session, table: Table, *conflict_columns:
 class Database:
     """Engines and sessions for one service's database."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, instance: str = "") -> None:
         self.url = url
+        #: This replica's name in the saga journal (services.common.journal): its instance id.
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.pool_size = pool_size
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         #: Set after every commit that wrote outbox rows; the relay waits on it.
@@ -133,6 +136,7 @@ class Database:
     def _session(self, engine: Engine) -> Session:
         session = Session(engine, expire_on_commit=False)
         session.info["outbox_signal"] = self.outbox_signal
+        session.info["replica"] = self.instance
         return session
 
     @contextmanager

@@ -19,7 +19,8 @@ class ProcessedEvent(SQLModel, table=True):
 
     event_id: str = Field(primary_key=True)
     topic: str
-    processed_at: datetime = Field(default_factory=utcnow)
+    #: Indexed: the retention purge (services.common.retention) deletes by age.
+    processed_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:

@@ -16,9 +16,10 @@ from google.protobuf.message import Message
 from sqlalchemy import insert
 from sqlmodel import Field, Session, SQLModel
 
-from services.common.cloudevents import EventMeta, Headers
+from services.common.cloudevents import EventMeta, Headers, header_dict
 from services.common.columns import blob, int64
 from services.common.db import run_after_commit
+from services.common.journal import Journal, StepKind, describe, parse_time
 from services.common.timeutil import utcnow
 from services.common.topics import topic_for_event
 
@@ -109,10 +110,15 @@ class ParkedRecord(SQLModel, table=True):
 
 
 class OutboxWriter:
-    """The outgoing records of one transaction, in order; `write` inserts them all."""
+    """The outgoing records of one transaction, in order; `write` inserts them all.
+
+    It also carries the transaction's saga journal (services.common.journal): a staged
+    event is a PRODUCED step of its order, and the consumer adds what it applied.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.journal = Journal()
 
     def _add(
         self, *, event_id: str, topic: str, key: bytes | None, value: bytes | None, headers: Headers
@@ -143,7 +149,27 @@ class OutboxWriter:
             value=event.SerializeToString(),
             headers=meta.headers(),
         )
+        self.journal.step(
+            StepKind.PRODUCED,
+            order_id=subject,
+            topic=topic.name,
+            event_id=meta.id,
+            event_type=meta.type,
+            detail=describe(event),
+        )
         return meta
+
+    def add_record(
+        self,
+        *,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        event_id: str,
+    ) -> None:
+        """Stage a record as it is (a redriven dead letter) for `topic`."""
+        self._add(event_id=event_id, topic=topic, key=key, value=value, headers=headers)
 
     def add_dead_letter(
         self,
@@ -169,9 +195,38 @@ class OutboxWriter:
         self._add(
             event_id=event_id, topic=f"{topic}.dlt", key=key, value=value, headers=dead_headers
         )
+        found = header_dict(headers)
+        # The event's own id where it has one (the inbox key may be a redrive id or the
+        # record's coordinates).
+        original_id = found.get("ce_id") or event_id
+        self.journal.dead_letter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=encode_headers(headers),
+            reason=reason[:MAX_REASON_CHARS],
+            event_id=original_id,
+            event_type=found.get("ce_type", ""),
+            order_id=found.get("ce_subject", ""),
+        )
+        self.journal.step(
+            StepKind.DEAD_LETTERED,
+            order_id=found.get("ce_subject", ""),
+            topic=topic,
+            event_id=original_id,
+            event_type=found.get("ce_type", ""),
+            detail=reason,
+            partition=partition,
+            offset=offset,
+            produced_at=parse_time(found.get("ce_time", "")),
+        )
 
     def write(self, session: Session) -> None:
-        """Insert the staged records in this transaction; wake the relay once it commits."""
+        """Insert the staged records and journal in this transaction; wake the relay once it
+        commits."""
+        self.journal.write(session)
         if not self.rows:
             return
         session.execute(insert(OutboxRecord), self.rows)

@@ -51,3 +51,20 @@ class ServiceSettings(BaseSettings):
     #: Seconds in-flight RPCs get to finish on SIGTERM, and as much again for the workers
     #: (consumer, relay) to stop.
     shutdown_grace_s: float = 10.0
+    #: Inbox rows (event ids kept to drop redeliveries) are purged after this many days:
+    #: <SVC>_INBOX_RETENTION_DAYS, or INBOX_RETENTION_DAYS for both services. Keep it above
+    #: the saga topics' retention (7 days), see services.common.retention.
+    inbox_retention_days: float = 14.0
+    shared_inbox_retention_days: float | None = Field(
+        default=None, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
+    )
+
+    @property
+    def inbox_retention(self) -> float:
+        """The inbox retention in days: the service's own setting wins over the shared one."""
+        if (
+            "inbox_retention_days" in self.model_fields_set
+            or self.shared_inbox_retention_days is None
+        ):
+            return self.inbox_retention_days
+        return self.shared_inbox_retention_days

@@ -23,6 +23,11 @@ def proto_files() -> list[Path]:
     return sorted(p.relative_to(PROTO_DIR) for p in package_dir.glob("*.proto"))
 
 
+def generated_proto_files() -> list[Path]:
+    """Every .proto `make gen` compiles: the contract and the admin API (paysaga.admin.v1)."""
+    return sorted(p.relative_to(PROTO_DIR) for p in (PROTO_DIR / "paysaga").rglob("*.proto"))
+
+
 def pb2_module(proto: Path) -> ModuleType:
     """The generated module of one .proto, e.g. paysaga/v1/orders.proto -> orders_pb2."""
     return importlib.import_module(".".join(proto.with_suffix("").parts) + "_pb2")

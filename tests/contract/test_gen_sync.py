@@ -9,19 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.descriptors import GEN_DIR, PROTO_DIR, proto_files
+from tests.contract.descriptors import GEN_DIR, PROTO_DIR, generated_proto_files
 
 pytestmark = pytest.mark.contract
 
 # The same invocation as the `gen` target in mk/contract.mk.
-PACKAGE_INITS = ("paysaga/__init__.py", "paysaga/v1/__init__.py", "paysaga/py.typed")
+PACKAGE_INITS = (
+    "paysaga/__init__.py",
+    "paysaga/v1/__init__.py",
+    "paysaga/py.typed",
+    "paysaga/admin/__init__.py",
+    "paysaga/admin/v1/__init__.py",
+)
 
 
 def _generate(out: Path) -> None:
     command = [
         sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}",
         f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}",
-        *(str(PROTO_DIR / p) for p in proto_files()),
+        *(str(PROTO_DIR / p) for p in generated_proto_files()),
     ]  # fmt: skip
     subprocess.run(command, check=True, cwd=PROTO_DIR.parent)
     for init in PACKAGE_INITS:

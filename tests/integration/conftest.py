@@ -44,6 +44,10 @@ class Saga:
     payments: payments_pb2_grpc.PaymentServiceStub
     order_db: Database
     payment_db: Database
+    #: The running services (admin tests attach to their workers) and consumer groups.
+    order_app: GrpcApp
+    payment_app: GrpcApp
+    groups: dict[str, str]
 
     def new_user(self, balance_cents: int) -> int:
         """A user of this test alone, holding `balance_cents`."""
@@ -135,6 +139,9 @@ def saga(
         payments=payments_pb2_grpc.PaymentServiceStub(payment_channel),
         order_db=order_db,
         payment_db=payment_db,
+        order_app=apps[0],
+        payment_app=apps[1],
+        groups=by_service,
     )
     order_channel.close()
     payment_channel.close()

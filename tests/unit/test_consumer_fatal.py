@@ -28,7 +28,7 @@ class FakeClient:
         self.closed = False
         self.subscribed: list[str] = []
 
-    def subscribe(self, topics: list[str]) -> None:
+    def subscribe(self, topics: list[str], **_callbacks: Any) -> None:
         self.subscribed = topics
 
     def poll(self, _timeout: float) -> Any:

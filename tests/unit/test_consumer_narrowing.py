@@ -23,6 +23,7 @@ from services.common.cloudevents import EventMeta, Headers
 from services.common.consumer import EventConsumer
 from services.common.db import Database, is_transient
 from services.common.inbox import ProcessedEvent
+from services.common.journal import TABLES as JOURNAL_TABLES
 from services.common.outbox import DLT_HEADERS, OutboxRecord, OutboxWriter, decode_headers
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import ORDERS
@@ -92,7 +93,7 @@ class Hop:
 @pytest.fixture
 def hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hop:
     db = Database(f"sqlite:///{tmp_path}/x.db")
-    db.create_tables([OutboxRecord, ProcessedEvent])
+    db.create_tables([OutboxRecord, ProcessedEvent, *JOURNAL_TABLES])
     with db.write() as session:
         session.execute(
             text(

@@ -17,6 +17,7 @@ from services.common.cloudevents import EventMeta
 from services.common.consumer import EventConsumer
 from services.common.db import Database
 from services.common.inbox import ProcessedEvent
+from services.common.journal import TABLES as JOURNAL_TABLES
 from services.common.outbox import OutboxRecord, decode_headers
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import ORDERS
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.unit
 @pytest.fixture
 def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
     db = Database(f"sqlite:///{tmp_path}/payment.db")
-    db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent])
+    db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent, *JOURNAL_TABLES])
     seed_accounts(db)
     consumer = FakeConsumer()
     hop = EventConsumer(db, consumer, {ORDERS.name: ChargeOrders})  # type: ignore[arg-type]

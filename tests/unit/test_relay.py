@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from paysaga.v1 import events_pb2
 from services.common.db import Database
+from services.common.journal import TABLES as JOURNAL_TABLES
 from services.common.outbox import OutboxRecord, OutboxWriter, ParkedRecord
 from services.common.relay import OutboxRelay
 
@@ -55,7 +56,7 @@ class FakeProducer:
 @pytest.fixture
 def db(tmp_path: Path) -> Database:
     database = Database(f"sqlite:///{tmp_path}/relay.db")
-    database.create_tables([OutboxRecord, ParkedRecord])
+    database.create_tables([OutboxRecord, ParkedRecord, *JOURNAL_TABLES])
     return database
 
 

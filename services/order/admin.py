@@ -1,0 +1,163 @@
+"""The Order service's admin API: the shared one plus its orders (timeline head, stuck sagas).
+
+A stuck order is one still CREATED past the threshold. What it waits for is read from
+this service's own records, so it answers even while the Payment service is down: its
+OrderPurchased still in the outbox (unpublished or parked: the relay or Kafka), or
+published and no outcome applied yet (the Payment service's decision).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from paysaga.admin.v1 import admin_pb2
+from paysaga.v1 import events_pb2
+from services.common.admin import AdminServicer
+from services.common.db import Database
+from services.common.grpc_errors import abort
+from services.common.journal import SagaStep, StepKind
+from services.common.outbox import OutboxRecord, ParkedRecord
+from services.common.timeutil import to_timestamp, utcnow
+from services.common.topics import TRANSACTIONS
+from services.order.domain import Status
+from services.order.models import ORDERS_TABLE, SagaDeadline
+from services.order.settings import OrderSettings
+
+_PURCHASED = events_pb2.OrderPurchased.DESCRIPTOR.full_name
+_DEFAULT_OLDER_THAN_S = 30.0
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = int((now - _aware(moment)).total_seconds())
+    return f"{seconds // 60:02d}:{seconds % 60:02d} ago"
+
+
+class OrderAdmin(AdminServicer):
+    """paysaga.admin.v1.AdminService on the Order service."""
+
+    def describe_order(
+        self, session: Session, order_id: str, response: admin_pb2.GetOrderTimelineResponse
+    ) -> None:
+        """The order's status, and its creation (the CreateOrder call) as the first step."""
+        order = (
+            session.execute(select(ORDERS_TABLE).where(ORDERS_TABLE.c.id == order_id))
+            .mappings()
+            .first()
+        )
+        if order is None:
+            return
+        response.status = order["status"]
+        response.failure_reason = order["failure_reason"]
+        created = admin_pb2.Step(
+            time=to_timestamp(order["created_at"]),
+            kind=admin_pb2.STEP_KIND_ORDER_CREATED,
+            service=self.service,
+            partition=-1,
+            offset=-1,
+            detail=f"CreateOrder: user {order['user_id']}, product {order['product_id']}, "
+            f"{order['price_cents']} cents, request_id {order['request_id']}",
+        )
+        response.steps.insert(0, created)
+
+    def ListStuckOrders(
+        self, request: admin_pb2.ListStuckOrdersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListStuckOrdersResponse:
+        if request.older_than_seconds < 0:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "older_than_seconds must be 0 (the default, 30 s) or more",
+            )
+        older_than = request.older_than_seconds or _DEFAULT_OLDER_THAN_S
+        limit = min(request.limit, 1000) if request.limit > 0 else 100
+        now = utcnow()
+        with self.db.read() as session:
+            orders = (
+                session.execute(
+                    select(ORDERS_TABLE, col(SagaDeadline.due_at))
+                    .outerjoin(SagaDeadline, col(SagaDeadline.order_id) == ORDERS_TABLE.c.id)
+                    .where(ORDERS_TABLE.c.status == Status.CREATED.value)
+                    .where(ORDERS_TABLE.c.created_at < now - timedelta(seconds=older_than))
+                    .order_by(ORDERS_TABLE.c.created_at)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+            waits = _waiting_for(session, [o["id"] for o in orders], now)
+        stuck = []
+        for order in orders:
+            item = admin_pb2.StuckOrder(
+                order_id=order["id"],
+                user_id=order["user_id"],
+                create_time=to_timestamp(order["created_at"]),
+                waiting_for=waits.get(order["id"], "payment decision (no step recorded)"),
+            )
+            if order["due_at"] is not None:
+                item.deadline_time.CopyFrom(to_timestamp(order["due_at"]))
+            stuck.append(item)
+        return admin_pb2.ListStuckOrdersResponse(orders=stuck)
+
+
+def _waiting_for(session: Session, order_ids: list[str], now: datetime) -> dict[str, str]:
+    """order id -> the step it waits for, in words (one query per table for all orders)."""
+    if not order_ids:
+        return {}
+    purchased = {
+        row.order_id: row
+        for row in session.execute(
+            select(SagaStep)
+            .where(col(SagaStep.order_id).in_(order_ids))
+            .where(col(SagaStep.kind) == StepKind.PRODUCED.value)
+            .where(col(SagaStep.event_type) == _PURCHASED)
+        ).scalars()
+    }
+    event_ids = [step.event_id for step in purchased.values()]
+    unpublished = {
+        event_id: (attempts, error)
+        for event_id, attempts, error in session.execute(
+            select(
+                col(OutboxRecord.event_id), col(OutboxRecord.attempts), col(OutboxRecord.last_error)
+            ).where(col(OutboxRecord.event_id).in_(event_ids))
+        ).all()
+    }
+    parked = {
+        event_id: error
+        for event_id, error in session.execute(
+            select(col(ParkedRecord.event_id), col(ParkedRecord.error)).where(
+                col(ParkedRecord.event_id).in_(event_ids)
+            )
+        ).all()
+    }
+    waits = {}
+    for order_id, step in purchased.items():
+        when = _ago(step.recorded_at, now)
+        if step.event_id in parked:
+            waits[order_id] = f"an operator: OrderPurchased parked ({parked[step.event_id]})"
+        elif step.event_id in unpublished:
+            attempts, error = unpublished[step.event_id]
+            tried = f", {attempts} failed attempt(s): {error}" if attempts else ""
+            waits[order_id] = f"Kafka: OrderPurchased written {when}, not yet published{tried}"
+        else:
+            waits[order_id] = f"payment decision: OrderPurchased published {when}"
+    return waits
+
+
+def order_admin(db: Database, settings: OrderSettings) -> OrderAdmin:
+    """The Order service's admin servicer over `db` (see services.common.admin)."""
+    return OrderAdmin(
+        service="order",
+        db=db,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        consumer_group=settings.consumer_group,
+        topics=[TRANSACTIONS.name],
+        inbox_retention_days=settings.inbox_retention,
+    )

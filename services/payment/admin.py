@@ -1,0 +1,21 @@
+"""The Payment service's admin API: the shared one (services.common.admin) over its database."""
+
+from __future__ import annotations
+
+from services.common.admin import AdminServicer
+from services.common.db import Database
+from services.common.topics import ORDERS, PAYMENTS
+from services.payment.settings import PaymentSettings
+
+
+def payment_admin(db: Database, settings: PaymentSettings) -> AdminServicer:
+    """The Payment service's admin servicer over `db`: dead letters of `orders` and
+    `payments`, its saga steps, its backlog."""
+    return AdminServicer(
+        service="payment",
+        db=db,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        consumer_group=settings.consumer_group,
+        topics=[ORDERS.name, PAYMENTS.name],
+        inbox_retention_days=settings.inbox_retention,
+    )
