@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -60,12 +61,16 @@ def payload() -> bytes:
     return request.SerializeToString()
 
 
-async def _drive(address: str, concurrency: int, warmup_s: float, duration_s: float) -> float:
+async def _drive(
+    address: str, concurrency: int, warmup_s: float, duration_s: float, cpu: CpuMeter
+) -> tuple[float, float, dict[str, float | None]]:
+    """Drive the echo; return (calls/s, calls, CPU seconds) of the measurement window."""
     async with grpc.aio.insecure_channel(address) as channel:
         await asyncio.wait_for(channel.channel_ready(), 15)
         echo = channel.unary_unary(METHOD)
         body = payload()
         counters = Counters()
+        used: dict[str, float | None] = {}
 
         async def op() -> None:
             await echo(body, timeout=10)
@@ -74,18 +79,29 @@ async def _drive(address: str, concurrency: int, warmup_s: float, duration_s: fl
             if int(elapsed) % 2 == 0:
                 print(f"[echo] t={elapsed:4.0f}s calls={counters.done}", flush=True)
 
+        def snapshot() -> dict[str, Any]:
+            """At the window's start (starts the CPU meter) and end (reads it)."""
+            if started:
+                used.update(cpu.stop())
+            else:
+                cpu.start()
+                started.append(True)
+            return {"done": counters.done}
+
+        started: list[bool] = []
         window = await closed_loop(
             op,
             concurrency=concurrency,
             warmup_s=warmup_s,
             duration_s=duration_s,
-            snapshot=lambda: {"done": counters.done},
+            snapshot=snapshot,
             progress=progress,
             counters=counters,
         )
         if counters.errors:
             print(f"[echo] {counters.errors} errors, e.g. {counters.first_errors[0]}", flush=True)
-        return window.delta("done") / window.seconds
+        calls = window.delta("done")
+        return calls / window.seconds, calls, used
 
 
 def echo_ceiling(
@@ -95,11 +111,11 @@ def echo_ceiling(
     port = free_port()
     command = [sys.executable, "-m", "bench.echo", "--model", model, "--port", str(port)]
     server = subprocess.Popen([*command, "--workers", str(workers)], stdin=subprocess.DEVNULL)
-    cpu = CpuMeter({"echo_server": server.pid})
+    cpu = CpuMeter({"echo_server": server.pid, "loadgen": os.getpid()})
     try:
-        cpu.start()
-        rps = asyncio.run(_drive(f"127.0.0.1:{port}", concurrency, warmup_s, duration_s))
-        used = cpu.stop()
+        rps, calls, used = asyncio.run(
+            _drive(f"127.0.0.1:{port}", concurrency, warmup_s, duration_s, cpu)
+        )
     finally:
         server.terminate()
         try:
@@ -109,12 +125,19 @@ def echo_ceiling(
             server.wait()
     label = f"grpc.server + ThreadPoolExecutor({workers})" if model == "sync" else "grpc.aio.server"
     print(f"[echo] {label}: {rps:.0f} rps at concurrency {concurrency}", flush=True)
+    server_s, client_s = used.get("echo_server"), used.get("loadgen")
     return {
         "model": label,
         "rps": round(rps, 1),
         "concurrency": concurrency,
         "duration_s": duration_s,
-        "server_cpu_s": used.get("echo_server"),
+        "server_cpu_s": server_s,
+        "client_cpu_s": client_s,
+        # Server + client CPU per call: what a call costs whatever else runs on the machine.
+        "cpu_ms_per_call": round((server_s + client_s) / calls * 1000, 3)
+        if server_s is not None and client_s is not None and calls
+        else None,
+        "other_processes_cpu_s": used.get("other_processes"),
         "machine_busy_fraction": used.get("machine_busy_fraction"),
         "measured_at": time.strftime("%H:%M:%S"),
     }

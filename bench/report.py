@@ -31,6 +31,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "orders_per_s": tp.get("orders_per_s"),
         "grpc_ceiling_rps": results.get("grpc_echo_aio", {}).get("rps"),
         "ratio": results.get("ratio_to_grpc_echo"),
+        "ratio_cpu_normalised": results.get("ratio_cpu_normalised"),
         "p50_ms": lat.get("p50_ms"),
         "p95_ms": lat.get("p95_ms"),
         "p99_ms": lat.get("p99_ms"),
@@ -114,6 +115,16 @@ def table(results: dict[str, Any]) -> str:
                 "n/a" if ratio is None else f"{ratio:.3f}",
                 "orders/s over the aio echo of this run (the services' server model); "
                 "target >= 0.4",
+            )
+        )
+        normalised = results.get("ratio_cpu_normalised")
+        rows.append(
+            (
+                "  same, per CPU second",
+                "n/a" if normalised is None else f"{normalised:.3f}",
+                f"echo CPU per call {_fmt(results.get('grpc_echo_aio', {}).get('cpu_ms_per_call'))}"
+                f" ms / saga CPU per order {_fmt(tp.get('cpu_ms_per_order_all'))} ms "
+                "(all processes: services, Kafka, load generator): load on the machine aside",
             )
         )
         rows.append(

@@ -270,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     echo = results.get("grpc_echo_aio", {}).get("rps")
     orders = results.get("throughput", {}).get("orders_per_s")
     results["ratio_to_grpc_echo"] = round(orders / echo, 3) if echo and orders else None
+    # The same ratio from CPU per call and per order: what the run would give if it had the
+    # machine to itself (the machine is shared, and the phases do not run at the same time).
+    echo_cpu = results.get("grpc_echo_aio", {}).get("cpu_ms_per_call")
+    order_cpu = results.get("throughput", {}).get("cpu_ms_per_order_all")
+    results["ratio_cpu_normalised"] = (
+        round(echo_cpu / order_cpu, 3) if echo_cpu and order_cpu else None
+    )
     results["load_avg"]["end"] = [round(x, 2) for x in os.getloadavg()]
     results["run_s"] = round(time.monotonic() - began, 1)
     results["summary"] = summary(results)
