@@ -7,16 +7,19 @@ import threading
 import uuid
 from pathlib import Path
 
+import grpc
 from confluent_kafka import Consumer
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common import entrypoint
+from services.common.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from services.common.assembly import build_app
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp
 from services.common.kafka import consumer_config
 from services.common.topics import TRANSACTIONS
 from services.common.worker import PeriodicWorker
+from services.order.admin import order_admin
 from services.order.deadlines import SagaDeadlines
 from services.order.handlers import FinishOrders
 from services.order.server import OrderServicer
@@ -31,7 +34,12 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def build(settings: OrderSettings) -> GrpcApp:
     """The Order service process, ready to start (its database must be migrated)."""
-    db = Database(settings.database_url, pool_size=settings.database_pool_size)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        instance=settings.instance_id or "order",
+    )
+    admin = order_admin(db, settings)
     feed = OrderFeed(settings.watch_history, settings.watch_max_backlog)
     streams = WatchStreams(db, feed, max_streams=settings.watch_max_streams)
     servicer = OrderServicer(db, streams, deadline_s=settings.saga_deadline_s)
@@ -51,23 +59,28 @@ def build(settings: OrderSettings) -> GrpcApp:
         SagaDeadlines(db, deadline_s=settings.saga_deadline_s, consumer_caught_up=caught_up.is_set),
         settings.deadline_poll_s,
     )
-    return build_app(
+
+    def register(server: grpc.aio.Server) -> None:
+        orders_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+        admin.register(server)
+
+    app = build_app(
         name="order",
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
         handlers={TRANSACTIONS.name: FinishOrders},
-        service_names=[SERVICE_NAME],
-        register=lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(
-            servicer, server
-        ),
-        writers=[servicer.writes, deadlines],
+        service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
+        register=register,
+        writers=[servicer.writes, deadlines, admin.retention_worker()],
         readers=[tail],
         consumer_caught_up=caught_up,
         readiness_checks=[tail.ready],
         on_loop=[feed.bind],
         on_drain=[feed.close],
     )
+    admin.attach_app(app)
+    return app
 
 
 def main() -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import grpc
+
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
 from services.common import entrypoint
+from services.common.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from services.common.assembly import build_app
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp
 from services.common.topics import ORDERS, PAYMENTS
+from services.payment.admin import payment_admin
 from services.payment.handlers import ChargeOrders, RecordTransactions
 from services.payment.server import PaymentServicer
 from services.payment.settings import PaymentSettings
@@ -22,19 +26,30 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def build(settings: PaymentSettings) -> GrpcApp:
     """The Payment service process, ready to start (its database must be migrated)."""
-    db = Database(settings.database_url, pool_size=settings.database_pool_size)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        instance=settings.instance_id or "payment",
+    )
     servicer = PaymentServicer(db)
-    return build_app(
+    admin = payment_admin(db, settings)
+
+    def register(server: grpc.aio.Server) -> None:
+        payments_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server)
+        admin.register(server)
+
+    app = build_app(
         name="payment",
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
         handlers={ORDERS.name: ChargeOrders, PAYMENTS.name: RecordTransactions},
-        service_names=[SERVICE_NAME],
-        register=lambda server: payments_pb2_grpc.add_PaymentServiceServicer_to_server(
-            servicer, server
-        ),
+        service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
+        register=register,
+        writers=[admin.retention_worker()],
     )
+    admin.attach_app(app)
+    return app
 
 
 def main() -> None:
