@@ -211,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["dev"])
     parser.add_argument("--dir", default="var/secrets", help="where (default var/secrets)")
     parser.add_argument("--host", action="append", default=[], help="another server name")
+    parser.add_argument("--quiet", action="store_true", help="say nothing if all is there")
     args = parser.parse_args(argv)
     written = dev_secrets(Path(args.dir), tuple(args.host))
     for path in written:
         sys.stdout.write(f"==> wrote {path}\n")
-    if not written:
+    if not written and not args.quiet:
         sys.stdout.write(f"==> development secrets already in {args.dir}\n")
     return 0
 

@@ -1,0 +1,43 @@
+# Security shortcuts for the local stack. `make up` is loopback, plaintext, auth off (each
+# service logs a one-line warning saying so). `make up AUTH=1 TLS=1` runs it secured with
+# development secrets generated once under var/secrets (never committed: var/ is ignored):
+# a CA, a server certificate for localhost/127.0.0.1/::1, a client certificate (mTLS) and an
+# HS256 JWT secret. `make token USER=N [OPERATOR=1] [TTL=1h]` prints a token for grpcurl:
+#   export TOKEN=$(make -s token USER=2)
+#   .tools/bin/grpcurl -cacert var/secrets/ca.pem -H "authorization: Bearer $TOKEN" ...
+
+AUTH ?=
+TLS ?=
+OPERATOR ?=
+TTL ?= 1h
+SECRETS_DIR ?= $(CURDIR)/var/secrets
+_on = $(filter 1 yes true on,$(1))
+
+ifneq ($(call _on,$(AUTH)),)
+export PAYSAGA_AUTH_ENABLED := 1
+export PAYSAGA_AUTH_HS256_SECRET_FILE := $(SECRETS_DIR)/jwt-hs256.secret
+endif
+ifneq ($(call _on,$(TLS)),)
+export PAYSAGA_TLS_CERT_FILE := $(SECRETS_DIR)/server.pem
+export PAYSAGA_TLS_KEY_FILE := $(SECRETS_DIR)/server.key
+# What the stack launcher's health checks (and `make ps`) verify the servers with.
+export PAYSAGA_TLS_CA_FILE := $(SECRETS_DIR)/ca.pem
+endif
+
+.PHONY: secrets token
+secrets: venv ## development CA, certificates and JWT secret in var/secrets (kept if present)
+	@$(PY) -m services.common.tls dev --dir $(SECRETS_DIR)
+
+# Secrets first whenever the stack starts secured.
+up: $(if $(call _on,$(AUTH))$(call _on,$(TLS)),secrets)
+
+token: venv ## print a development token: make token USER=N [OPERATOR=1] [TTL=1h]
+	@$(PY) -m services.common.tls dev --quiet --dir $(SECRETS_DIR) >&2
+	@user='$(USER)'; case "$$user" in \
+	  ''|*[!0-9]*) if [ -z '$(call _on,$(OPERATOR))' ]; then \
+	    echo "error: give a user id: make token USER=N [OPERATOR=1] [TTL=1h]" >&2; exit 2; fi; \
+	    user_arg= ;; \
+	  *) user_arg="--user $$user" ;; \
+	esac; \
+	PAYSAGA_AUTH_HS256_SECRET_FILE="$${PAYSAGA_AUTH_HS256_SECRET_FILE:-$(SECRETS_DIR)/jwt-hs256.secret}" \
+	  $(PY) -m services.common.auth token $$user_arg $(if $(call _on,$(OPERATOR)),--operator) --ttl '$(TTL)'
