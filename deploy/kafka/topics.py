@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 import services.common.topics
 from deploy.kafka.install import KafkaRuntimeError
+from services.common.kafka import admin_config
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def replication_for(brokers: int) -> Replication:
 
 def admin_client(bootstrap_servers: str) -> AdminClient:
     """An admin client that keeps librdkafka's info chatter (e.g. BGQUEUE at exit) off stderr."""
-    return AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 4})
+    return AdminClient({**admin_config(bootstrap_servers), "log_level": 4})
 
 
 def retention_ms(name: str) -> int:
