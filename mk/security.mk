@@ -41,3 +41,18 @@ token: venv ## print a development token: make token USER=N [OPERATOR=1] [TTL=1h
 	esac; \
 	PAYSAGA_AUTH_HS256_SECRET_FILE="$${PAYSAGA_AUTH_HS256_SECRET_FILE:-$(SECRETS_DIR)/jwt-hs256.secret}" \
 	  $(PY) -m services.common.auth token $$user_arg $(if $(call _on,$(OPERATOR)),--operator) --ttl '$(TTL)'
+
+# Kafka: KAFKA_SECURITY=sasl_ssl gives the local broker a SASL_SSL (SCRAM-SHA-512) listener
+# instead of PLAINTEXT (deploy/kafka/security.py), and every client started from make (the
+# services, the tools) the matching KAFKA_* settings. Once formatted that way, the broker's
+# data remembers it: later make commands find it by themselves (until `make kafka-clean`).
+KAFKA_SECURITY ?= $(shell cat $(KAFKA_DATA_DIR)/security 2>/dev/null || echo plaintext)
+export KAFKA_SECURITY
+ifeq ($(KAFKA_SECURITY),sasl_ssl)
+export KAFKA_SECRETS_DIR := $(SECRETS_DIR)
+export KAFKA_SECURITY_PROTOCOL := SASL_SSL
+export KAFKA_SASL_MECHANISM := SCRAM-SHA-512
+export KAFKA_SASL_USERNAME := paysaga
+export KAFKA_SASL_PASSWORD_FILE := $(SECRETS_DIR)/kafka-paysaga.password
+export KAFKA_SSL_CA_LOCATION := $(SECRETS_DIR)/ca.pem
+endif

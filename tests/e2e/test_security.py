@@ -1,7 +1,10 @@
-"""The secured stack (`make up AUTH=1 TLS=1`): TLS, bearer tokens, per-user authorization.
+"""The secured stack (`make up AUTH=1 TLS=1 KAFKA_SECURITY=sasl_ssl`): TLS, bearer tokens,
+per-user authorization, and Kafka over SASL_SSL.
 
 The real services in their own processes, with development secrets (CA, server certificate,
-HS256 secret), called through grpcurl over TLS as a user would, and through the Python stubs.
+HS256 secret), called through grpcurl over TLS as a user would, and through the Python stubs;
+their broker's only client listener is SASL_SSL (SCRAM-SHA-512), which they reach with the
+KAFKA_* settings alone.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.kafka.runtime import KafkaRuntime
 from deploy.stack import ROOT, Stack
 from paysaga.v1 import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from services.common.auth import AuthSettings, mint_token
-from services.common.tls import CA_CERT, JWT_SECRET, SERVER_CERT, SERVER_KEY, dev_secrets
+from services.common.tls import CA_CERT, JWT_SECRET, SERVER_CERT, SERVER_KEY
 from tests.e2e.conftest import ORDER, PAYMENT, Grpcurl, running, wait_status
 
 pytestmark = pytest.mark.e2e
@@ -50,11 +56,14 @@ class SecureStack:
 
 
 @pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory, grpcurl_binary: str) -> Iterator[SecureStack]:
+def secure(
+    tmp_path_factory: pytest.TempPathFactory, grpcurl_binary: str, kafka_sasl_broker: KafkaRuntime
+) -> Iterator[SecureStack]:
     home = tmp_path_factory.mktemp("secure-stack")
-    secrets = home / "secrets"
-    dev_secrets(secrets)
+    assert kafka_sasl_broker.security is not None
+    secrets = kafka_sasl_broker.security.folder  # the development CA and JWT secret too
     env = {
+        **kafka_sasl_broker.security.client_env(),
         "PAYSAGA_AUTH_ENABLED": "1",
         "PAYSAGA_AUTH_HS256_SECRET_FILE": str(secrets / JWT_SECRET),
         "PAYSAGA_TLS_CERT_FILE": str(secrets / SERVER_CERT),
@@ -62,7 +71,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory, grpcurl_binary: str) -> Ite
         "PAYSAGA_TLS_CA_FILE": str(secrets / CA_CERT),  # the launcher's health checks
     }
     auth = AuthSettings(hs256_secret_file=str(secrets / JWT_SECRET))
-    stack = Stack(home, ports="free", detach=False, env=env)
+    stack = Stack(home, ports="free", detach=False, env=env, kafka=kafka_sasl_broker)
     with running(stack, grpcurl_binary) as started:
         yield SecureStack(started.stack, secrets, grpcurl_binary, auth)
 
@@ -137,6 +146,7 @@ def test_user_2_orders_for_user_3_permission_denied(secure: SecureStack) -> None
 
 
 def test_user_2_for_user_2_completes(secure: SecureStack) -> None:
+    """The whole saga: over TLS with a token, between services talking SASL_SSL to Kafka."""
     order = secure.client("order", secure.token(2))
     body = {"user_id": 2, "product_id": 1, "request_id": "mine-1"}
     created = order.call(f"{ORDER}/CreateOrder", body)["order"]
@@ -283,3 +293,42 @@ def test_off_loopback_without_tls_and_auth_refuses_to_start(secure: SecureStack)
     assert done.returncode == 2, output
     assert "refusing to serve 0.0.0.0:0 without TLS and authentication" in output
     assert json.dumps("PAYSAGA_INSECURE=1")[1:-1] in output
+
+
+# -- Kafka over SASL_SSL: the services above reach it; others do not -------------------------
+
+
+def _errors_of(config: dict[str, object]) -> list[KafkaError]:
+    """The errors a metadata request with `config` meets (none if it succeeds)."""
+    errors: list[KafkaError] = []
+    admin = AdminClient({**config, "error_cb": errors.append, "log_level": 0})
+    try:
+        admin.list_topics(timeout=10)
+    except KafkaException as exc:
+        errors.append(exc.args[0])
+        admin.poll(1)  # serves error_cb: the reason the broker could not be used
+    return errors
+
+
+def test_kafka_refuses_a_wrong_password(kafka_sasl_broker: KafkaRuntime) -> None:
+    assert kafka_sasl_broker.security is not None
+    config = {
+        "bootstrap.servers": kafka_sasl_broker.bootstrap_servers,
+        **kafka_sasl_broker.security.client_config(password="not-the-password"),
+    }
+    errors = _errors_of(config)
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+    assert any("Authentication failed" in e.str() for e in errors), errors
+
+
+def test_kafka_refuses_plaintext(kafka_sasl_broker: KafkaRuntime) -> None:
+    errors = _errors_of({"bootstrap.servers": kafka_sasl_broker.bootstrap_servers})
+    assert errors, "a plaintext client got metadata from the SASL_SSL listener"
+
+
+def test_kafka_accepts_the_right_password(kafka_sasl_broker: KafkaRuntime) -> None:
+    config = {
+        "bootstrap.servers": kafka_sasl_broker.bootstrap_servers,
+        **kafka_sasl_broker.client_config,
+    }
+    assert _errors_of(config) == []
