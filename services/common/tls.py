@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
+import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,11 +72,36 @@ def channel_credentials(settings: TlsSettings) -> grpc.ChannelCredentials | None
     return grpc.ssl_channel_credentials(Path(settings.ca_file).read_bytes(), key, cert)
 
 
-def channel(address: str, settings: TlsSettings | None = None) -> grpc.Channel:
-    """A channel to `address`: TLS when the settings name a CA, plaintext otherwise."""
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call (a plaintext loopback channel)."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self.header])
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+
+def channel(
+    address: str, settings: TlsSettings | None = None, token: str | None = None
+) -> grpc.Channel:
+    """A channel to `address`: TLS when the settings (default: PAYSAGA_TLS_*) name a CA,
+    plaintext otherwise; with `token` (default: PAYSAGA_TOKEN), every call carries it."""
     credentials = channel_credentials(settings or TlsSettings())
+    token = token if token is not None else os.environ.get("PAYSAGA_TOKEN", "")
     if credentials is None:
-        return grpc.insecure_channel(address)
+        plain = grpc.insecure_channel(address)
+        return grpc.intercept_channel(plain, _BearerToken(token)) if token else plain
+    if token:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
+        )
     return grpc.secure_channel(address, credentials)
 
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import authz
+from services.common import authz, tls
 from services.common.auth import AuthSettings, authenticator, current_caller, mint_token
 from services.common.grpc_app import GrpcApp
 
@@ -63,12 +63,17 @@ def _app(settings: AuthSettings) -> GrpcApp:
 
 
 @pytest.fixture(scope="module")
-def channel() -> Iterator[grpc.Channel]:
+def address() -> Iterator[str]:
     app = _app(SETTINGS)
     app.start()
-    with grpc.insecure_channel(app.address) as chan:
-        yield chan
+    yield app.address
     app.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(address) as chan:
+        yield chan
 
 
 def call(
@@ -169,3 +174,9 @@ def test_other_settings(settings: AuthSettings, health_code: str, whoami_code: s
             assert call(chan, "/t.T/WhoAmI", "0", None)[0].name == whoami_code
     finally:
         app.stop()
+
+
+def test_a_channel_with_a_token_sends_it_on_every_call(address: str) -> None:
+    """services.common.tls.channel (the paysaga command's): PAYSAGA_TOKEN on a plaintext one."""
+    with tls.channel(address, tls.TlsSettings(), token=token("2")) as with_token:
+        assert with_token.unary_unary("/t.T/WhoAmI")(b"2", timeout=5) == b"2"
