@@ -332,4 +332,3 @@ def test_kafka_accepts_the_right_password(kafka_sasl_broker: KafkaRuntime) -> No
         **kafka_sasl_broker.client_config,
     }
     assert _errors_of(config) == []
-
