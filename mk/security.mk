@@ -13,15 +13,16 @@ TTL ?= 1h
 SECRETS_DIR ?= $(CURDIR)/var/secrets
 _on = $(filter 1 yes true on,$(1))
 
+# Only for `up` (and what it runs): the tests start their own stacks, and must not inherit these.
 ifneq ($(call _on,$(AUTH)),)
-export PAYSAGA_AUTH_ENABLED := 1
-export PAYSAGA_AUTH_HS256_SECRET_FILE := $(SECRETS_DIR)/jwt-hs256.secret
+up: export PAYSAGA_AUTH_ENABLED := 1
+up: export PAYSAGA_AUTH_HS256_SECRET_FILE := $(SECRETS_DIR)/jwt-hs256.secret
 endif
 ifneq ($(call _on,$(TLS)),)
-export PAYSAGA_TLS_CERT_FILE := $(SECRETS_DIR)/server.pem
-export PAYSAGA_TLS_KEY_FILE := $(SECRETS_DIR)/server.key
-# What the stack launcher's health checks (and `make ps`) verify the servers with.
-export PAYSAGA_TLS_CA_FILE := $(SECRETS_DIR)/ca.pem
+up: export PAYSAGA_TLS_CERT_FILE := $(SECRETS_DIR)/server.pem
+up: export PAYSAGA_TLS_KEY_FILE := $(SECRETS_DIR)/server.key
+# What the stack launcher's health checks verify the servers with (`make ps`: var/run/stack.json).
+up: export PAYSAGA_TLS_CA_FILE := $(SECRETS_DIR)/ca.pem
 endif
 
 .PHONY: secrets token
@@ -46,13 +47,16 @@ token: venv ## print a development token: make token USER=N [OPERATOR=1] [TTL=1h
 # instead of PLAINTEXT (deploy/kafka/security.py), and every client started from make (the
 # services, the tools) the matching KAFKA_* settings. Once formatted that way, the broker's
 # data remembers it: later make commands find it by themselves (until `make kafka-clean`).
+# Only the targets that talk to the local broker get them (never the tests: their brokers
+# are their own).
 KAFKA_SECURITY ?= $(shell cat $(KAFKA_DATA_DIR)/security 2>/dev/null || echo plaintext)
 export KAFKA_SECURITY
+KAFKA_CLIENTS := kafka-up kafka-down kafka-clean kafka-status kafka-topics up down ps migrate seed
 ifeq ($(KAFKA_SECURITY),sasl_ssl)
-export KAFKA_SECRETS_DIR := $(SECRETS_DIR)
-export KAFKA_SECURITY_PROTOCOL := SASL_SSL
-export KAFKA_SASL_MECHANISM := SCRAM-SHA-512
-export KAFKA_SASL_USERNAME := paysaga
-export KAFKA_SASL_PASSWORD_FILE := $(SECRETS_DIR)/kafka-paysaga.password
-export KAFKA_SSL_CA_LOCATION := $(SECRETS_DIR)/ca.pem
+$(KAFKA_CLIENTS): export KAFKA_SECRETS_DIR := $(SECRETS_DIR)
+$(KAFKA_CLIENTS): export KAFKA_SECURITY_PROTOCOL := SASL_SSL
+$(KAFKA_CLIENTS): export KAFKA_SASL_MECHANISM := SCRAM-SHA-512
+$(KAFKA_CLIENTS): export KAFKA_SASL_USERNAME := paysaga
+$(KAFKA_CLIENTS): export KAFKA_SASL_PASSWORD_FILE := $(SECRETS_DIR)/kafka-paysaga.password
+$(KAFKA_CLIENTS): export KAFKA_SSL_CA_LOCATION := $(SECRETS_DIR)/ca.pem
 endif
