@@ -397,10 +397,15 @@ def _is_ec(pem: bytes) -> bool:
     return isinstance(load_pem_private_key(pem, password=None), ec.EllipticCurvePrivateKey)
 
 
-def token_command(argv: list[str] | None = None) -> int:
-    """`token --user N [--operator] [--ttl 1h]`: print a development token; the exit status."""
+def token_command(
+    argv: list[str] | None = None, prog: str = "python -m services.common.auth"
+) -> int:
+    """`token --user N [--operator] [--ttl 1h]`: print a development token; the exit status.
+
+    For the paysaga command too: `paysaga token ...` is `token_command(argv, prog="paysaga")`.
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m services.common.auth",
+        prog=prog,
         description="Mint a development bearer token (keys from PAYSAGA_AUTH_* settings).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
