@@ -23,6 +23,7 @@ import json
 import re
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,11 +117,24 @@ class KeyConfigError(ValueError):
     """The auth settings name no usable key, or a key that cannot be read."""
 
 
+#: Verified tokens remembered (a few MB at most): each costs a signature check only once.
+VERIFIED_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    caller: Caller
+    not_before: float
+    expires: float
+
+
 class TokenVerifier:
     """Verifies bearer tokens against the configured key(s)."""
 
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
+        #: Tokens verified already (touched on the server's event loop only).
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._keys: dict[str | None, tuple[Any, tuple[str, ...]]] = {}
         secret = settings.secret()
         if secret:
@@ -155,7 +169,23 @@ class TokenVerifier:
         raise InvalidCredentials(f"the token's key id (kid) {kid!r} is not one of the known keys")
 
     def verify(self, token: str) -> Caller:
-        """The caller a token names; InvalidCredentials says what is wrong with it."""
+        """The caller a token names; InvalidCredentials says what is wrong with it.
+
+        A client sends one token on many calls: a token verified before is only checked
+        against the clock again (its key, issuer and audience cannot have changed).
+        """
+        now = time.time()
+        hit = self._verified.get(token)
+        leeway = self.settings.leeway_s
+        if hit is not None and hit.not_before - leeway <= now < hit.expires + leeway:
+            return hit.caller
+        caller, claims = self._verify(token)
+        self._verified[token] = _Verified(caller, float(claims.get("nbf", 0)), float(claims["exp"]))
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)  # the oldest
+        return caller
+
+    def _verify(self, token: str) -> tuple[Caller, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
@@ -199,7 +229,7 @@ class TokenVerifier:
             raise InvalidCredentials(f"the token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError as exc:
             raise InvalidCredentials(f"the token is invalid: {exc}") from None
-        return self._caller(claims)
+        return self._caller(claims), claims
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
         subject = str(claims["sub"])

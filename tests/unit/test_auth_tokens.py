@@ -209,3 +209,13 @@ def test_token_command_mints_a_token_the_verifier_accepts(
     assert (caller.user_id, caller.operator) == (4, True)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     assert 590 <= exp - time.time() <= 600
+
+
+def test_a_token_verified_before_still_expires() -> None:
+    verifier = TokenVerifier(settings(leeway_s=0))
+    expires = int(time.time()) + 2
+    token = jwt.encode(claims(exp=expires), SECRET, algorithm="HS256")
+    assert verifier.verify(token).user_id == 2
+    assert verifier.verify(token).user_id == 2  # remembered
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    assert "expired" in refused(verifier, token)
