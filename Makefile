@@ -15,6 +15,7 @@ include mk/prereqs.mk
 include mk/contract.mk
 include mk/kafka.mk
 include mk/postgres.mk
+include mk/security.mk
 include mk/services.mk
 include mk/faults.mk
 include mk/bench.mk

@@ -264,7 +264,7 @@ class Stack:
         proc.wait_serving()
 
     def serving(self) -> bool:
-        return all(is_serving(proc.address) for proc in self.all_processes())
+        return all(is_serving(proc.address, tls=proc.client_tls()) for proc in self.all_processes())
 
     def alive(self) -> bool:
         return all(proc.pid() is not None for proc in self.all_processes())

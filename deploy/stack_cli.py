@@ -25,6 +25,8 @@ from deploy.stack_process import (
     replicas_found,
     stop_all,
 )
+from services.common.auth import AuthSettings
+from services.common.tls import TlsSettings
 
 VAR = ROOT / "var"
 #: What the running replicas were started with, so `up` never mixes two layouts.
@@ -63,21 +65,44 @@ def _short(url: str) -> str:
     return url.replace(f"sqlite:///{ROOT}/", "sqlite:///")
 
 
+def _security() -> dict[str, object]:
+    """Whether the services start with auth and TLS (PAYSAGA_*; `make up AUTH=1 TLS=1`)."""
+    auth = AuthSettings().enabled
+    tls = TlsSettings()
+    return {"auth": auth, "tls": tls.enabled, "ca_file": tls.ca_file if tls.enabled else ""}
+
+
 def _state(stack: Stack) -> dict[str, object]:
-    return {"db": stack.db, "databases": stack.database_urls, "bootstrap": stack.bootstrap}
+    return {
+        "db": stack.db,
+        "databases": stack.database_urls,
+        "bootstrap": stack.bootstrap,
+        **_security(),
+    }
+
+
+def _running_state() -> dict[str, object]:
+    running: dict[str, object] = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
+    return {"auth": False, "tls": False, "ca_file": "", **running}
 
 
 def _check_same_layout(stack: Stack) -> None:
     """Refuse to add replicas of another layout (database, Kafka) to those that run."""
     if not STATE_FILE.exists() or not any(p.pid() for p in found_processes()):
         return
-    running = json.loads(STATE_FILE.read_text())
+    running = _running_state()
     if running != _state(stack):
         raise StackConfigError(
             f"the services that run use DB={running.get('db')} on Kafka "
-            f"{running.get('bootstrap')}, not DB={stack.db} on {stack.bootstrap}: "
-            "stop them first (`make down`), then `make up` again"
+            f"{running.get('bootstrap')} (auth {_on(running['auth'])}, TLS "
+            f"{_on(running['tls'])}), not DB={stack.db} on {stack.bootstrap} (auth "
+            f"{_on(_security()['auth'])}, TLS {_on(_security()['tls'])}): stop them first "
+            "(`make down`), then `make up` again"
         )
+
+
+def _on(flag: object) -> str:
+    return "on" if flag else "off"
 
 
 def up(args: argparse.Namespace) -> int:
@@ -111,13 +136,23 @@ def print_summary(stack: Stack) -> None:
     for name, url in stack.database_urls.items():
         print(f"  {name + ' db':<10} {_short(url)}")
     order, payment = stack.order_address, stack.payment_address
-    grpcurl = ".tools/bin/grpcurl -plaintext -d"
+    security = _security()
+    tls = (
+        f"-cacert {_relative(Path(str(security['ca_file'])))}" if security["tls"] else "-plaintext"
+    )
+    token = ' -H "authorization: Bearer $TOKEN"' if security["auth"] else ""
+    grpcurl = f".tools/bin/grpcurl {tls}{token} -d"
+    print(f"  auth {_on(security['auth'])}, TLS {_on(security['tls'])}")
     body = '{"user_id":1,"product_id":1,"request_id":"try-1"}'
     print("\nTry (grpcurl is in .tools/bin; a retry with the same request_id is the same order):")
+    if security["auth"]:
+        print("  export TOKEN=$(make -s token USER=1)    # user 1's token, valid 1 h")
     print(f"  {grpcurl} '{body}' {order} paysaga.v1.OrderService/CreateOrder")
-    print(f"  {grpcurl} '{{}}' {order} paysaga.v1.OrderService/ListOrders")
+    # With auth, a user's token sees that user only ("every user" needs the operator scope).
+    mine = '{"user_id":1}' if security["auth"] else "{}"
+    print(f"  {grpcurl} '{mine}' {order} paysaga.v1.OrderService/ListOrders")
     print(f"  {grpcurl} '{{\"user_id\":1}}' {payment} paysaga.v1.PaymentService/GetBalance")
-    print(f"  {grpcurl} '{{}}' {order} paysaga.v1.OrderService/WatchOrders")
+    print(f"  {grpcurl} '{mine}' {order} paysaga.v1.OrderService/WatchOrders")
     if stack.replicas > 1:
         others = ", ".join(stack.addresses("order")[1:])
         print(f"  any replica serves any call: the same on {others}")
@@ -137,12 +172,15 @@ def down(args: argparse.Namespace) -> int:
 
 
 def ps(args: argparse.Namespace) -> int:
+    ca_file = str(_running_state()["ca_file"])
+    tls = TlsSettings(ca_file=ca_file) if ca_file else None
     for proc in found_processes(args.replicas):
         pid = proc.pid()
         if pid is None:
             state = "stopped"
         else:
-            state = "SERVING" if is_serving(proc.address) else "running, not serving"
+            serving = is_serving(proc.address, tls=tls)
+            state = "SERVING" if serving else "running, not serving"
         print(f"{proc.name:<10} {state:22} pid={pid or '-':<8} {proc.address}")
     return 0
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.tls import TlsSettings, channel
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Replica i of a service listens on its base port + PORT_STEP·i (as Kafka node j does).
 PORT_STEP = 100
@@ -58,11 +60,15 @@ class StartError(RuntimeError):
     """A service did not come up or a step failed; the message ends with the tail of its log."""
 
 
-def is_serving(address: str, timeout_s: float = 1.0) -> bool:
-    """True if the gRPC server at `address` answers a health check with SERVING."""
+def is_serving(address: str, timeout_s: float = 1.0, tls: TlsSettings | None = None) -> bool:
+    """True if the gRPC server at `address` answers a health check with SERVING.
+
+    Over TLS when `tls` (default: PAYSAGA_TLS_* of this process) names a CA, with a client
+    certificate if it names one.
+    """
     try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+        with channel(address, tls) as chan:
+            reply = health_pb2_grpc.HealthStub(chan).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
             )
     except grpc.RpcError:
@@ -179,6 +185,15 @@ class ServiceProcess:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
+    def client_tls(self) -> TlsSettings:
+        """How a client reaches this replica: TLS if its environment names a CA."""
+        env = self.process_env()
+        return TlsSettings(
+            ca_file=env.get("PAYSAGA_TLS_CA_FILE", ""),
+            client_cert_file=env.get("PAYSAGA_TLS_CLIENT_CERT_FILE", ""),
+            client_key_file=env.get("PAYSAGA_TLS_CLIENT_KEY_FILE", ""),
+        )
+
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", self.spec.module, *args]
 
@@ -221,7 +236,7 @@ class ServiceProcess:
         """Wait until the service reports SERVING; raise StartError if it dies or times out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if is_serving(self.address):
+            if is_serving(self.address, tls=self.client_tls()):
                 return
             if self.pid() is None:
                 raise StartError(f"{self.name} exited during start-up\n{self.log_tail()}")

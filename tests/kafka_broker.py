@@ -2,6 +2,8 @@
 
 `kafka_broker`: one KRaft node (what most tests use). `kafka_cluster`: three nodes, each
 broker+controller, topics with replication 3 and min.insync.replicas 2 (fault tests kill one).
+`kafka_sasl_broker`: one node whose only client listener is SASL_SSL (SCRAM-SHA-512), as
+`make kafka-up KAFKA_SECURITY=sasl_ssl` runs it; its `.security` has the secrets.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.install import check_java, ensure_jars
 from deploy.kafka.runtime import KafkaRuntime, KafkaRuntimeError
+from deploy.kafka.security import KafkaSecurity
 
 
 def _free_ports(count: int) -> list[int]:
@@ -29,14 +32,10 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRuntime]:
-    """A broker on free ports with a temporary data folder, topics created; stopped at the end.
-
-    Tests may `.stop()`, `.kill()` and `.start()` it (same ports, same data) but must leave it
-    running. It never touches a broker a user runs on 9092.
-    """
-    base = tmp_path_factory.mktemp("kafka")
+def _broker(
+    tmp_path_factory: pytest.TempPathFactory, name: str, secured: bool
+) -> Iterator[KafkaRuntime]:
+    base = tmp_path_factory.mktemp(name)
     port, controller_port = _free_ports(2)
     kafka = KafkaRuntime(
         port=port,
@@ -46,6 +45,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRunt
         log_file=base / "kafka.log",
         partitions=int(os.environ.get("KAFKA_PARTITIONS", "6")),
         detach=False,  # same process group: a Ctrl-C of pytest stops the broker too
+        security=KafkaSecurity.dev(base / "secrets") if secured else None,
     )
     try:
         check_java()
@@ -59,6 +59,22 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRunt
         yield kafka
     finally:
         kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRuntime]:
+    """A broker on free ports with a temporary data folder, topics created; stopped at the end.
+
+    Tests may `.stop()`, `.kill()` and `.start()` it (same ports, same data) but must leave it
+    running. It never touches a broker a user runs on 9092.
+    """
+    yield from _broker(tmp_path_factory, "kafka", secured=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaRuntime]:
+    """Like kafka_broker, but its client listener is SASL_SSL (clients: `.client_config`)."""
+    yield from _broker(tmp_path_factory, "kafka-sasl", secured=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deploy.kafka.cluster import KafkaCluster, nodes_found
 from deploy.kafka.install import REPO_ROOT, KafkaRuntimeError, ensure_jars
+from deploy.kafka.security import KafkaSecurity
 
 
 def brokers_from_env() -> int:
@@ -19,6 +20,18 @@ def brokers_from_env() -> int:
     if not value.isdigit() or int(value) < 1:
         raise KafkaRuntimeError(f"BROKERS={value!r}: give a number of nodes, 1 or more")
     return int(value)
+
+
+def security_from_env() -> KafkaSecurity | None:
+    """KAFKA_SECURITY: `plaintext` (default) or `sasl_ssl` (secrets in KAFKA_SECRETS_DIR,
+    default var/secrets, generated if missing)."""
+    value = os.environ.get("KAFKA_SECURITY", "plaintext").strip().lower() or "plaintext"
+    if value == "plaintext":
+        return None
+    if value != "sasl_ssl":
+        raise KafkaRuntimeError(f"KAFKA_SECURITY={value!r}: choose plaintext or sasl_ssl")
+    folder = os.environ.get("KAFKA_SECRETS_DIR") or str(REPO_ROOT / "var" / "secrets")
+    return KafkaSecurity.dev(Path(folder))
 
 
 def cluster_from_env(size: int) -> KafkaCluster:
@@ -33,6 +46,7 @@ def cluster_from_env(size: int) -> KafkaCluster:
         run_dir=var / "run",
         log_dir=var / "log",
         partitions=int(env("KAFKA_PARTITIONS", "6")),
+        security=security_from_env(),
     )
 
 
@@ -69,6 +83,10 @@ def up(kafka: KafkaCluster) -> None:
     logs = ", ".join(str(node.log_file) for node in kafka.nodes)
     print(f"broker log{'s' if kafka.size > 1 else ''}: {logs}; stop with `make kafka-down`")
     print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}")
+    if (security := kafka.nodes[0].security) is not None:
+        print("SASL_SSL (SCRAM-SHA-512): clients need")
+        for name, value in security.client_env().items():
+            print(f"  {name}={value}")
     print_topics(kafka)
 
 

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException
 from deploy.kafka import topics
 from deploy.kafka.install import REPO_ROOT, KafkaRuntimeError, check_java, ensure_jars
 from deploy.kafka.runtime import KafkaRuntime, kafka_uuid
+from deploy.kafka.security import KafkaSecurity
 from deploy.kafka.topics import Replication, TopicInfo
 
 __all__ = ["PORT_STEP", "KafkaCluster", "nodes_found"]
@@ -85,6 +86,7 @@ class KafkaCluster:
         log_dir: Path = REPO_ROOT / "var/log",
         partitions: int = 6,
         detach: bool = True,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one node, not {size}")
@@ -106,6 +108,7 @@ class KafkaCluster:
                 node_id=j + 1,  # node 0 of the file names is node.id 1: Kafka ids start at 1 here
                 name=node_name(j),
                 quorum=quorum,
+                security=security,
             )
             for j, (broker_port, controller) in enumerate(ports)
         ]
@@ -118,6 +121,11 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         """Every node's address, comma-separated (what KAFKA_BOOTSTRAP_SERVERS holds)."""
         return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings a client needs beyond bootstrap.servers (SASL_SSL: login, CA)."""
+        return self.nodes[0].client_config
 
     @property
     def replication(self) -> Replication:
@@ -139,7 +147,8 @@ class KafkaCluster:
             return set()
         bootstrap = ",".join(node.bootstrap_servers for node in running)
         try:
-            return set(topics.admin_client(bootstrap).list_topics(timeout=5).brokers)
+            admin = topics.admin_client(bootstrap, self.client_config)
+            return set(admin.list_topics(timeout=5).brokers)
         except KafkaException:
             return set()
 
@@ -231,15 +240,19 @@ class KafkaCluster:
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count, internal topics left out."""
-        return topics.list_topics(self.bootstrap_servers)
+        return topics.list_topics(self.bootstrap_servers, self.client_config)
 
     def describe_topics(self) -> dict[str, TopicInfo]:
-        return topics.describe_topics(self.bootstrap_servers)
+        return topics.describe_topics(self.bootstrap_servers, self.client_config)
 
     def create_topics(self, names: list[str] | None = None) -> list[str]:
         """Create the services' topics (TOPIC_NAMES) if missing, replicated for this cluster."""
         return topics.create_topics(
-            self.bootstrap_servers, self.partitions, names, brokers=self.size
+            self.bootstrap_servers,
+            self.partitions,
+            names,
+            brokers=self.size,
+            config=self.client_config,
         )
 
     def under_replicated(self, names: list[str] | None = None) -> dict[str, int]:
@@ -247,7 +260,8 @@ class KafkaCluster:
 
         Topics with every replica in sync are left out: {} means all is in sync.
         """
-        metadata = topics.admin_client(self.bootstrap_servers).list_topics(timeout=10)
+        admin = topics.admin_client(self.bootstrap_servers, self.client_config)
+        metadata = admin.list_topics(timeout=10)
         lagging = {}
         for name in names or topics.TOPIC_NAMES:
             topic = metadata.topics.get(name)

@@ -33,6 +33,7 @@ from deploy.kafka.install import (
     java_command,
     port_in_use,
 )
+from deploy.kafka.security import KafkaSecurity
 
 __all__ = ["KafkaRuntime", "KafkaRuntimeError", "PortInUseError", "kafka_uuid"]
 
@@ -70,7 +71,10 @@ class KafkaRuntime:
         node_id: int = 1,
         name: str = "kafka",
         quorum: Sequence[int] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
+        #: None: a PLAINTEXT client listener; else SASL_SSL (SCRAM-SHA-512) with these secrets.
+        self.security = security
         self.quorum = list(quorum) if quorum is not None else [controller_port]
         if not 1 <= node_id <= len(self.quorum) or self.quorum[node_id - 1] != controller_port:
             raise ValueError(
@@ -92,6 +96,11 @@ class KafkaRuntime:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings a client of this broker needs beyond bootstrap.servers."""
+        return self.security.client_config() if self.security else {}
 
     @property
     def pid_file(self) -> Path:
@@ -169,6 +178,8 @@ class KafkaRuntime:
             partitions=self.partitions,
             replication=replication.factor,
             min_insync=replication.min_insync,
+            listener="SASL_SSL" if self.security else "PLAINTEXT",
+            security=self.security.server_properties() if self.security else "",
         )
         self.config_file.write_text(template.substitute(values, log_dirs=self.log_dirs))
 
@@ -197,17 +208,20 @@ class KafkaRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._write_config()
+        scram = self.security.format_args() if self.security else []
         fmt = self._java(
             "kafka.tools.StorageTool",
             "format",
             f"--cluster-id={cluster_id}",
             *quorum_args,
+            *scram,
             "-c",
             str(self.config_file),
         )
         run = subprocess.run(fmt, capture_output=True, text=True)
         if run.returncode != 0:
             raise KafkaRuntimeError(f"formatting {self.log_dirs} failed:\n{run.stdout}{run.stderr}")
+        self.security_marker.write_text("sasl_ssl\n" if self.security else "plaintext\n")
         log.info("formatted Kafka storage in %s (cluster id %s)", self.log_dirs, cluster_id)
 
     def check_ports(self) -> None:
@@ -218,6 +232,22 @@ class KafkaRuntime:
                     f"(not the broker of {self.pid_file}): stop that process or choose another "
                     f"port (KAFKA_PORT / KAFKA_CONTROLLER_PORT)"
                 )
+
+    @property
+    def security_marker(self) -> Path:
+        """Records the listener the storage was formatted for (SCRAM users exist or not)."""
+        return self.data_dir / "security"
+
+    def check_formatted_security(self) -> None:
+        """SCRAM users are written at format time: a plaintext node cannot become SASL_SSL."""
+        if not self.is_formatted() or not self.security:
+            return
+        found = self.security_marker.read_text().strip() if self.security_marker.exists() else ""
+        if found != "sasl_ssl":
+            raise KafkaRuntimeError(
+                f"{self.data_dir} was formatted without the SASL_SSL users: remove the data "
+                "(make kafka-clean) and start again with KAFKA_SECURITY=sasl_ssl"
+            )
 
     def check_formatted_quorum(self) -> None:
         """Formatting recorded the voters (ids, controller addresses): they cannot change."""
@@ -247,6 +277,7 @@ class KafkaRuntime:
         self.check_ports()
         ensure_jars()
         self.check_formatted_quorum()
+        self.check_formatted_security()
         self.format_if_needed()
         self._write_config()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +323,7 @@ class KafkaRuntime:
                 )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                admin = topics.admin_client(self.bootstrap_servers)
+                admin = topics.admin_client(self.bootstrap_servers, self.client_config)
                 if self.node_id in admin.list_topics(timeout=2).brokers:
                     return
             except (OSError, KafkaException):
@@ -353,10 +384,14 @@ class KafkaRuntime:
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count on this broker, internal topics left out."""
-        return topics.list_topics(self.bootstrap_servers)
+        return topics.list_topics(self.bootstrap_servers, self.client_config)
 
     def create_topics(self, names: list[str] | None = None) -> list[str]:
         """Create the services' topics (TOPIC_NAMES) if missing; return those created."""
         return topics.create_topics(
-            self.bootstrap_servers, self.partitions, names, brokers=len(self.quorum)
+            self.bootstrap_servers,
+            self.partitions,
+            names,
+            brokers=len(self.quorum),
+            config=self.client_config,
         )

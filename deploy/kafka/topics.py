@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
@@ -11,6 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 import services.common.topics
 from deploy.kafka.install import KafkaRuntimeError
+from services.common.kafka import admin_config
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +51,21 @@ def replication_for(brokers: int) -> Replication:
     return Replication(factor=factor, min_insync=max(1, factor - 1))
 
 
-def admin_client(bootstrap_servers: str) -> AdminClient:
-    """An admin client that keeps librdkafka's info chatter (e.g. BGQUEUE at exit) off stderr."""
-    return AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 4})
+def admin_client(bootstrap_servers: str, config: Mapping[str, str] | None = None) -> AdminClient:
+    """An admin client that keeps librdkafka's info chatter (e.g. BGQUEUE at exit) off stderr.
+
+    With the environment's security settings (services.common.kafka), and `config` on top.
+    """
+    return AdminClient({**admin_config(bootstrap_servers), **(config or {}), "log_level": 4})
 
 
 def retention_ms(name: str) -> int:
     return RETENTION_MS.get(name, DEFAULT_RETENTION_MS)
 
 
-def list_topics(bootstrap_servers: str) -> dict[str, int]:
+def list_topics(bootstrap_servers: str, config: Mapping[str, str] | None = None) -> dict[str, int]:
     """Topic name -> partition count, Kafka's internal topics left out."""
-    metadata = admin_client(bootstrap_servers).list_topics(timeout=10)
+    metadata = admin_client(bootstrap_servers, config).list_topics(timeout=10)
     return {
         name: len(topic.partitions)
         for name, topic in sorted(metadata.topics.items())
@@ -78,9 +83,11 @@ class TopicInfo:
     under_replicated: int  # partitions whose ISR is smaller than their replica set
 
 
-def describe_topics(bootstrap_servers: str) -> dict[str, TopicInfo]:
+def describe_topics(
+    bootstrap_servers: str, config: Mapping[str, str] | None = None
+) -> dict[str, TopicInfo]:
     """Topic name -> partitions, replication and in-sync state; internal topics left out."""
-    admin = admin_client(bootstrap_servers)
+    admin = admin_client(bootstrap_servers, config)
     topics = {
         name: topic
         for name, topic in sorted(admin.list_topics(timeout=10).topics.items())
@@ -110,13 +117,14 @@ def create_topics(
     names: list[str] | None = None,
     timeout: float = 30.0,
     brokers: int | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the topics that are missing; return those made.
 
     Replication follows `replication_for(brokers)`, brokers being the cluster's size (default:
     the brokers that answer now); retention follows RETENTION_MS.
     """
-    admin = admin_client(bootstrap_servers)
+    admin = admin_client(bootstrap_servers, config)
     metadata = admin.list_topics(timeout=10)
     replication = replication_for(brokers if brokers is not None else len(metadata.brokers))
     missing = [name for name in names or TOPIC_NAMES if name not in metadata.topics]

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paysaga.admin.v1 import admin_pb2_grpc
 from services.cli.targets import Targets
+from services.common import tls
 
 T = TypeVar("T")
 
@@ -42,7 +43,8 @@ class Client:
 
     def channel(self, address: str) -> grpc.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            # TLS if PAYSAGA_TLS_CA_FILE is set; PAYSAGA_TOKEN (an operator's) on every call.
+            self._channels[address] = tls.channel(address)
         return self._channels[address]
 
     def admin(self, address: str) -> admin_pb2_grpc.AdminServiceStub:

@@ -14,6 +14,7 @@ from services.common.db import Database
 from services.common.grpc_app import GrpcApp, Worker
 from services.common.kafka import KafkaProbe, consumer_config, new_producer
 from services.common.relay import OutboxRelay
+from services.common.security import Security
 from services.common.settings import ServiceSettings
 
 #: Health-check name of the outbox: NOT_SERVING while rows are parked or the backlog is stale.
@@ -49,6 +50,8 @@ def build_app(
     waiting on its partitions. `on_loop` hooks get the server's event loop before it
     starts; `on_drain` hooks run on it when the service stops (see GrpcApp).
     """
+    security = Security()
+    security.check_address(settings.grpc_address)
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
         db,
@@ -90,4 +93,7 @@ def build_app(
         max_request_bytes=settings.grpc_max_request_bytes,
         grace_s=settings.shutdown_grace_s,
         drain_s=settings.shutdown_drain_s,
+        interceptors=security.interceptors(),
+        credentials=security.credentials(),
+        reflection=security.reflection,
     )

@@ -8,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from services.common.auth import KeyConfigError
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp
 from services.common.logs import configure_logging
 from services.common.migrate import SchemaNotCurrent, check_schema, migrate
+from services.common.security import InsecureStart
 from services.common.settings import ServiceSettings
+from services.common.tls import TlsConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,4 +62,9 @@ def run(
         finally:
             db.dispose()
         return 0
-    return build(settings).run_until_signalled()
+    try:
+        app = build(settings)
+    except (InsecureStart, KeyConfigError, TlsConfigError) as exc:
+        log.error(str(exc))
+        return 2
+    return app.run_until_signalled()

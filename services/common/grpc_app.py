@@ -76,6 +76,9 @@ class GrpcApp:
         keepalive_timeout_s: float = 10.0,
         grace_s: float = 10.0,
         drain_s: float = 1.0,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
+        reflection: bool = True,
     ) -> None:
         self.service_names = list(service_names)
         self.workers = list(workers)
@@ -110,11 +113,16 @@ class GrpcApp:
             ("grpc.server.max_pending_requests", 20_000),
             ("grpc.server.max_pending_requests_hard_limit", 40_000),
         ]
-        self.server = self._loop.run_until_complete(self._build(register, options))
+        self.server = self._loop.run_until_complete(
+            self._build(register, options, list(interceptors), reflection)
+        )
         for hook in on_loop:
             hook(self._loop)
         try:
-            self.port = self.server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise AddressInUse(f"cannot listen on {address}: {exc}") from exc
         if self.port == 0:
@@ -127,18 +135,24 @@ class GrpcApp:
         self.exit_code = 0
 
     async def _build(
-        self, register: Callable[[grpc.aio.Server], None], options: list[tuple[str, int]]
+        self,
+        register: Callable[[grpc.aio.Server], None],
+        options: list[tuple[str, int]],
+        interceptors: list[grpc.aio.ServerInterceptor],
+        with_reflection: bool,
     ) -> grpc.aio.Server:
         server = grpc.aio.server(
             migration_thread_pool=self._pool,
             options=options,
-            interceptors=[UnexpectedErrors()],
+            # UnexpectedErrors first: outermost, it also guards the ones after it.
+            interceptors=[UnexpectedErrors(), *interceptors],
         )
         register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if with_reflection:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
         await self._set_health(NOT_SERVING)
         await self.health.set(LIVENESS, NOT_SERVING)
         for name in self.status_checks:

@@ -15,6 +15,7 @@ from functools import partial
 import grpc
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
+from services.common import authz
 from services.common.db import Database
 from services.common.group_commit import GroupCommitter, ShuttingDown
 from services.common.grpc_errors import abort, abort_async
@@ -44,6 +45,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     ) -> orders_pb2.CreateOrderResponse:
         try:
             check_order_request(request.user_id, request.product_id, request.request_id)
+            authz.require_user(request.user_id)
             order = await asyncio.wrap_future(
                 self.writes.submit_future(
                     store.NewOrder(request.user_id, request.product_id, request.request_id)
@@ -75,7 +77,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             )
         with self.db.read() as session:
             order = session.get(Order, request.order_id)
-        if order is None:
+        if order is None or not authz.may_see(order.user_id):
             abort(context, grpc.StatusCode.NOT_FOUND, f"order {request.order_id} does not exist")
         return orders_pb2.GetOrderResponse(order=order_to_proto(order.model_dump()))
 
@@ -90,6 +92,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             )
         if request.status not in STATUS_FROM_PROTO and request.status != 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
+        authz.require_user(request.user_id)
         status = STATUS_FROM_PROTO.get(request.status)
         scope = f"orders:{request.user_id}:{request.status}"
         try:
@@ -112,4 +115,5 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     async def WatchOrders(
         self, request: orders_pb2.WatchOrdersRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        authz.require_user(request.user_id)
         await self.streams.serve(request, context)

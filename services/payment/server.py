@@ -7,6 +7,7 @@ import uuid
 import grpc
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
+from services.common import authz
 from services.common.db import Database
 from services.common.grpc_errors import abort
 from services.common.paging import BadPageRequest, parse_page, split_page
@@ -53,6 +54,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be a positive integer, got {request.user_id}",
             )
+        authz.require_user(request.user_id)
         with self.db.read() as session:
             account = session.get(Account, request.user_id)
         if account is None:
@@ -69,7 +71,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         _check_uuid(context, "transaction_id", request.transaction_id)
         with self.db.read() as session:
             transaction = session.get(Transaction, request.transaction_id)
-        if transaction is None:
+        if transaction is None or not authz.may_see(transaction.user_id):
             abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
@@ -88,6 +90,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             )
         if request.order_id:
             _check_uuid(context, "order_id", request.order_id)
+        authz.require_user(request.user_id)
         scope = f"transactions:{request.user_id}:{request.order_id}"
         try:
             limit, after = parse_page(request.page_size, request.page_token, scope)

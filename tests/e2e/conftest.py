@@ -38,11 +38,13 @@ class Grpcurl:
 
     binary: str
     address: str
+    #: How to connect: plaintext, or e.g. ("-cacert", CA, "-H", "authorization: Bearer ...").
+    options: tuple[str, ...] = ("-plaintext",)
 
     def run(
         self, method: str, body: dict[str, object] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        args = [self.binary, "-plaintext"]
+        args = [self.binary, *self.options]
         if body is not None:
             args += ["-d", json.dumps(body)]
         return subprocess.run(
