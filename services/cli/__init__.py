@@ -17,6 +17,7 @@ import grpc
 from services.cli import commands
 from services.cli.client import Client, CommandError
 from services.cli.targets import CONSUMER_OF, DEFAULTS, ENV, BadAddress, resolve
+from services.common.auth import token_command
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per call (default 5s)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "token",
+        add_help=False,
+        help="print a development token: token --user N [--operator] [--ttl 1h]",
+    )
 
     order = sub.add_parser("order", help="one order").add_subparsers(
         dest="order_command", required=True, metavar="SUBCOMMAND"
@@ -199,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status (messages, never a traceback)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:  # paysaga token --user N [--operator] [--ttl 1h]
+        return token_command(argv, prog="paysaga")
     args = build_parser().parse_args(argv)
     try:
         targets = resolve(args.order, args.payment, args.replicas)
