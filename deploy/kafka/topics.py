@@ -37,6 +37,13 @@ RETENTION_MS: dict[str, int] = {"order-updates": HOUR_MS}
 DEFAULT_RETENTION_MS = 7 * DAY_MS
 
 
+def segment_ms(name: str) -> int:
+    """segment.ms of a topic: Kafka deletes whole segments, so a record may outlive
+    retention.ms by up to a segment's age. A day (a quarter of a short retention) bounds a
+    saga record's life near 8 days, which the inboxes' 14-day retention covers."""
+    return min(DAY_MS, retention_ms(name) // 4)
+
+
 @dataclass(frozen=True)
 class Replication:
     """How many copies of each partition, and how many must confirm an acks=all write."""
@@ -138,6 +145,7 @@ def create_topics(
             config={
                 "min.insync.replicas": str(replication.min_insync),
                 "retention.ms": str(retention_ms(name)),
+                "segment.ms": str(segment_ms(name)),
             },
         )
         for name in missing

@@ -29,9 +29,10 @@ from services.common.db import Database
 from services.common.grpc_errors import abort
 from services.common.inbox import ProcessedEvent
 from services.common.journal import DeadLetter, SagaStep, StepKind
+from services.common.kafka import admin_config
 from services.common.outbox import decode_headers
 from services.common.relay import OutboxRelay
-from services.common.retention import inbox_purge_worker
+from services.common.retention import purge_worker
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.topics import TOPICS
 from services.common.worker import PeriodicWorker
@@ -75,6 +76,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         consumer_group: str,
         topics: Sequence[str],
         inbox_retention_days: float,
+        journal_retention_days: float = 90.0,
         stalled_after_s: float = 30.0,
         kafka_timeout_s: float = 3.0,
     ) -> None:
@@ -83,9 +85,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.consumer_group = consumer_group
         self.topics = list(topics)
         self.inbox_retention_days = inbox_retention_days
+        self.journal_retention_days = journal_retention_days
         self.stalled_after_s = stalled_after_s
         self.kafka_timeout_s = kafka_timeout_s
-        self.kafka = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 3})
+        self.kafka = AdminClient({**admin_config(bootstrap_servers), "log_level": 3})
         self.started_at = utcnow()
         self.consumer: EventConsumer | None = None
         self.relay: OutboxRelay | None = None
@@ -97,8 +100,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         admin_pb2_grpc.add_AdminServiceServicer_to_server(self, server)
 
     def retention_worker(self) -> PeriodicWorker:
-        """The worker that purges this service's inbox (see services.common.retention)."""
-        return inbox_purge_worker(self.db, retention_days=self.inbox_retention_days)
+        """The worker that purges this service's inbox and journal (services.common.retention)."""
+        return purge_worker(
+            self.db,
+            inbox_retention_days=self.inbox_retention_days,
+            journal_retention_days=self.journal_retention_days,
+        )
 
     def attach_app(self, app: Any) -> None:
         """`attach` to a built GrpcApp: its workers and health names ("", its services'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 from confluent_kafka import Consumer
@@ -38,6 +38,7 @@ def build_app(
     readers: Sequence[Worker] = (),
     consumer_caught_up: threading.Event | None = None,
     readiness_checks: Sequence[Callable[[], None]] = (),
+    status_checks: Mapping[str, Callable[[], str | None]] | None = None,
     on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = (),
     on_drain: Sequence[Callable[[], None]] = (),
 ) -> GrpcApp:
@@ -84,6 +85,7 @@ def build_app(
             OUTBOX_HEALTH: relay.problem,
             KAFKA_HEALTH: KafkaProbe(bootstrap).problem,
             CONSUMER_HEALTH: lambda: consumer.stalled(settings.relay_stale_after_s),
+            **(status_checks or {}),
         },
         on_loop=on_loop,
         on_drain=on_drain,

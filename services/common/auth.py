@@ -35,6 +35,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.grpc_errors import abort, abort_async
 
+#: Services only operators may call, always (PAYSAGA_AUTH_OPERATOR_SERVICES adds more).
+ADMIN_SERVICES = "paysaga.admin.*"
+
 #: Algorithms accepted per kind of key. `none` is never accepted, nor HS* with a public key.
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
@@ -69,7 +72,7 @@ class AuthSettings(BaseSettings):
     #: The scope that lets a caller act on every user's data, and the admin API.
     operator_scope: str = DEFAULT_OPERATOR_SCOPE
     #: Whole gRPC services only an operator may call (comma-separated; `*` ends a prefix).
-    operator_services: str = "paysaga.admin.*"
+    operator_services: str = ADMIN_SERVICES
     #: Leave grpc.health.v1.Health / reflection open to callers without a token.
     public_health: bool = True
     public_reflection: bool = False
@@ -325,7 +328,12 @@ class Authenticate(grpc.aio.ServerInterceptor):
             *((HEALTH_PREFIX,) if settings.public_health else ()),
             *(REFLECTION_PREFIXES if settings.public_reflection else ()),
         )
-        self.operator_services = _service_patterns(settings.operator_services)
+        # The admin API is operator-only whatever the setting says (it can only add).
+        self.operator_services = tuple(
+            dict.fromkeys(
+                [*_service_patterns(ADMIN_SERVICES), *_service_patterns(settings.operator_services)]
+            )
+        )
 
     def authenticate(self, method: str, metadata: Any) -> Caller:
         """The caller of `method`, or _Deny with the status to end the call with."""

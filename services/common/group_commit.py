@@ -62,7 +62,24 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
             raise ShuttingDown("the service is shutting down: retry the call")
         pending: _Pending[Request, Result] = _Pending(request)
         self._queue.put(pending)
+        if self._stopping.is_set() and not self.is_alive():
+            self._refuse_leftovers()  # put after the writer's last look at the queue
         return pending.future
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
+        self._refuse_leftovers()
+
+    def _refuse_leftovers(self) -> None:
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if pending.future.set_running_or_notify_cancel():
+                pending.future.set_exception(
+                    ShuttingDown("the service is shutting down: retry the call")
+                )
 
     def submit(self, request: Request) -> Result:
         """Apply `request` in the next group; return its result once committed, or raise."""
@@ -79,7 +96,12 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._apply(group)
+            # A caller that gave up (deadline, disconnect) cancelled its future: its request
+            # is not written (a retry with its request_id is safe). The others' futures are
+            # now running, so nobody can cancel them under the writer.
+            group = [p for p in group if p.future.set_running_or_notify_cancel()]
+            if group:
+                self._apply(group)
 
     def _apply(self, group: list[_Pending[Request, Result]], attempts: int = 3) -> None:
         for attempt in range(1, attempts + 1):

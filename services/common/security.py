@@ -7,7 +7,6 @@ loopback it starts, with a one-line warning naming what is off.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass, field
 
@@ -15,7 +14,7 @@ import grpc
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.auth import AuthSettings, authenticator
-from services.common.tls import TlsSettings, server_credentials
+from services.common.tls import TlsSettings, is_loopback, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +32,6 @@ class PolicySettings(BaseSettings):
 
 class InsecureStart(RuntimeError):
     """A start that would expose the service unprotected; the message says what to set."""
-
-
-def is_loopback(address: str) -> bool:
-    """`127.0.0.1:50051`, `localhost:50051`, `[::1]:50051`: True; `0.0.0.0:50051`: False."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

@@ -59,6 +59,10 @@ class ServiceSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )
 
+    #: Saga journal steps (what `paysaga order timeline` shows) are purged after this many
+    #: days: <SVC>_JOURNAL_RETENTION_DAYS. Dead letters are kept until redriven and beyond.
+    journal_retention_days: float = 90.0
+
     @property
     def inbox_retention(self) -> float:
         """The inbox retention in days: the service's own setting wins over the shared one."""

@@ -88,6 +88,17 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
         return continuation(self._with_token(details), request)
 
 
+def is_loopback(address: str) -> bool:
+    """`127.0.0.1:50051`, `localhost:50051`, `[::1]:50051`: True; `0.0.0.0:50051`: False."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def channel(
     address: str, settings: TlsSettings | None = None, token: str | None = None
 ) -> grpc.Channel:
@@ -96,6 +107,11 @@ def channel(
     credentials = channel_credentials(settings or TlsSettings())
     token = token if token is not None else os.environ.get("PAYSAGA_TOKEN", "")
     if credentials is None:
+        if token and not is_loopback(address):
+            raise ValueError(
+                f"refusing to send a bearer token in clear text to {address}: set "
+                "PAYSAGA_TLS_CA_FILE to the CA of the services' certificates"
+            )
         plain = grpc.insecure_channel(address)
         return grpc.intercept_channel(plain, _BearerToken(token)) if token else plain
     if token:

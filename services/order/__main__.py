@@ -30,6 +30,8 @@ from services.order.watch import OrderFeed, OrderUpdatesTail
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Health name: NOT_SERVING until WatchOrders streams can start (order-updates followed).
+WATCH_HEALTH = "paysaga.watch"
 
 
 def build(settings: OrderSettings) -> GrpcApp:
@@ -75,7 +77,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         writers=[servicer.writes, deadlines, admin.retention_worker()],
         readers=[tail],
         consumer_caught_up=caught_up,
-        readiness_checks=[tail.ready],
+        status_checks={WATCH_HEALTH: tail.problem},
         on_loop=[feed.bind],
         on_drain=[feed.close],
     )

@@ -160,4 +160,5 @@ def order_admin(db: Database, settings: OrderSettings) -> OrderAdmin:
         consumer_group=settings.consumer_group,
         topics=[TRANSACTIONS.name],
         inbox_retention_days=settings.inbox_retention,
+        journal_retention_days=settings.journal_retention_days,
     )

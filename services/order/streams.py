@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 
 import grpc
 
@@ -32,6 +33,9 @@ from services.order.watch import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Orders whose last sent version a stream remembers (to drop a change sent before).
+_RECENT_ORDERS = 10_000
 
 _ENDED = {
     "behind": (
@@ -73,11 +77,12 @@ class WatchStreams:
             )
         except ResumeTokenTooOld as exc:
             await abort_async(context, grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        # Registered: from here on no change is missed. Tell clients that wait for it.
+        # Registered: from here on no change is missed. The stream's position is taken in
+        # the same step (no await between), then clients that wait for it are told.
+        stream = _Stream(self, request, context, watcher, token)
         self.open += 1
         try:
             await context.send_initial_metadata((("paysaga-watch", "subscribed"),))
-            stream = _Stream(self, request, context, watcher, token)
             await stream.run()
         finally:
             self.feed.unwatch(watcher)
@@ -156,6 +161,36 @@ class _Stream:
         #: initial state whose change may still come on the topic.
         self.versions: dict[str, int] = dict(token.versions) if token else {}
         self.resumed = token is not None
+        #: Resumed from a token issued before the initial state was all sent.
+        self.resend_initial = token is not None and token.initial
+        #: True while the initial state is being sent: the position stays where it began.
+        self.in_initial = False
+        #: The last version sent of recently changed orders, so a change published twice
+        #: (or an older one after a newer) is not sent again. Bounded.
+        self.recent: OrderedDict[str, int] = OrderedDict()
+
+    def _is_new(self, order: orders_pb2.Order) -> bool:
+        """Record a change about to be sent; False if the client already has this version.
+
+        Version 0 (a change written before orders had versions) is unknown: always sent.
+        """
+        version = order.version
+        if not version:
+            return True
+        known = max(self.versions.get(order.id, 0), self.recent.get(order.id, 0))
+        if version <= known:
+            if not self.one_order and self.versions.get(order.id) == version:
+                del self.versions[order.id]  # its change came: no longer pending
+            return False
+        self.recent[order.id] = version
+        self.recent.move_to_end(order.id)
+        if len(self.recent) > _RECENT_ORDERS:
+            self.recent.popitem(last=False)
+        if self.one_order:
+            self.versions[order.id] = version
+        else:
+            self.versions.pop(order.id, None)
+        return True
 
     def _ends_here(self, order: orders_pb2.Order) -> bool:
         return self.one_order and order.status in TERMINAL and not self.request.keep_open
@@ -170,15 +205,8 @@ class _Stream:
                     continue
                 self.position[change.partition] = change.offset + 1
                 order = change.order
-                sent = self.versions.get(order.id, 0)
-                if order.version <= sent:
-                    if order.version == sent and not self.one_order:
-                        del self.versions[order.id]
+                if not self._is_new(order):
                     continue
-                if self.one_order:
-                    self.versions[order.id] = order.version
-                else:
-                    self.versions.pop(order.id, None)
                 await self._send(order, initial_state=False)
                 if self._ends_here(order):
                     return
@@ -206,24 +234,30 @@ class _Stream:
             self.versions[order.id] = order.version
             await self._send(order, initial_state=True)
             return not self._ends_here(order)
-        if self.resumed:
+        if self.resumed and not self.resend_initial:
             return True
-        for order in await asyncio.to_thread(self.streams.read_in_flight, request.user_id):
+        orders = await asyncio.to_thread(self.streams.read_in_flight, request.user_id)
+        if self.resend_initial:  # what the client got of it before is not sent again
+            orders = [o for o in orders if o.version > self.versions.get(o.id, 0)]
+        self.in_initial = True
+        for i, order in enumerate(orders):
             if not self.feed.seen_before(order, self.position):
                 self.versions[order.id] = order.version
+            self.in_initial = i < len(orders) - 1
             await self._send(order, initial_state=True)
+        self.in_initial = False
         return True
 
     def _token(self) -> str:
         position = self.position
-        if not self.watcher.pending:
+        if not self.watcher.pending and not self.in_initial:
             # Every change this stream wants up to the feed's position is sent: the token
             # may point there (and so stays resumable while the stream is quiet).
             position = {p: max(o, position.get(p, 0)) for p, o in self.feed.position.items()} | {
                 p: o for p, o in position.items() if p not in self.feed.position
             }
             self.position = position
-        return ResumeToken(dict(position), dict(self.versions)).encode()
+        return ResumeToken(dict(position), dict(self.versions), self.in_initial).encode()
 
     async def _send(self, order: orders_pb2.Order, *, initial_state: bool) -> None:
         response = orders_pb2.WatchOrdersResponse(

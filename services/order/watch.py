@@ -69,9 +69,16 @@ class ResumeToken:
 
     position: Position
     versions: dict[str, int] = field(default_factory=dict)
+    #: Issued while the initial state was still being sent: a resume sends the rest of it.
+    initial: bool = False
 
     def encode(self) -> str:
-        data = {"p": {str(p): o for p, o in self.position.items()}, "v": self.versions}
+        data: dict[str, object] = {
+            "p": {str(p): o for p, o in self.position.items()},
+            "v": self.versions,
+        }
+        if self.initial:
+            data["i"] = 1
         raw = json.dumps(data, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -82,6 +89,7 @@ class ResumeToken:
             data = json.loads(raw)
             position = {int(p): int(o) for p, o in data["p"].items()}
             versions = {str(i): int(v) for i, v in data.get("v", {}).items()}
+            initial = bool(data.get("i", 0))
         except (binascii.Error, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadResumeToken(
                 "resume_token is not a token this service issued: pass the resume_token of "
@@ -89,7 +97,7 @@ class ResumeToken:
             ) from exc
         if any(o < 0 for o in position.values()) or any(p < 0 for p in position):
             raise BadResumeToken("resume_token holds a negative offset: it was altered")
-        return cls(position, versions)
+        return cls(position, versions, initial)
 
 
 class Watcher:
@@ -321,10 +329,15 @@ class OrderUpdatesTail(BackgroundWorker):
         self._caught_up = threading.Event()
         self._ends: Position = {}
 
-    def ready(self) -> None:
-        """A readiness check: raise until the history is read and changes flow."""
+    def problem(self) -> str | None:
+        """A status check: why WatchOrders streams cannot start yet, or None.
+
+        Not a readiness check: CreateOrder needs only the database, so a replica started
+        during a broker outage takes orders while its streams wait (UNAVAILABLE).
+        """
         if not self._caught_up.is_set():
-            raise RuntimeError(f"not yet following {ORDER_UPDATES.name!r}")
+            return f"not yet following {ORDER_UPDATES.name!r}: WatchOrders answers UNAVAILABLE"
+        return None
 
     def _assign(self) -> None:
         metadata = self.consumer.list_topics(ORDER_UPDATES.name, timeout=5)
@@ -367,7 +380,11 @@ class OrderUpdatesTail(BackgroundWorker):
             while not self._stopping.is_set():
                 changes: list[Change] = []
                 read: Position = {}
-                for record in self.consumer.consume(500, self.poll_timeout_s):
+                # Wait for one record, then take what is already fetched (consume(n, t)
+                # alone would wait for n records or the whole timeout).
+                first = self.consumer.poll(self.poll_timeout_s)
+                batch = [] if first is None else [first, *self.consumer.consume(499, 0)]
+                for record in batch:
                     error = record.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:

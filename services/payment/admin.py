@@ -18,4 +18,5 @@ def payment_admin(db: Database, settings: PaymentSettings) -> AdminServicer:
         consumer_group=settings.consumer_group,
         topics=[ORDERS.name, PAYMENTS.name],
         inbox_retention_days=settings.inbox_retention,
+        journal_retention_days=settings.journal_retention_days,
     )

@@ -39,6 +39,8 @@ def _in_loop(test: object) -> None:
 def test_a_resume_token_survives_encoding_and_rejects_garbage() -> None:
     token = ResumeToken({0: 12, 3: 4}, {"a": 2})
     assert ResumeToken.decode(token.encode()) == token
+    midway = ResumeToken({0: 1}, {}, initial=True)
+    assert ResumeToken.decode(midway.encode()).initial
     for bad in ["", "not-a-token", "eyJwIjogNX0", ResumeToken({0: -1}).encode()]:
         with pytest.raises(BadResumeToken):
             ResumeToken.decode(bad)
