@@ -22,6 +22,7 @@ from sqlmodel import Session, col
 
 from paysaga.admin.v1 import admin_pb2, admin_pb2_grpc
 from services.common import deadletters
+from services.common.auth import LOCAL_CALLER, current_caller
 from services.common.backlog import Progress, group_lag, outbox_backlog, stall_problems
 from services.common.cloudevents import header_dict
 from services.common.consumer import EventConsumer
@@ -303,6 +304,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         by = request.requested_by.strip()
         if not by:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "requested_by is required: who asks")
+        caller = current_caller()
+        if caller is not None and caller is not LOCAL_CALLER:
+            by = f"{by} (token: {caller.describe()})"  # who asked, as the token proves it
         if request.all == bool(request.ids):
             abort(
                 context,
@@ -318,6 +322,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
         except deadletters.NoSuchDeadLetter as exc:
             abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except deadletters.AlreadyConsumed as exc:
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.warning(
             "dead letters redriven", extra={"ids": [d.id for d in done], "requested_by": by}
         )

@@ -12,7 +12,7 @@ A redriven record that fails again becomes a new dead letter (new coordinates, n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
 from services.common.db import Database
+from services.common.inbox import ProcessedEvent
 from services.common.journal import (
     REDRIVE_HEADER,
     DeadLetter,
@@ -36,6 +37,11 @@ MAX_BATCH = 1000
 
 class NoSuchDeadLetter(LookupError):
     """No dead letter with that id in this service."""
+
+
+class AlreadyConsumed(RuntimeError):
+    """A redriven copy of the dead letter was consumed already: sending it again would be
+    dropped as a duplicate, so nothing is sent."""
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,28 @@ def redrive(
         missing = [i for i in ids if i not in found]
         if missing:
             raise NoSuchDeadLetter(f"no dead letter(s) {', '.join(map(repr, missing))} here")
+        consumed = _copies_consumed(session, found.values())
+        if consumed:
+            raise AlreadyConsumed(
+                f"dead letter(s) {', '.join(consumed)} were redriven and the copy consumed "
+                "already (applied, or dead-lettered again under a new id: see `paysaga dlq "
+                "list`); redrive that new dead letter instead"
+            )
         outbox = OutboxWriter()
         done = [_stage(session, outbox, letter, requested_by, now) for letter in found.values()]
         outbox.write(session)
     return done
+
+
+def _copies_consumed(session: Session, letters: Iterable[DeadLetter]) -> list[str]:
+    """Ids of those dead letters whose redriven copy is in the inbox (was consumed)."""
+    by_key = {redrive_id(letter.id): letter.id for letter in letters}
+    if not by_key:
+        return []
+    seen = session.execute(
+        select(col(ProcessedEvent.event_id)).where(col(ProcessedEvent.event_id).in_(by_key))
+    ).scalars()
+    return sorted(by_key[key] for key in seen)
 
 
 def _stage(
@@ -120,10 +144,10 @@ def _stage(
         topic=letter.topic, key=letter.key, value=letter.value, headers=headers, event_id=key
     )
     count = letter.redrive_count + 1
-    session.execute(
+    session.execute(  # counted in the database: two replicas redriving at once add up
         update(DeadLetter)
         .where(col(DeadLetter.id) == letter.id)
-        .values(redrive_count=count, redriven_at=now, redriven_by=by)
+        .values(redrive_count=col(DeadLetter.redrive_count) + 1, redriven_at=now, redriven_by=by)
     )
     session.add(Redrive(dead_letter_id=letter.id, redrive_id=key, redriven_at=now, redriven_by=by))
     outbox.journal.step(

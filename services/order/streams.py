@@ -264,7 +264,8 @@ class _Stream:
             order=order, resume_token=self._token(), initial_state=initial_state
         )
         try:
-            await asyncio.wait_for(self.context.write(response), self.streams.write_timeout_s)
+            async with asyncio.timeout(self.streams.write_timeout_s):  # no task per write
+                await self.context.write(response)
         except TimeoutError:
             await abort_async(
                 self.context,
