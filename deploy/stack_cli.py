@@ -133,6 +133,13 @@ def print_summary(stack: Stack) -> None:
             f"log {_relative(proc.log_file)}"
         )
     print(f"  kafka      {stack.bootstrap}")
+    metrics = [
+        f"{proc.name} http://{proc.metrics_address}/metrics"
+        for proc in stack.all_processes()
+        if proc.metrics_address not in (None, "0")
+    ]
+    if metrics:
+        print(f"  metrics    {'   '.join(metrics)}")
     for name, url in stack.database_urls.items():
         print(f"  {name + ' db':<10} {_short(url)}")
     order, payment = stack.order_address, stack.payment_address

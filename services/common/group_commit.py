@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from sqlmodel import Session
 
+from services.common import metrics
 from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
 from services.common.worker import BackgroundWorker
@@ -104,4 +105,5 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
             outcomes = self.write_group(session, [p.request for p in group])
             crash_point("group-commit.before-commit")
         crash_point("group-commit.after-commit")
+        metrics.group_committed(len(group))
         return outcomes

@@ -32,13 +32,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlmodel import Session, col
 
+from services.common import metrics
 from services.common.crashpoints import crash_point
 from services.common.db import Database
 from services.common.outbox import OutboxRecord, ParkedRecord, decode_headers
@@ -246,6 +247,7 @@ class OutboxRelay(BackgroundWorker):
         # the next round. librdkafka ends each wait by delivery.timeout.ms at the latest.
         while self.producer.flush(self.flush_timeout_s):
             log.warning("waiting for the broker to confirm outbox records")
+        metrics.published(row.topic for row in rows if row.seq not in failures)
         crash_point("relay.after-publish")
         return failures
 
@@ -378,3 +380,14 @@ class OutboxRelay(BackgroundWorker):
             if age > self.stale_after_s:
                 problems.append(f"oldest unpublished outbox record is {age:.0f} s old")
         return "; ".join(problems) or None
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """Unpublished outbox rows: how many, and the oldest one's creation time (metrics)."""
+        after = self.published_through if self.ordered_commits else 0
+        with self.db.read() as session:
+            count, oldest = session.execute(
+                select(func.count(), func.min(OutboxRecord.created_at)).where(
+                    col(OutboxRecord.seq) > after
+                )
+            ).one()
+        return int(count), oldest
