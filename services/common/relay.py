@@ -39,7 +39,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlmodel import Session, col
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.crashpoints import crash_point
 from services.common.db import Database
 from services.common.outbox import OutboxRecord, ParkedRecord, decode_headers
@@ -120,6 +120,11 @@ class Failure:
         if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
             return cls.of_kafka(exc.args[0])
         return cls(f"{type(exc).__name__}: {exc}", permanent=True, counts=True)
+
+
+def _error(failures: dict[int, Failure], seq: int) -> str | None:
+    failure = failures.get(seq)
+    return failure.error if failure is not None else None
 
 
 class OutboxRelay(BackgroundWorker):
@@ -238,6 +243,7 @@ class OutboxRelay(BackgroundWorker):
     def _publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
         """Produce every row and wait for the broker's answers; return the failures by seq."""
         failures: dict[int, Failure] = {}
+        started_ns = time.time_ns()
         for row in rows:
             try:
                 self._produce(row, self._on_delivery(row.seq, failures))
@@ -248,6 +254,14 @@ class OutboxRelay(BackgroundWorker):
         while self.producer.flush(self.flush_timeout_s):
             log.warning("waiting for the broker to confirm outbox records")
         metrics.published(row.topic for row in rows if row.seq not in failures)
+        if tracing.enabled():
+            tracing.record_publish(
+                (
+                    (r.topic, r.event_id, list(decode_headers(r.headers)), _error(failures, r.seq))
+                    for r in rows
+                ),
+                started_ns,
+            )
         crash_point("relay.after-publish")
         return failures
 

@@ -9,6 +9,8 @@ tracing is off: every helper here returns at once (no span, no header, no contex
 How an order's trace is carried:
 - the CreateOrder server span (services.common.grpc_telemetry) is current when the
   request is made; its context goes with the request to the group committer;
+- the relay records a PRODUCER span per published row (`record_publish`), a child of
+  the row's stored context, from its produce() to the broker's answer;
 - an event written to the outbox takes the context it was created in as a W3C
   `traceparent` (+ `tracestate`) header, stored with the row: the relay publishes it as
   it is, so it survives restarts, redelivery and replays, and a dead letter keeps it;
@@ -34,7 +36,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, Protocol
@@ -240,6 +243,36 @@ class EventSpans:
                 span.set_status(Status(StatusCode.ERROR, f"transaction failed: {exc!r}"[:500]))
             span.end()
         self.spans = []
+
+
+def record_publish(
+    published: Iterable[tuple[str, str, Headers, str | None]], started_ns: int
+) -> None:
+    """PRODUCER spans of a relay round: per (topic, event id, stored headers, error or
+    None) one `publish <topic>` span, child of the context the event was created in, from
+    `started_ns` (the round's first produce) to now (every broker answer is in)."""
+    if _tracer is None:
+        return
+    ended_ns = time.time_ns()
+    for topic, event_id, headers, error in published:
+        parent = context_from_headers(headers)
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            continue  # an event created outside any trace: no lone publish trace
+        span = _tracer.start_span(
+            f"publish {topic}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            start_time=started_ns,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": topic,
+                "messaging.message.id": event_id,
+            },
+        )
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error[:500]))
+        span.end(end_time=ended_ns)
 
 
 def mark_failed(reason: str) -> None:

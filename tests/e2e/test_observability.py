@@ -35,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 CONSUMER = trace_pb2.Span.SPAN_KIND_CONSUMER
+PRODUCER = trace_pb2.Span.SPAN_KIND_PRODUCER
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,20 @@ def test_one_order_is_one_trace_across_both_services_and_three_topics(observed: 
         "paysaga-order",
     ]
     assert by_topic["orders"].attributes["paysaga.order_id"] == order_id
+
+    # Each event's relay publish: a PRODUCER span, child of the span that created it.
+    def publishes() -> dict[str, ExportedSpan] | None:
+        found = {
+            str(s.attributes["messaging.destination.name"]): s
+            for s in observed.collector.of_trace(trace_id)
+            if s.kind == PRODUCER
+        }
+        return found if {"orders", "payments", "transactions"} <= set(found) else None
+
+    published = wait_for("a publish span per topic", publishes, timeout_s=30)
+    for topic, creator in zip(("orders", "payments", "transactions"), chain, strict=False):
+        assert published[topic].parent_id == creator.span_id, f"publish {topic}"
+        assert published[topic].service == creator.service
 
     # The records of each topic carry the trace context (stored with their outbox rows).
     bootstrap = observed.services.bootstrap

@@ -196,3 +196,19 @@ def test_configure_reads_the_standard_variables(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(tracing.TracingConfigError, match="OTLP over gRPC"):
         tracing.configure("order")
     assert not tracing.enabled()
+
+
+def test_the_relay_records_a_publish_span_per_traced_row(spans: InMemorySpanExporter) -> None:
+    tracing.record_publish(
+        [
+            ("payments", "e-1", [("traceparent", FOREIGN.encode())], None),
+            ("payments", "e-2", [("traceparent", FOREIGN.encode())], "Broker: Message too large"),
+            ("orders.dlt", "e-3", [], None),  # created outside any trace: no lone trace
+        ],
+        started_ns=1,
+    )
+    ok, failed = spans.get_finished_spans()
+    assert ok.name == "publish payments" and ok.kind == trace.SpanKind.PRODUCER
+    assert ok.parent is not None and format(ok.parent.span_id, "016x") == FOREIGN_SPAN
+    assert ok.start_time == 1
+    assert failed.status.status_code == StatusCode.ERROR
