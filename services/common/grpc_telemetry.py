@@ -1,8 +1,8 @@
 """gRPC server telemetry: per-method metrics and, with tracing on, a SERVER span per call.
 
-`AioServerTelemetry` is the grpc.aio server's interceptor (`ServerTelemetry` the same
-for the synchronous server). Put it FIRST in the interceptor list, so it sees the status
-the client gets (after UnexpectedErrors turned an exception into INTERNAL).
+`AioServerTelemetry` is the grpc.aio server's interceptor. Put it FIRST in the
+interceptor list, so it sees the status the client gets (after UnexpectedErrors turned
+an exception into INTERNAL).
 
 Metrics: grpc_server_started_total, grpc_server_handled_total{grpc_code} and
 grpc_server_handling_seconds, labelled grpc_service / grpc_method / grpc_type (the
@@ -257,14 +257,3 @@ class AioServerTelemetry(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         return wrap_handler(handler, handler_call_details)  # type: ignore[no-any-return]
-
-
-class ServerTelemetry(grpc.ServerInterceptor):
-    """The same for the synchronous grpc.server (first in the list)."""
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        return wrap_handler(continuation(handler_call_details), handler_call_details)  # type: ignore[no-any-return]
