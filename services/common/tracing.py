@@ -8,7 +8,8 @@ tracing is off: every helper here returns at once (no span, no header, no contex
 
 How an order's trace is carried:
 - the CreateOrder server span (services.common.grpc_telemetry) is current when the
-  request is made; its context goes with the request to the group committer;
+  request is made; its context goes with the request to the group committer, which
+  records a `group commit` span (the shared transaction) in each request's trace;
 - the relay records a PRODUCER span per published row (`record_publish`), a child of
   the row's stored context, from its produce() to the broker's answer;
 - an event written to the outbox takes the context it was created in as a W3C
@@ -43,7 +44,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -269,6 +270,34 @@ def record_publish(
                 "messaging.destination.name": topic,
                 "messaging.message.id": event_id,
             },
+        )
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error[:500]))
+        span.end(end_time=ended_ns)
+
+
+def capture() -> Context | None:
+    """The current context, to parent work another thread does later (None: tracing off)."""
+    return get_current() if _tracer is not None else None
+
+
+def record_group_write(
+    writes: Iterable[tuple[Context | None, str | None]], started_ns: int
+) -> None:
+    """A `group commit` span in each writer's trace: per (captured context, error or None),
+    from `started_ns` (the group's first attempt) to now (committed, or given up)."""
+    if _tracer is None:
+        return
+    writes = list(writes)
+    ended_ns = time.time_ns()
+    for parent, error in writes:
+        if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+            continue
+        span = _tracer.start_span(
+            "group commit",
+            context=parent,
+            start_time=started_ns,
+            attributes={"paysaga.group_commit.size": len(writes)},
         )
         if error is not None:
             span.set_status(Status(StatusCode.ERROR, error[:500]))

@@ -202,6 +202,8 @@ def test_one_order_is_one_trace_across_both_services_and_three_topics(observed: 
         return found if {"orders", "payments", "transactions"} <= set(found) else None
 
     published = wait_for("a publish span per topic", publishes, timeout_s=30)
+    (group,) = [s for s in observed.collector.of_trace(trace_id) if s.name == "group commit"]
+    assert (group.service, group.parent_id) == ("paysaga-order", root.span_id)
     for topic, creator in zip(("orders", "payments", "transactions"), chain, strict=False):
         assert published[topic].parent_id == creator.span_id, f"publish {topic}"
         assert published[topic].service == creator.service

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from sqlmodel import select
 
 from services.common import tracing
 from services.common.cloudevents import Headers
+from services.common.db import Database
+from services.common.group_commit import GroupCommitter
 from services.common.logs import JsonFormatter, TraceIds
 from services.common.outbox import OutboxRecord, decode_headers
 from tests.unit.fakes import FakeRecord
@@ -212,3 +215,31 @@ def test_the_relay_records_a_publish_span_per_traced_row(spans: InMemorySpanExpo
     assert ok.parent is not None and format(ok.parent.span_id, "016x") == FOREIGN_SPAN
     assert ok.start_time == 1
     assert failed.status.status_code == StatusCode.ERROR
+
+
+def test_a_group_commit_appears_in_each_writers_trace(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    def write_group(session: Any, requests: Sequence[str]) -> list[str | Exception]:
+        return [ValueError("refused") if r == "bad" else r.upper() for r in requests]
+
+    committer: GroupCommitter[str, str] = GroupCommitter(
+        Database(f"sqlite:///{tmp_path}/group.db"), write_group
+    )
+    tracer = tracing.tracer()
+    assert tracer is not None
+    with tracer.start_as_current_span("call") as call:
+        good = committer.submit_future("ok")
+        bad = committer.submit_future("bad")
+    untraced = committer.submit_future("quiet")  # outside any span: no span of its own
+    committer.start()
+    try:
+        assert good.result(10) == "OK" and untraced.result(10) == "QUIET"
+        with pytest.raises(ValueError):
+            bad.result(10)
+    finally:
+        committer.stop()
+    writes = [s for s in spans.get_finished_spans() if s.name == "group commit"]
+    assert len(writes) == 2
+    assert {s.parent.span_id for s in writes if s.parent} == {call.get_span_context().span_id}
+    assert sorted(s.status.status_code.name for s in writes) == ["ERROR", "UNSET"]
