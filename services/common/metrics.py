@@ -242,13 +242,16 @@ class ConsumerLag(Collector):
     """paysaga_consumer_lag{topic,partition}: from librdkafka's statistics (`on_stats`).
 
     librdkafka computes each partition's consumer_lag (high watermark − committed
-    offset) on the consumer's own thread every STATS_INTERVAL_MS; the latest snapshot
-    replaces the previous one whole, so a partition that moved to another replica drops
-    out. Partitions never committed (lag -1) or not assigned are left out.
+    offset) on the consumer's own thread every STATS_INTERVAL_MS. Each client's latest
+    snapshot replaces its previous one whole, so a partition that moved to another replica
+    drops out; a client that sent nothing for 3 intervals (closed, replaced) drops out
+    too. Partitions never committed (lag -1: the Order service's order-updates reader,
+    which commits nothing) or not assigned are left out.
     """
 
     def __init__(self) -> None:
-        self._lags: dict[tuple[str, str], int] = {}
+        #: client name -> (monotonic time of its snapshot, lag per (topic, partition)).
+        self._clients: dict[str, tuple[float, dict[tuple[str, str], int]]] = {}
 
     def on_stats(self, stats_json: str) -> None:
         """confluent-kafka's `stats_cb`."""
@@ -265,7 +268,7 @@ class ConsumerLag(Collector):
                 if partition == "-1" or lag < 0 or part.get("fetch_state") == "none":
                     continue
                 lags[(topic, partition)] = lag
-        self._lags = lags
+        self._clients[str(stats.get("name", ""))] = (time.monotonic(), lags)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -274,7 +277,12 @@ class ConsumerLag(Collector):
             "committed offset), per assigned partition.",
             labels=["topic", "partition"],
         )
-        for (topic, partition), lag in sorted(self._lags.items()):
+        fresh_after = time.monotonic() - 3 * STATS_INTERVAL_MS / 1000
+        lags: dict[tuple[str, str], int] = {}
+        for seen, client_lags in list(self._clients.values()):
+            if seen >= fresh_after:
+                lags.update(client_lags)
+        for (topic, partition), lag in sorted(lags.items()):
             family.add_metric([topic, partition], lag)
         yield family
 

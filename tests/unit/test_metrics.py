@@ -46,8 +46,9 @@ def test_a_bad_address_says_what_to_write() -> None:
 def test_consumer_lag_keeps_the_latest_assigned_partitions() -> None:
     lag = metrics.ConsumerLag()
 
-    def stats(partitions: dict[str, dict[str, object]]) -> str:
-        return json.dumps({"type": "consumer", "topics": {"orders": {"partitions": partitions}}})
+    def stats(partitions: dict[str, dict[str, object]], name: str = "group#consumer-1") -> str:
+        topics = {"orders": {"partitions": partitions}}
+        return json.dumps({"name": name, "type": "consumer", "topics": topics})
 
     lag.on_stats(
         stats(
@@ -68,8 +69,11 @@ def test_consumer_lag_keeps_the_latest_assigned_partitions() -> None:
     assert [s.labels["partition"] for s in family.samples] == ["4"], "partition 0 moved away"
     lag.on_stats("not json")
     lag.on_stats(json.dumps({"type": "producer"}))
+    # Another client of the process (the order-updates reader, nothing committed) does
+    # not wipe the group consumer's lags.
+    lag.on_stats(stats({"0": {"consumer_lag": -1, "fetch_state": "active"}}, "tail#consumer-2"))
     (family,) = lag.collect()
-    assert len(family.samples) == 1
+    assert [s.labels["partition"] for s in family.samples] == ["4"]
 
 
 def test_published_dead_letters_count_under_their_source_topic(recording: None) -> None:
