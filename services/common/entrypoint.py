@@ -16,8 +16,8 @@ from services.common.metrics import MetricsAddressInUse
 from services.common.migrate import SchemaNotCurrent, check_schema, migrate
 from services.common.security import InsecureStart
 from services.common.settings import ServiceSettings
-from services.common.tls import TlsConfigError
 from services.common.telemetry import Telemetry
+from services.common.tls import TlsConfigError
 from services.common.tracing import TracingConfigError
 
 log = logging.getLogger(__name__)
