@@ -1,4 +1,10 @@
-"""`python -m bench.hopcost`: CPU per order of each saga step in-process (no Kafka, no gRPC)."""
+"""`python -m bench.hopcost`: CPU per order of each saga step in-process (no Kafka, no gRPC).
+
+`--metrics off` records no Prometheus metric; `--tracing on` records a span per event
+(an SDK provider without an exporter: creation and propagation, not the export thread),
+each consumed record carrying a `traceparent`. Steady figures on a noisy machine: run
+the variants back to back and compare.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from google.protobuf.message import Message
 from sqlmodel import col, delete, select
 
 from paysaga.v1 import events_pb2
+from services.common import metrics, tracing
 from services.common.cloudevents import EventMeta
 from services.common.consumer import EventConsumer
 from services.common.db import Database
@@ -39,6 +46,10 @@ class _Record:
         meta = EventMeta.new(ce_type=topic.ce_type, source=topic.source, subject=order_id)
         self._topic, self._offset = topic.name, offset
         self._value, self._headers = event.SerializeToString(), meta.headers()
+        if tracing.enabled():
+            ids = random.Random(offset)
+            parent = f"00-{ids.getrandbits(128):032x}-{ids.getrandbits(64):016x}-01"
+            self._headers.append(("traceparent", parent.encode()))
         self._key = str(key).encode()
 
     def topic(self) -> str:
@@ -79,7 +90,15 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500, help="events per transaction")
     parser.add_argument("--logs", action="store_true", help="keep the INFO log lines (to stderr)")
+    parser.add_argument("--metrics", choices=("on", "off"), default="on", help="(%(default)s)")
+    parser.add_argument("--tracing", choices=("on", "off"), default="off", help="(%(default)s)")
     args = parser.parse_args()
+    metrics.set_recording(args.metrics == "on")
+    if args.tracing == "on":
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracing.use_tracer(TracerProvider().get_tracer("bench"))
+    print(f"metrics {args.metrics}, tracing {args.tracing}")
     if not args.logs:
         logging.disable(logging.INFO)
     home = tempfile.mkdtemp(prefix="paysaga-hopcost-")

@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--echo-duration", type=float, default=8.0, help="echo window, seconds")
     p.add_argument("--kafka-events", type=int, default=50000, help="events through the pipeline")
+    p.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help="private stack: Prometheus metrics recorded and served, or not (%(default)s)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the private stack's dir (logs, dbs)")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     args = p.parse_args(argv)
@@ -261,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     stack_cm: AbstractContextManager[Stack] = (
         running_stack(args.order_address, args.payment_address, args.bootstrap)
         if use_running
-        else private_stack(args.keep, db=args.db, replicas=args.replicas, brokers=args.brokers)
+        else private_stack(
+            args.keep,
+            db=args.db,
+            replicas=args.replicas,
+            brokers=args.brokers,
+            metrics=args.metrics == "on",
+        )
     )
     with stack_cm as stack:
         results["stack"] = "running" if use_running else "private"

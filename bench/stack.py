@@ -54,14 +54,31 @@ def fund_users(payment_url: str) -> None:
 
 @contextmanager
 def private_stack(
-    keep: bool = False, *, db: DbKind = "sqlite", replicas: int = 1, brokers: int = 1
+    keep: bool = False,
+    *,
+    db: DbKind = "sqlite",
+    replicas: int = 1,
+    brokers: int = 1,
+    metrics: bool = True,
 ) -> Iterator[Stack]:
-    """Start Kafka, the database and the services (all fresh) in a temp dir; stop them after."""
+    """Start Kafka, the database and the services (all fresh) in a temp dir; stop them after.
+
+    `metrics=False` runs the services with their metrics off (nothing recorded or served).
+    """
     home = Path(tempfile.mkdtemp(prefix="paysaga-bench-"))
     home.chmod(0o755)  # under root PostgreSQL runs as another account: it must reach its data
-    print(f"[stack] private stack in {home}: DB={db}, {replicas} replica(s), {brokers} broker(s)")
+    print(
+        f"[stack] private stack in {home}: DB={db}, {replicas} replica(s), {brokers} "
+        f"broker(s), metrics {'on' if metrics else 'off'}"
+    )
     services = ServiceStack(
-        home, db=db, replicas=replicas, brokers=brokers, ports="free", detach=False
+        home,
+        db=db,
+        replicas=replicas,
+        brokers=brokers,
+        ports="free",
+        detach=False,
+        metrics=metrics,
     )
     try:
         services.start()

@@ -88,8 +88,10 @@ class Stack:
     None starts a cluster of `brokers` nodes under `home`. `postgres` (DB=postgres): a
     running PostgresRuntime; None starts one under `home`. `databases` overrides the URLs
     (default: SQLite files in `home`, or the server's paysaga_order / paysaga_payment).
-    `ports`: "default" = 50051/50052 (or ORDER_/PAYMENT_GRPC_ADDRESS) + 100·i, Kafka 9092;
-    "free" = free ports chosen now. `env` is added to every service's environment.
+    `ports`: "default" = 50051/50052 (or ORDER_/PAYMENT_GRPC_ADDRESS) + 100·i, metrics
+    9101/9102 (or ORDER_/PAYMENT_METRICS_ADDRESS) + 100·i, Kafka 9092; "free" = free ports
+    chosen now. `metrics=False` switches the metrics off. `env` is added to every
+    service's environment.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Stack:
         postgres: PostgresRuntime | None = None,
         databases: Mapping[str, str] | None = None,
         detach: bool = True,
+        metrics: bool = True,
     ) -> None:
         check_layout(db, replicas, brokers)
         self.home = Path(home).resolve()
@@ -137,8 +140,15 @@ class Stack:
                     run_dir=self.run_dir,
                     log_dir=self.log_dir,
                     replica=i,
+                    metrics_address=metrics_address if metrics else "0",
                 )
-                for i, address in enumerate(self._addresses(spec, ports))
+                for i, (address, metrics_address) in enumerate(
+                    zip(
+                        self._addresses(spec, ports),
+                        self._metrics_addresses(spec, ports),
+                        strict=True,
+                    )
+                )
             ]
             for spec in SERVICES
         }
@@ -168,6 +178,16 @@ class Stack:
             return [f"127.0.0.1:{port}" for port in free_ports(self.replicas)]
         base = os.environ.get(spec.address_env) or spec.default_address
         return [replica_address(base, i) for i in range(self.replicas)]
+
+    def _metrics_addresses(self, spec: ServiceSpec, ports: Ports) -> list[str]:
+        if ports == "free":
+            return [f"127.0.0.1:{port}" for port in free_ports(self.replicas)]
+        base = os.environ.get(spec.metrics_env, spec.default_metrics_address)
+        return [replica_address(base, i) for i in range(self.replicas)]
+
+    def metrics_address(self, name: str, replica: int = 0) -> str:
+        """Where replica `replica` of `name` serves /metrics ("0": switched off)."""
+        return self.processes[name][replica].metrics_address or "0"
 
     # -- where things are ----------------------------------------------------------------
 

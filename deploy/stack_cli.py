@@ -133,6 +133,13 @@ def print_summary(stack: Stack) -> None:
             f"log {_relative(proc.log_file)}"
         )
     print(f"  kafka      {stack.bootstrap}")
+    metrics = [
+        f"{proc.name} http://{proc.metrics_address}/metrics"
+        for proc in stack.all_processes()
+        if proc.metrics_address not in (None, "0")
+    ]
+    if metrics:
+        print(f"  metrics    {'   '.join(metrics)}")
     for name, url in stack.database_urls.items():
         print(f"  {name + ' db':<10} {_short(url)}")
     order, payment = stack.order_address, stack.payment_address
@@ -153,6 +160,9 @@ def print_summary(stack: Stack) -> None:
     print(f"  {grpcurl} '{mine}' {order} paysaga.v1.OrderService/ListOrders")
     print(f"  {grpcurl} '{{\"user_id\":1}}' {payment} paysaga.v1.PaymentService/GetBalance")
     print(f"  {grpcurl} '{mine}' {order} paysaga.v1.OrderService/WatchOrders")
+    first = stack.process("order")
+    if first.metrics_address not in (None, "0"):
+        print(f"  curl -s http://{first.metrics_address}/metrics | grep ^paysaga_orders_total")
     if stack.replicas > 1:
         others = ", ".join(stack.addresses("order")[1:])
         print(f"  any replica serves any call: the same on {others}")

@@ -29,16 +29,21 @@ PORT_STEP = 100
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """How to run one service: its module, its settings' env prefix, its default address."""
+    """How to run one service: its module, its settings' env prefix, its default addresses."""
 
     name: str
     module: str
     env_prefix: str
     default_address: str
+    default_metrics_address: str
 
     @property
     def address_env(self) -> str:
         return f"{self.env_prefix}GRPC_ADDRESS"
+
+    @property
+    def metrics_env(self) -> str:
+        return f"{self.env_prefix}METRICS_ADDRESS"
 
     @property
     def database_env(self) -> str:
@@ -50,8 +55,8 @@ class ServiceSpec:
 
 
 SERVICES = (
-    ServiceSpec("order", "services.order", "ORDER_", "127.0.0.1:50051"),
-    ServiceSpec("payment", "services.payment", "PAYMENT_", "127.0.0.1:50052"),
+    ServiceSpec("order", "services.order", "ORDER_", "127.0.0.1:50051", "127.0.0.1:9101"),
+    ServiceSpec("payment", "services.payment", "PAYMENT_", "127.0.0.1:50052", "127.0.0.1:9102"),
 )
 SPECS = {spec.name: spec for spec in SERVICES}
 
@@ -101,7 +106,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def replica_address(base: str, replica: int) -> str:
-    """`127.0.0.1:50051`, replica 2 -> `127.0.0.1:50251`."""
+    """`127.0.0.1:50051`, replica 2 -> `127.0.0.1:50251` (an address switched off, "0" or
+    empty, stays off)."""
+    if base.strip() in ("", "0", "off"):
+        return "0"
     host, _, port = base.rpartition(":")
     return f"{host}:{int(port) + PORT_STEP * replica}"
 
@@ -145,6 +153,8 @@ class ServiceProcess:
     run_dir: Path = ROOT / "var" / "run"
     log_dir: Path = ROOT / "var" / "log"
     replica: int = 0
+    #: Its Prometheus endpoint (<SERVICE>_METRICS_ADDRESS; "0": off); None: the environment's.
+    metrics_address: str | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -181,6 +191,8 @@ class ServiceProcess:
         env = {**os.environ, **self.env}
         env[self.spec.address_env] = self.address
         env[self.spec.instance_env] = self.instance_id
+        if self.metrics_address is not None:
+            env[self.spec.metrics_env] = self.metrics_address
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env

@@ -4,7 +4,8 @@
 # layout of `make up`: DB=sqlite|postgres, REPLICAS (of each service), BROKERS, e.g.
 # `make bench DB=postgres REPLICAS=2 BROKERS=3` (the load goes to Order replica 0).
 # More options: BENCH_ARGS=--help, e.g. BENCH_ARGS="--use-running" (a stack from `make up`)
-# or "--duration 60 --rate 300".
+# or "--duration 60 --rate 300"; BENCH_ARGS="--metrics off" runs the services without metrics
+# (compare with a run right before or after it: the machine is shared and noisy).
 
 BENCH_ARGS ?=
 

@@ -31,7 +31,7 @@ from confluent_kafka import Message as KafkaMessage
 from google.protobuf.message import Message
 from sqlmodel import Session
 
-from services.common import inbox
+from services.common import inbox, metrics, tracing
 from services.common.cloudevents import EventMeta, Headers, InvalidEvent, decode, header_text
 from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
@@ -305,6 +305,7 @@ class EventConsumer(BackgroundWorker):
         outcome = self._settle(records)
         crash_point("consumer.after-db-commit")
         self._commit_offsets(kafka_records)
+        metrics.consumed(r.topic for r in records)
         self.applied += len(records)
         self.last_batch_at = utcnow()
         log.info(
@@ -373,11 +374,12 @@ class EventConsumer(BackgroundWorker):
         return True
 
     def _transact(self, records: list[_Record]) -> _Outcome:
-        with self.db.write() as session:
+        # Each event's span ends with the transaction (see services.common.tracing).
+        with tracing.EventSpans() as spans, self.db.write() as session:
             outbox = OutboxWriter()
             fresh = self._drop_duplicates(session, records)
             dead = sum(
-                self._apply(session, outbox, topic, group)
+                self._apply(session, outbox, topic, group, spans)
                 for topic, group in _by_topic(fresh).items()
             )
             outbox.write(session)
@@ -394,35 +396,46 @@ class EventConsumer(BackgroundWorker):
                 fresh.append(record)
             else:
                 log.info("duplicate event skipped", extra=record.log_fields())
+                metrics.duplicate_skipped(record.topic)
         return fresh
 
     def _apply(
-        self, session: Session, outbox: OutboxWriter, topic: str, records: list[_Record]
+        self,
+        session: Session,
+        outbox: OutboxWriter,
+        topic: str,
+        records: list[_Record],
+        spans: tracing.EventSpans,
     ) -> int:
         """Apply one topic's records; return how many were dead-lettered."""
         batch = self.handlers[topic](session, outbox, [r.event for r in records if r.event])
         dead = 0
+        applied: list[str] = []  # their ce_time, for the hop latency
         for record in records:
-            reason = record.error
-            if record.event is not None and record.meta is not None and not reason:
-                began = utcnow()
-                try:
-                    batch.apply(record.event, record.meta)
-                    outbox.journal.consumed(
-                        StepKind.APPLIED,
-                        topic=topic,
-                        partition=record.kafka.partition() or 0,
-                        offset=record.kafka.offset() or 0,
-                        meta=record.meta,
-                        detail=describe(record.event),
-                        at=began,
-                    )
-                    continue
-                except InvalidEvent as exc:
-                    reason = str(exc)
-            _stage_dead_letter(outbox, record, reason, event_id=record.inbox_id)
-            dead += 1
+            subject = record.meta.subject if record.meta else ""
+            with spans.handling(record.kafka, record.inbox_id, subject):
+                reason = record.error
+                if record.event is not None and record.meta is not None and not reason:
+                    began = utcnow()
+                    try:
+                        batch.apply(record.event, record.meta)
+                        outbox.journal.consumed(
+                            StepKind.APPLIED,
+                            topic=topic,
+                            partition=record.kafka.partition() or 0,
+                            offset=record.kafka.offset() or 0,
+                            meta=record.meta,
+                            detail=describe(record.event),
+                            at=began,
+                        )
+                        applied.append(record.meta.time)
+                        continue
+                    except InvalidEvent as exc:
+                        reason = str(exc)
+                _stage_dead_letter(outbox, record, reason, event_id=record.inbox_id)
+                dead += 1
         batch.write()
+        metrics.observe_hops(topic, applied)
         return dead
 
     def _dead_letter_poison(self, record: _Record, exc: Exception) -> _Outcome:
@@ -483,6 +496,7 @@ def _stage_dead_letter(
 ) -> None:
     """Stage the consumed record, byte for byte, for its topic's dead-letter topic."""
     log.warning("event dead-lettered", extra={**record.log_fields(), "reason": reason})
+    tracing.mark_failed(reason)
     topic, partition, offset = _coordinates(record.kafka)
     outbox.add_dead_letter(
         topic=topic,

@@ -12,10 +12,13 @@ from services.common.auth import KeyConfigError
 from services.common.db import Database
 from services.common.grpc_app import GrpcApp
 from services.common.logs import configure_logging
+from services.common.metrics import MetricsAddressInUse
 from services.common.migrate import SchemaNotCurrent, check_schema, migrate
 from services.common.security import InsecureStart
 from services.common.settings import ServiceSettings
+from services.common.telemetry import Telemetry
 from services.common.tls import TlsConfigError
+from services.common.tracing import TracingConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,17 @@ def run(
             db.dispose()
         return 0
     try:
-        app = build(settings)
-    except (InsecureStart, KeyConfigError, TlsConfigError) as exc:
+        telemetry = Telemetry.start(name, settings)
+    except (MetricsAddressInUse, TracingConfigError) as exc:
         log.error(str(exc))
         return 2
-    return app.run_until_signalled()
+    try:
+        try:
+            app = build(settings)
+        except (InsecureStart, KeyConfigError, TlsConfigError) as exc:
+            log.error(str(exc))
+            return 2
+        telemetry.watch(app)
+        return app.run_until_signalled()
+    finally:
+        telemetry.stop()

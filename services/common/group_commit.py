@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from sqlmodel import Session
 
+from services.common import metrics, tracing
 from services.common.crashpoints import crash_point
 from services.common.db import Database, is_transient
 from services.common.worker import BackgroundWorker
@@ -38,6 +39,8 @@ class _Pending(Generic[Request, Result]):
     def __init__(self, request: Request) -> None:
         self.request = request
         self.future: Future[Result] = Future()
+        #: The submitter's trace context (None: tracing off).
+        self.trace = tracing.capture()
 
 
 class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
@@ -104,6 +107,7 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 self._apply(group)
 
     def _apply(self, group: list[_Pending[Request, Result]], attempts: int = 3) -> None:
+        started_ns = time.time_ns()
         for attempt in range(1, attempts + 1):
             try:
                 outcomes = self._write(group)
@@ -115,6 +119,13 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 log.exception("group write failed", extra={"writes": len(group)})
                 outcomes = [exc] * len(group)
             break
+        tracing.record_group_write(
+            (
+                (p.trace, repr(outcome) if isinstance(outcome, BaseException) else None)
+                for p, outcome in zip(group, outcomes, strict=True)
+            ),
+            started_ns,
+        )
         for pending, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 pending.future.set_exception(outcome)
@@ -126,4 +137,5 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
             outcomes = self.write_group(session, [p.request for p in group])
             crash_point("group-commit.before-commit")
         crash_point("group-commit.after-commit")
+        metrics.group_committed(len(group))
         return outcomes

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.grpc_errors import UnexpectedErrors
+from services.common.grpc_telemetry import AioServerTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,9 @@ class GrpcApp:
         server = grpc.aio.server(
             migration_thread_pool=self._pool,
             options=options,
-            # UnexpectedErrors first: outermost, it also guards the ones after it.
-            interceptors=[UnexpectedErrors(), *interceptors],
+            # AioServerTelemetry outermost: it counts the status the client gets. Then
+            # UnexpectedErrors: it also guards the ones after it.
+            interceptors=[AioServerTelemetry(), UnexpectedErrors(), *interceptors],
         )
         register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

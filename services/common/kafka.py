@@ -18,6 +18,8 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from services.common import metrics
+
 #: Environment variable -> librdkafka property, for the usual security settings.
 NAMED_SETTINGS = {
     "KAFKA_SECURITY_PROTOCOL": "security.protocol",
@@ -97,6 +99,7 @@ def consumer_config(
         "session.timeout.ms": 10000,
         "heartbeat.interval.ms": 1000,
         "partition.assignment.strategy": "cooperative-sticky",
+        **metrics.consumer_stats_config(),
     }
     if instance_id:
         config["group.instance.id"] = instance_id

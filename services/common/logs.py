@@ -11,7 +11,18 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from services.common import tracing
+
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+
+
+class TraceIds(logging.Filter):
+    """Adds trace_id and span_id to a line written inside a span (tracing on only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in tracing.log_ids().items():
+            setattr(record, key, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,6 +55,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         handler.setFormatter(JsonFormatter(service))
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+    handler.addFilter(TraceIds())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -9,6 +9,7 @@ the consumed record byte for byte: a binary key or header, or a null key, surviv
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from google.protobuf.message import Message
 from sqlalchemy import insert
 from sqlmodel import Field, Session, SQLModel
 
+from services.common import tracing
 from services.common.cloudevents import EventMeta, Headers, header_dict
 from services.common.columns import blob, int64
 from services.common.db import run_after_commit
@@ -136,8 +138,19 @@ class OutboxWriter:
             }
         )
 
-    def add_event(self, event: Message, *, key: int | str, subject: str = "") -> EventMeta:
-        """Stage `event` for publication on its topic, keyed by `key`."""
+    def add_event(
+        self,
+        event: Message,
+        *,
+        key: int | str,
+        subject: str = "",
+        trace: Sequence[tuple[str, bytes]] | None = None,
+    ) -> EventMeta:
+        """Stage `event` for publication on its topic, keyed by `key`.
+
+        The record carries the trace context `trace` (headers from
+        tracing.current_headers), by default the current one: the span it was created in.
+        """
         topic = topic_for_event(event)
         meta = EventMeta.new(
             ce_type=event.DESCRIPTOR.full_name, source=topic.source, subject=subject
@@ -147,7 +160,7 @@ class OutboxWriter:
             topic=topic.name,
             key=str(key).encode(),
             value=event.SerializeToString(),
-            headers=meta.headers(),
+            headers=[*meta.headers(), *(tracing.current_headers() if trace is None else trace)],
         )
         self.journal.step(
             StepKind.PRODUCED,

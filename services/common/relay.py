@@ -32,13 +32,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlmodel import Session, col
 
+from services.common import metrics, tracing
 from services.common.crashpoints import crash_point
 from services.common.db import Database
 from services.common.outbox import OutboxRecord, ParkedRecord, decode_headers
@@ -119,6 +120,11 @@ class Failure:
         if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
             return cls.of_kafka(exc.args[0])
         return cls(f"{type(exc).__name__}: {exc}", permanent=True, counts=True)
+
+
+def _error(failures: dict[int, Failure], seq: int) -> str | None:
+    failure = failures.get(seq)
+    return failure.error if failure is not None else None
 
 
 class OutboxRelay(BackgroundWorker):
@@ -237,6 +243,7 @@ class OutboxRelay(BackgroundWorker):
     def _publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
         """Produce every row and wait for the broker's answers; return the failures by seq."""
         failures: dict[int, Failure] = {}
+        started_ns = time.time_ns()
         for row in rows:
             try:
                 self._produce(row, self._on_delivery(row.seq, failures))
@@ -246,6 +253,15 @@ class OutboxRelay(BackgroundWorker):
         # the next round. librdkafka ends each wait by delivery.timeout.ms at the latest.
         while self.producer.flush(self.flush_timeout_s):
             log.warning("waiting for the broker to confirm outbox records")
+        metrics.published(row.topic for row in rows if row.seq not in failures)
+        if tracing.enabled():
+            tracing.record_publish(
+                (
+                    (r.topic, r.event_id, list(decode_headers(r.headers)), _error(failures, r.seq))
+                    for r in rows
+                ),
+                started_ns,
+            )
         crash_point("relay.after-publish")
         return failures
 
@@ -378,3 +394,14 @@ class OutboxRelay(BackgroundWorker):
             if age > self.stale_after_s:
                 problems.append(f"oldest unpublished outbox record is {age:.0f} s old")
         return "; ".join(problems) or None
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """Unpublished outbox rows: how many, and the oldest one's creation time (metrics)."""
+        after = self.published_through if self.ordered_commits else 0
+        with self.db.read() as session:
+            count, oldest = session.execute(
+                select(func.count(), func.min(OutboxRecord.created_at)).where(
+                    col(OutboxRecord.seq) > after
+                )
+            ).one()
+        return int(count), oldest

@@ -51,6 +51,9 @@ class ServiceSettings(BaseSettings):
     #: Seconds in-flight RPCs get to finish on SIGTERM, and as much again for the workers
     #: (consumer, relay) to stop.
     shutdown_grace_s: float = 10.0
+    #: Where Prometheus scrapes this process (http://<address>/metrics); "0" or empty
+    #: switches metrics off (nothing is recorded then either).
+    metrics_address: str = ""
     #: Inbox rows (event ids kept to drop redeliveries) are purged after this many days:
     #: <SVC>_INBOX_RETENTION_DAYS, or INBOX_RETENTION_DAYS for both services. Keep it above
     #: the saga topics' retention (7 days), see services.common.retention.

@@ -7,6 +7,8 @@ OrderFailed on `orders`, so the Payment service gives back any money it took for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from paysaga.v1 import events_pb2, orders_pb2
 from services.common.outbox import OutboxWriter
 from services.common.timeutil import to_timestamp
@@ -36,12 +38,20 @@ def order_to_proto(order: OrderRow) -> orders_pb2.Order:
     )
 
 
-def announce(outbox: OutboxWriter, order: OrderRow, *, failed_now: bool = False) -> None:
-    """Stage OrderUpdated for a changed order, and OrderFailed if it has just FAILED."""
+def announce(
+    outbox: OutboxWriter,
+    order: OrderRow,
+    *,
+    failed_now: bool = False,
+    trace: Sequence[tuple[str, bytes]] | None = None,
+) -> None:
+    """Stage OrderUpdated for a changed order, and OrderFailed if it has just FAILED
+    (with the trace context `trace`, by default the current one)."""
     outbox.add_event(
         events_pb2.OrderUpdated(order=order_to_proto(order)),
         key=order["user_id"],
         subject=order["id"],
+        trace=trace,
     )
     if failed_now:
         outbox.add_event(
@@ -54,4 +64,5 @@ def announce(outbox: OutboxWriter, order: OrderRow, *, failed_now: bool = False)
             ),
             key=order["user_id"],
             subject=order["id"],
+            trace=trace,
         )

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import Session, col
 
 from paysaga.v1 import events_pb2, payments_pb2
+from services.common import metrics
 from services.common.cloudevents import EventMeta, InvalidEvent
 from services.common.money import format_cents
 from services.common.outbox import OutboxWriter
@@ -57,6 +58,17 @@ def write_order_changes(
         session.execute(delete(SagaDeadline).where(col(SagaDeadline.order_id).in_(ended)))
     for order in changed:
         announce(outbox, order, failed_now=order["id"] in failed_now)
+    metrics.sagas_ended_after_commit(
+        session,
+        (
+            (
+                "completed" if order["status"] == Status.COMPLETED.value else "failed",
+                order["created_at"],
+            )
+            for order in changed
+            if order["status"] == Status.COMPLETED.value or order["id"] in failed_now
+        ),
+    )
 
 
 class FinishOrders:

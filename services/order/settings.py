@@ -12,6 +12,7 @@ class OrderSettings(ServiceSettings):
 
     grpc_address: str = "127.0.0.1:50051"
     database_url: str = "sqlite:///var/order.db"
+    metrics_address: str = "127.0.0.1:9101"
     consumer_group: str = "paysaga-order"
     #: An order not COMPLETED or FAILED this many seconds after its creation is FAILED
     #: (and any money taken for it given back): ORDER_SAGA_DEADLINE_S.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Table, insert, tuple_
@@ -12,6 +12,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
+from services.common import metrics, tracing
 from services.common.db import Database, insert_ignoring_conflicts
 from services.common.outbox import OutboxWriter
 from services.common.paging import Cursor, newest_first_after
@@ -45,11 +46,19 @@ def seed_catalogue(db: Database) -> int:
 
 @dataclass(frozen=True)
 class NewOrder:
-    """A checked CreateOrder request."""
+    """A checked CreateOrder request.
+
+    `trace` is the trace context of the call that made it (taken where it is made: the
+    RPC's thread, inside its server span); the group committer writes many requests on
+    its own thread, and each order's OrderPurchased carries its own call's context.
+    """
 
     user_id: int
     product_id: int
     request_id: str
+    trace: tuple[tuple[str, bytes], ...] = field(
+        default_factory=tracing.current_headers, compare=False, repr=False
+    )
 
 
 def create_orders(
@@ -99,7 +108,8 @@ def create_orders(
         session, [k for k, o in candidates.items() if o["id"] not in created_ids]
     )
     created = [o for o in candidates.values() if o["id"] in created_ids]
-    _stage_new_orders(session, created, deadline_s)
+    traces = {(r.user_id, r.request_id): r.trace for r in requests}
+    _stage_new_orders(session, created, deadline_s, traces)
     answers: list[OrderRow | Exception] = []
     for request in requests:
         key = (request.user_id, request.request_id)
@@ -127,8 +137,14 @@ def _orders_by_key(
     }
 
 
-def _stage_new_orders(session: Session, created: list[OrderRow], deadline_s: float) -> None:
-    """The new orders' OrderPurchased and OrderUpdated events, and their saga deadlines."""
+def _stage_new_orders(
+    session: Session,
+    created: list[OrderRow],
+    deadline_s: float,
+    traces: dict[tuple[int, str], tuple[tuple[str, bytes], ...]],
+) -> None:
+    """The new orders' OrderPurchased and OrderUpdated events, and their saga deadlines;
+    each order's events carry the trace context of its CreateOrder call (`traces`)."""
     if not created:
         return
     outbox = OutboxWriter()
@@ -140,14 +156,16 @@ def _stage_new_orders(session: Session, created: list[OrderRow], deadline_s: flo
             amount_cents=order["price_cents"],
             create_time=to_timestamp(order["created_at"]),
         )
-        outbox.add_event(event, key=order["user_id"], subject=order["id"])
-        announce(outbox, order)
+        trace = traces.get((order["user_id"], order["request_id"]), ())
+        outbox.add_event(event, key=order["user_id"], subject=order["id"], trace=trace)
+        announce(outbox, order, trace=trace)
     due = [
         {"order_id": o["id"], "due_at": o["created_at"] + timedelta(seconds=deadline_s)}
         for o in created
     ]
     session.execute(insert(SagaDeadline), due)
     outbox.write(session)
+    metrics.count_after_commit(session, metrics.ORDERS, {"created": len(created)})
 
 
 def _same_request(existing: OrderRow, request: NewOrder) -> OrderRow | Exception:

@@ -18,6 +18,7 @@ from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2, payments_pb2
+from services.common import metrics
 from services.common.cloudevents import EventMeta, InvalidEvent
 from services.common.crashpoints import crash_point
 from services.common.outbox import OutboxWriter
@@ -90,6 +91,8 @@ class ChargeOrders:
         self.new_payments: list[Payment] = []
         #: New CHARGE and REFUND transactions.
         self.charges: list[dict[str, Any]] = []
+        #: Decisions on OrderPurchased events, counted once the transaction commits.
+        self.decisions = {"approved": 0, "declined": 0}
 
     def apply(self, event: Message, meta: EventMeta) -> None:
         if isinstance(event, events_pb2.OrderFailed):
@@ -122,6 +125,7 @@ class ChargeOrders:
         self._decide(
             event.order_id, event.user_id, event.amount_cents, decision.approved, decision.reason
         )
+        self.decisions["approved" if decision.approved else "declined"] += 1
         status = (
             events_pb2.PAYMENT_STATUS_APPROVED
             if decision.approved
@@ -202,6 +206,7 @@ class ChargeOrders:
         self.session.add_all(self.new_payments)
         if self.charges:
             self.session.execute(insert(Transaction), self.charges)
+        metrics.count_after_commit(self.session, metrics.PAYMENTS, self.decisions)
 
 
 class RecordTransactions:

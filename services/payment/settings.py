@@ -12,4 +12,5 @@ class PaymentSettings(ServiceSettings):
 
     grpc_address: str = "127.0.0.1:50052"
     database_url: str = "sqlite:///var/payment.db"
+    metrics_address: str = "127.0.0.1:9102"
     consumer_group: str = "paysaga-payment"
