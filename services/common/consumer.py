@@ -308,7 +308,9 @@ class EventConsumer(BackgroundWorker):
         metrics.consumed(r.topic for r in records)
         self.applied += len(records)
         self.last_batch_at = utcnow()
-        log.info(
+        # Per batch: DEBUG (the metrics count batches); INFO when something was dead-lettered.
+        log.log(
+            logging.INFO if outcome.dead_lettered else logging.DEBUG,
             "batch applied",
             extra={
                 "records": len(records),
