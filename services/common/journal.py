@@ -265,11 +265,21 @@ class Journal:
             replica = str(session.info.get("replica", ""))
             # The Core table, not the ORM class: the ORM splits a batch into one statement
             # per run of rows with the same None columns (PRODUCED and APPLIED alternate).
-            session.execute(STEPS_TABLE.insert(), [{**s, "replica": replica} for s in self.steps])
+            session.execute(
+                STEPS_TABLE.insert(), [_storable({**s, "replica": replica}) for s in self.steps]
+            )
             self.steps = []
         if self.dead_letters:
             # A redelivered poison record is stopped by the inbox first; this only makes sure.
             session.execute(
-                insert_ignoring_conflicts(session, DEAD_LETTERS_TABLE, "id"), self.dead_letters
+                insert_ignoring_conflicts(session, DEAD_LETTERS_TABLE, "id"),
+                [_storable(row) for row in self.dead_letters],
             )
             self.dead_letters = []
+
+
+def _storable(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with NUL characters in its texts escaped: a poison record's order id or
+    reason may hold them, and PostgreSQL text refuses them (the journal must never be what
+    stops a dead letter from being written)."""
+    return {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in row.items()}

@@ -151,3 +151,10 @@ def test_redrive_all_of_a_topic_and_unknown_ids(db: Database) -> None:
         assert all(d.redrive_count == 1 for d in session.exec(select(DeadLetter)))
     assert deadletters.list_dead_letters(db, topic="orders") == []
     assert len(deadletters.list_dead_letters(db, topic="payments", limit=1)) == 1
+
+
+def test_texts_with_nul_are_stored_escaped() -> None:
+    from services.common.journal import _storable
+
+    row = _storable({"order_id": "nul\x00id", "kafka_offset": 3, "value": b"\x00"})
+    assert row == {"order_id": "nul\\x00id", "kafka_offset": 3, "value": b"\x00"}
