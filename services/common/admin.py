@@ -131,11 +131,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.GetStatusResponse:
         return self.status()
 
-    def not_progressing(self) -> str | None:
-        """What is alive but not progressing, or None: a status check for a health name
-        (e.g. "paysaga.progress"); it asks Kafka for the lag, `kafka_timeout_s` at most."""
-        return "; ".join(self.status().problems) or None
-
     def status(self) -> admin_pb2.GetStatusResponse:
         """This replica's status (see GetStatus)."""
         relay = self.relay
