@@ -10,6 +10,7 @@ new rows without polling.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -71,14 +72,25 @@ def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
-def insert_ignoring_conflicts(session: Session, table: Table, *conflict_columns: str) -> Insert:
-    """INSERT ... ON CONFLICT (conflict_columns) DO NOTHING, in the session's SQL dialect.
+def insert_ignoring_conflicts(
+    session: Session, table: Table, *conflict_columns: str, returning: str = ""
+) -> Insert:
+    """INSERT ... ON CONFLICT (conflict_columns) DO NOTHING [RETURNING returning], in the
+    session's SQL dialect.
 
-    The database settles races between replicas: never select-then-insert.
+    The database settles races between replicas: never select-then-insert. The statement
+    is built once per dialect and table (it is on the hot path of every consumed batch).
     """
-    dialect = session.get_bind().dialect.name
+    return _insert_ignoring(session.get_bind().dialect.name, table, conflict_columns, returning)
+
+
+@functools.cache
+def _insert_ignoring(
+    dialect: str, table: Table, conflict_columns: tuple[str, ...], returning: str
+) -> Insert:
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    statement = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    return statement.returning(table.c[returning]) if returning else statement
 
 
 class Database:

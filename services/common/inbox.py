@@ -37,7 +37,7 @@ def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
     now = utcnow()
     table: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
     inserted = session.execute(
-        insert_ignoring_conflicts(session, table, "event_id").returning(table.c.event_id),
+        insert_ignoring_conflicts(session, table, "event_id", returning="event_id"),
         [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()],
     )
     return set(inserted.scalars())

@@ -107,6 +107,7 @@ class Redrive(SQLModel, table=True):
 TABLES: list[type[SQLModel]] = [SagaStep, DeadLetter, Redrive]
 
 STEPS_TABLE: Table = SagaStep.__table__  # type: ignore[attr-defined]
+_INSERT_STEPS = STEPS_TABLE.insert()
 DEAD_LETTERS_TABLE: Table = DeadLetter.__table__  # type: ignore[attr-defined]
 
 
@@ -266,7 +267,7 @@ class Journal:
             # The Core table, not the ORM class: the ORM splits a batch into one statement
             # per run of rows with the same None columns (PRODUCED and APPLIED alternate).
             session.execute(
-                STEPS_TABLE.insert(), [_storable({**s, "replica": replica}) for s in self.steps]
+                _INSERT_STEPS, [_storable({**s, "replica": replica}) for s in self.steps]
             )
             self.steps = []
         if self.dead_letters:

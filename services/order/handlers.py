@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 from sqlalchemy import bindparam, delete, select, update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
 from services.common import metrics
@@ -23,7 +23,7 @@ from services.common.outbox import OutboxWriter
 from services.common.timeutil import utcnow
 from services.order.changes import announce
 from services.order.domain import Status, next_status, refund_note
-from services.order.models import ORDERS_TABLE, OrderRow, SagaDeadline
+from services.order.models import DEADLINES_TABLE, ORDERS_TABLE, OrderRow
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,27 @@ _OUTCOMES = {
     events_pb2.TRANSACTION_STATUS_SUCCESSFUL: True,
     events_pb2.TRANSACTION_STATUS_UNSUCCESSFUL: False,
 }
+
+
+# Built once: these run for every consumed batch.
+_UPDATE_ORDER = (
+    update(ORDERS_TABLE)
+    .where(ORDERS_TABLE.c.id == bindparam("order_id"))
+    .values(
+        status=bindparam("status"),
+        failure_reason=bindparam("failure_reason"),
+        updated_at=bindparam("updated_at"),
+        version=bindparam("version"),
+    )
+)
+_END_DEADLINES = delete(DEADLINES_TABLE).where(
+    DEADLINES_TABLE.c.order_id.in_(bindparam("order_ids", expanding=True))
+)
+_LOCK_ORDERS = (
+    select(ORDERS_TABLE)
+    .where(ORDERS_TABLE.c.id.in_(bindparam("order_ids", expanding=True)))
+    .with_for_update()
+)
 
 
 def write_order_changes(
@@ -42,20 +63,10 @@ def write_order_changes(
         return
     for order in changed:
         order["version"] += 1
-    session.execute(
-        update(ORDERS_TABLE)
-        .where(ORDERS_TABLE.c.id == bindparam("order_id"))
-        .values(
-            status=bindparam("status"),
-            failure_reason=bindparam("failure_reason"),
-            updated_at=bindparam("updated_at"),
-            version=bindparam("version"),
-        ),
-        [{**order, "order_id": order["id"]} for order in changed],
-    )
+    session.execute(_UPDATE_ORDER, [{**order, "order_id": order["id"]} for order in changed])
     ended = [o["id"] for o in changed if Status(o["status"]).terminal]
     if ended:
-        session.execute(delete(SagaDeadline).where(col(SagaDeadline.order_id).in_(ended)))
+        session.execute(_END_DEADLINES, {"order_ids": ended})
     for order in changed:
         announce(outbox, order, failed_now=order["id"] in failed_now)
     metrics.sagas_ended_after_commit(
@@ -79,9 +90,7 @@ class FinishOrders:
         self.outbox = outbox
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}
         # Locked (PostgreSQL): a deadline expiring on another replica waits, then sees the end.
-        found = session.execute(
-            select(ORDERS_TABLE).where(ORDERS_TABLE.c.id.in_(order_ids)).with_for_update()
-        )
+        found = session.execute(_LOCK_ORDERS, {"order_ids": sorted(order_ids)})
         self.orders: dict[str, OrderRow] = {row["id"]: dict(row) for row in found.mappings()}
         self.changed: dict[str, OrderRow] = {}
         self.failed_now: set[str] = set()

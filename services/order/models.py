@@ -62,8 +62,10 @@ class SagaDeadline(SQLModel, table=True):
 #: groups) pass these around instead of ORM objects, which cost far more to build.
 OrderRow = dict[str, Any]
 
-#: The orders table, for Core statements on those paths.
+#: The tables, for Core statements on those paths.
 ORDERS_TABLE: Table = Order.__table__  # type: ignore[attr-defined]
+DEADLINES_TABLE: Table = SagaDeadline.__table__  # type: ignore[attr-defined]
+PRODUCTS_TABLE: Table = Product.__table__  # type: ignore[attr-defined]
 
 
 #: Seeded by `python -m services.order seed` (make seed): products 1..5 (prices in cents).

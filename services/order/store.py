@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Table, insert, tuple_
+from sqlalchemy import Table, bindparam, tuple_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -19,7 +19,20 @@ from services.common.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
 from services.order.changes import announce
 from services.order.domain import Status
-from services.order.models import CATALOGUE, ORDERS_TABLE, Order, OrderRow, Product, SagaDeadline
+from services.order.models import (
+    CATALOGUE,
+    DEADLINES_TABLE,
+    ORDERS_TABLE,
+    PRODUCTS_TABLE,
+    Order,
+    OrderRow,
+    Product,
+)
+
+_INSERT_DEADLINES = DEADLINES_TABLE.insert()
+_SELECT_PRICES = sa_select(PRODUCTS_TABLE.c.id, PRODUCTS_TABLE.c.price_cents).where(
+    PRODUCTS_TABLE.c.id.in_(bindparam("product_ids", expanding=True))
+)
 
 
 class UnknownProduct(LookupError):
@@ -38,7 +51,7 @@ def seed_catalogue(db: Database) -> int:
     table: Table = Product.__table__  # type: ignore[attr-defined]
     with db.write() as session:
         result = session.execute(
-            insert_ignoring_conflicts(session, table, "id").returning(table.c.id),
+            insert_ignoring_conflicts(session, table, "id", returning="id"),
             [product.model_dump() for product in CATALOGUE],
         )
         return len(result.all())
@@ -73,8 +86,8 @@ def create_orders(
     (committed, or earlier in `requests`) answers with that order.
     """
     product_ids = {r.product_id for r in requests}
-    products = session.exec(select(Product).where(col(Product.id).in_(product_ids)))
-    prices = {p.id: p.price_cents for p in products}
+    found = session.execute(_SELECT_PRICES, {"product_ids": list(product_ids)})
+    prices: dict[int, int] = {product_id: price for product_id, price in found}
     candidates: dict[tuple[int, str], OrderRow] = {}
     for request in requests:
         price = prices.get(request.product_id)
@@ -97,8 +110,8 @@ def create_orders(
     created_ids: set[str] = set()
     if candidates:
         inserted = session.execute(
-            insert_ignoring_conflicts(session, ORDERS_TABLE, "user_id", "request_id").returning(
-                ORDERS_TABLE.c.id
+            insert_ignoring_conflicts(
+                session, ORDERS_TABLE, "user_id", "request_id", returning="id"
             ),
             # Sorted by key: two replicas inserting the same keys lock them in one order.
             [candidates[key] for key in sorted(candidates)],
@@ -163,7 +176,7 @@ def _stage_new_orders(
         {"order_id": o["id"], "due_at": o["created_at"] + timedelta(seconds=deadline_s)}
         for o in created
     ]
-    session.execute(insert(SagaDeadline), due)
+    session.execute(_INSERT_DEADLINES, due)
     outbox.write(session)
     metrics.count_after_commit(session, metrics.ORDERS, {"created": len(created)})
 
