@@ -92,7 +92,7 @@ def consumer_config(
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 50,
+        "fetch.wait.max.ms": 500,
         # A crashed member's partitions move on after 10 s. (6 s, the broker's minimum, is
         # exceeded by a static member on a busy 2-core host while the coordinator moves,
         # and the member is then fenced.) A restarted static member needs no timeout.
