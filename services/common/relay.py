@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlmodel import Session, col
 
 from services.common import metrics, tracing
@@ -60,6 +60,22 @@ _ROW_COLUMNS = (
     col(OutboxRecord.headers),
     col(OutboxRecord.created_at),
     col(OutboxRecord.attempts),
+)
+
+# Built once: a relay runs one of these per round.
+#: SQLite: the next rows after the relay's place (see the module docstring).
+_PENDING_AFTER = (
+    select(*_ROW_COLUMNS)
+    .where(col(OutboxRecord.seq) > bindparam("after"))
+    .order_by(col(OutboxRecord.seq))
+    .limit(bindparam("limit"))
+)
+#: PostgreSQL: the oldest rows no other replica holds, locked until the round commits.
+_CLAIM_PENDING = (
+    select(*_ROW_COLUMNS)
+    .order_by(col(OutboxRecord.seq))
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
 )
 
 #: Errors that say the cluster cannot be reached or is failing over: a row is never parked
@@ -197,10 +213,7 @@ class OutboxRelay(BackgroundWorker):
         if self.ordered_commits:
             with self.db.read() as session:
                 rows = session.execute(
-                    select(*_ROW_COLUMNS)
-                    .where(col(OutboxRecord.seq) > self.published_through)
-                    .order_by(col(OutboxRecord.seq))
-                    .limit(self.batch_size)
+                    _PENDING_AFTER, {"after": self.published_through, "limit": self.batch_size}
                 ).all()
             if not rows:
                 return 0, 0
@@ -225,12 +238,7 @@ class OutboxRelay(BackgroundWorker):
                         )
             return self._advance(rows, retry), len(retry)
         with self.db.write() as session:
-            rows = session.execute(
-                select(*_ROW_COLUMNS)
-                .order_by(col(OutboxRecord.seq))
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = session.execute(_CLAIM_PENDING, {"limit": self.batch_size}).all()
             if not rows:
                 return 0, 0
             failures = self._publish(rows)

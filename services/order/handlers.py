@@ -50,6 +50,7 @@ _END_DEADLINES = delete(DEADLINES_TABLE).where(
 _LOCK_ORDERS = (
     select(ORDERS_TABLE)
     .where(ORDERS_TABLE.c.id.in_(bindparam("order_ids", expanding=True)))
+    .order_by(ORDERS_TABLE.c.id)  # locked in one order by every replica
     .with_for_update()
 )
 
@@ -90,7 +91,7 @@ class FinishOrders:
         self.outbox = outbox
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}
         # Locked (PostgreSQL): a deadline expiring on another replica waits, then sees the end.
-        found = session.execute(_LOCK_ORDERS, {"order_ids": sorted(order_ids)})
+        found = session.execute(_LOCK_ORDERS, {"order_ids": list(order_ids)})
         self.orders: dict[str, OrderRow] = {row["id"]: dict(row) for row in found.mappings()}
         self.changed: dict[str, OrderRow] = {}
         self.failed_now: set[str] = set()

@@ -44,6 +44,8 @@ _SELECT_PAYMENTS = select(_PAYMENTS).where(
 _SELECT_ACCOUNTS = (
     select(_ACCOUNTS.c.user_id, _ACCOUNTS.c.balance_cents)
     .where(_ACCOUNTS.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    # Sorted before locking: two replicas lock the same accounts in one order.
+    .order_by(_ACCOUNTS.c.user_id)
     .with_for_update()
 )
 _UPDATE_BALANCE = (
@@ -54,6 +56,7 @@ _UPDATE_BALANCE = (
 _MARK_REFUNDED = (
     update(_PAYMENTS)
     .where(_PAYMENTS.c.order_id == bindparam("payment_order_id"))
+    .where(_PAYMENTS.c.refunded_at.is_(None))
     .values(refunded_at=bindparam("refunded_at"))
 )
 _SELECT_CHARGES = select(_TRANSACTIONS.c.order_id, _TRANSACTIONS.c.id).where(
@@ -89,6 +92,15 @@ def _check_common(order_id: str, user_id: int, amount_cents: int) -> None:
         raise InvalidEvent(f"amount_cents must be positive, got {amount_cents}")
 
 
+def _expect_rows(session: Session, result: Any, expected: int, what: str) -> None:
+    """Raise unless an UPDATE changed exactly the rows this batch read and locked (where the
+    driver counts the rows of an executemany): never let a balance change go missing."""
+    if not session.get_bind().dialect.supports_sane_multi_rowcount:
+        return
+    if result.rowcount != expected:
+        raise RuntimeError(f"{what}: {result.rowcount} rows changed, {expected} expected")
+
+
 def _payments(session: Session, order_ids: set[str]) -> dict[str, PaymentRow]:
     """The decided payments of these orders, by order id."""
     if not order_ids:
@@ -114,7 +126,6 @@ class ChargeOrders:
         self.outbox = outbox
         order_events = [e for e in events if isinstance(e, _ORDER_EVENTS)]
         self.payments = _payments(session, {e.order_id for e in order_events})
-        # Sorted: two replicas lock the same accounts in one order.
         user_ids = sorted({e.user_id for e in order_events})
         #: Balances by user id, as this batch leaves them.
         self.balances: dict[int, int] = (
@@ -236,24 +247,26 @@ class ChargeOrders:
     def write(self) -> None:
         now = utcnow()
         if self.changed_accounts:
-            self.session.execute(
+            changed = self.session.execute(
                 _UPDATE_BALANCE,
                 [
                     {"account_user_id": u, "balance_cents": self.balances[u], "updated_at": now}
                     for u in sorted(self.changed_accounts)
                 ],
             )
+            _expect_rows(self.session, changed, len(self.changed_accounts), "account balances")
         if self.new_payments:  # inserted with their refunded_at, if refunded in this batch
             self.session.execute(_PAYMENTS.insert(), self.new_payments)
         stored_refunded = self.refunded - {p["order_id"] for p in self.new_payments}
         if stored_refunded:
-            self.session.execute(
+            marked = self.session.execute(
                 _MARK_REFUNDED,
                 [
                     {"payment_order_id": o, "refunded_at": self.payments[o]["refunded_at"]}
                     for o in sorted(stored_refunded)
                 ],
             )
+            _expect_rows(self.session, marked, len(stored_refunded), "refunded payments")
         if self.charges:
             self.session.execute(_TRANSACTIONS.insert(), self.charges)
         metrics.count_after_commit(self.session, metrics.PAYMENTS, self.decisions)
