@@ -75,7 +75,7 @@ class _Record:
 
 
 class _NoKafka:
-    def commit(self, **_: Any) -> None:
+    def store_offsets(self, **_: Any) -> None:
         pass
 
 

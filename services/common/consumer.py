@@ -6,7 +6,7 @@ For each batch of records:
    record the ids of the others, let each topic's handler apply its events (an event the
    handler rejects is dead-lettered), and write the outgoing events and dead letters to
    the outbox;
-3. commit the transaction, then commit the Kafka offsets.
+3. commit the transaction, then store the Kafka offsets (committed about once a second).
 If the transaction fails because of an event in it (a poison event: a value a column
 cannot hold, an unforeseen constraint, a bug a rare event hits), the batch is narrowed:
 its halves are applied in order, each in its own transaction, down to the single event
@@ -472,11 +472,12 @@ class EventConsumer(BackgroundWorker):
             next_offsets[(topic, partition)] = offset + 1
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
-            # Asynchronous: the transaction is committed, so if this commit is lost (a crash,
-            # a rebalance) the batch is redelivered and the inbox drops it.
-            self.consumer.commit(offsets=offsets, asynchronous=True)
+            # Stored now, committed by librdkafka within auto.commit.interval.ms (see
+            # kafka.consumer_config): the transaction is committed, so if the commit is lost
+            # (a crash, a rebalance) the batch is redelivered and the inbox drops it.
+            self.consumer.store_offsets(offsets=offsets)
         except Exception:
-            log.warning("offset commit failed; the batch may be redelivered", exc_info=True)
+            log.warning("offset store failed; the batch may be redelivered", exc_info=True)
 
     def _rewind(self, records: list[KafkaMessage]) -> None:
         first: dict[tuple[str, int], int] = {}

@@ -78,7 +78,13 @@ def producer_config(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
 def consumer_config(
     bootstrap_servers: str, group_id: str, client_id: str, instance_id: str = ""
 ) -> dict[str, Any]:
-    """A consumer whose offsets move only when we commit them, after the database commit.
+    """A consumer whose offsets move only once we store them, after the database commit.
+
+    The application stores each batch's offsets once its transaction has committed
+    (`enable.auto.offset.store` off); librdkafka commits what was stored every
+    `auto.commit.interval.ms`, when partitions are revoked, and on close. One commit a
+    second instead of one per batch spares the broker most of its requests; a crash
+    redelivers at most that second of records, which the inbox drops.
 
     Rebalances are incremental (cooperative-sticky): when a replica joins or leaves, only
     the partitions that move stop, the others go on. With `instance_id` (one per replica,
@@ -89,7 +95,8 @@ def consumer_config(
         "bootstrap.servers": bootstrap_servers,
         "group.id": group_id,
         "client.id": client_id,
-        "enable.auto.commit": False,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 500,

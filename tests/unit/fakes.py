@@ -43,13 +43,13 @@ class FakeRecord:
 
 @dataclass
 class FakeConsumer:
-    """Records the offsets committed and the seeks."""
+    """Records the offsets stored (for librdkafka to commit) and the seeks."""
 
-    commits: list[list[tuple[str, int, int]]] = field(default_factory=list)
+    stored: list[list[tuple[str, int, int]]] = field(default_factory=list)
     seeks: list[tuple[str, int, int]] = field(default_factory=list)
 
-    def commit(self, offsets: Any, asynchronous: bool) -> None:
-        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+    def store_offsets(self, offsets: Any) -> None:
+        self.stored.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
 
     def seek(self, tp: Any) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))

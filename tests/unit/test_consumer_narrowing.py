@@ -195,7 +195,7 @@ def test_a_poison_event_is_dead_lettered_alone_and_the_rest_applied_once(
     assert found["ce_id"] == event_id(records[3])
     # Every event is in the inbox (the poison one too), and the offsets passed all seven.
     assert inbox_ids(hop.db) == {(event_id(r) or b"").decode() for r in records}
-    assert hop.kafka.commits == [[("orders", 0, 14), ("orders", 1, 13)]]
+    assert hop.kafka.stored == [[("orders", 0, 14), ("orders", 1, 13)]]
     # The narrowing and the dead letter are logged with the poison's coordinates.
     messages = [r.getMessage() for r in caplog.records]
     assert "part of a batch failed; narrowing it down" in messages
@@ -213,7 +213,7 @@ def test_the_same_batch_redelivered_changes_nothing(hop: Hop) -> None:
 
     assert (applied(hop.db), len(outbox(hop.db)), inbox_ids(hop.db)) == before
     assert len(dead_letters(hop.db)) == 1
-    assert hop.kafka.commits[1] == hop.kafka.commits[0]
+    assert hop.kafka.stored[1] == hop.kafka.stored[0]
 
 
 def test_several_poison_events_keep_the_rest_in_partition_order(hop: Hop) -> None:
@@ -221,7 +221,7 @@ def test_several_poison_events_keep_the_rest_in_partition_order(hop: Hop) -> Non
     hop.consumer.process_batch(records)  # type: ignore[arg-type]
     assert applied(hop.db) == ["order-1", "order-2", "order-3", "order-4"]
     assert [dict(h)["dlt_offset"] for _, h in dead_letters(hop.db)] == [b"10", b"12", b"13"]
-    assert hop.kafka.commits == [[("orders", 0, 14), ("orders", 1, 13)]]
+    assert hop.kafka.stored == [[("orders", 0, 14), ("orders", 1, 13)]]
 
 
 @pytest.mark.parametrize("key", [None, b"\xff\x00\xfe key"], ids=["null-key", "binary-key"])
@@ -256,7 +256,7 @@ def test_an_unreachable_database_rewinds_the_batch_and_dead_letters_nothing(
 
     assert not hop.consumer.process_or_rewind(records)  # type: ignore[arg-type]
     assert hop.kafka.seeks == [("orders", 0, 10), ("orders", 1, 10)]
-    assert (hop.kafka.commits, outbox(hop.db), applied(hop.db)) == ([], [], [])
+    assert (hop.kafka.stored, outbox(hop.db), applied(hop.db)) == ([], [], [])
 
     monkeypatch.undo()  # the database is back: the poison event is narrowed down now
     assert hop.consumer.process_or_rewind(records)  # type: ignore[arg-type]
@@ -276,7 +276,7 @@ def test_transient_trouble_that_lasts_rewinds_the_whole_batch(hop: Hop) -> None:
     records = seven_orders()
     assert not hop.consumer.process_or_rewind(records)  # type: ignore[arg-type]
     assert hop.kafka.seeks == [("orders", 0, 10), ("orders", 1, 10)]
-    assert (hop.kafka.commits, dead_letters(hop.db), applied(hop.db)) == ([], [], [])
+    assert (hop.kafka.stored, dead_letters(hop.db), applied(hop.db)) == ([], [], [])
 
 
 def test_a_single_record_is_tried_again_before_it_is_dead_lettered(hop: Hop) -> None:

@@ -1,4 +1,4 @@
-"""One hop (decode -> inbox -> handler -> outbox -> offset commit) over a real SQLite file.
+"""One hop (decode -> inbox -> handler -> outbox -> offsets stored) over a real SQLite file.
 
 Kafka is replaced by in-memory records here; the integration tests run the same loop
 against the real broker.
@@ -79,7 +79,7 @@ def test_event_applied_once_even_when_delivered_twice(hop: Any) -> None:
     consumer.process_batch([order_record(1, "order-a", 5000, event_id="evt-1")])
     assert balance(db) == 5000
     assert outbox_topics(db) == ["payments"]
-    assert kafka.commits == [[("orders", 0, 1)], [("orders", 0, 2)]]
+    assert kafka.stored == [[("orders", 0, 1)], [("orders", 0, 2)]]
 
 
 def test_same_order_under_a_new_event_id_is_not_charged_twice(hop: Any) -> None:
@@ -107,7 +107,7 @@ def test_poison_is_dead_lettered_and_the_batch_goes_on(hop: Any) -> None:
     )
     assert headers["x-trace"] == b"\x00\xfe"
     assert (dead.key, dead.value) == (None, b"\xff\x00garbage")
-    assert kafka.commits == [[("orders", 0, 3)]]
+    assert kafka.stored == [[("orders", 0, 3)]]
 
 
 def test_invalid_event_rolls_back_only_itself(hop: Any) -> None:

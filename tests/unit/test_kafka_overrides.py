@@ -42,9 +42,10 @@ def test_every_client_config_carries_them_but_never_loses_its_guarantees(
 ) -> None:
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_CONFIG_ENABLE_IDEMPOTENCE", "false")
-    monkeypatch.setenv("KAFKA_CONFIG_ENABLE_AUTO_COMMIT", "true")
+    monkeypatch.setenv("KAFKA_CONFIG_ENABLE_AUTO_OFFSET_STORE", "true")
     producer = producer_config("b:9092", "p")
     consumer = consumer_config("b:9092", "g", "c")
     assert producer["security.protocol"] == consumer["security.protocol"] == "SASL_SSL"
     assert producer["enable.idempotence"] is True
-    assert consumer["enable.auto.commit"] is False
+    # Offsets are stored by the application only, after its database commit.
+    assert consumer["enable.auto.offset.store"] is False
