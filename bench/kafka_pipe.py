@@ -94,12 +94,11 @@ def _records(consumer: Consumer) -> list[Any]:
 
 
 def _commit(consumer: Consumer, records: list[Any]) -> None:
+    """Store the batch's offsets, as the services do: librdkafka commits them once a second."""
     offsets: dict[tuple[str, int], int] = {}
     for r in records:
         offsets[(r.topic(), r.partition())] = r.offset() + 1
-    consumer.commit(
-        offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-    )
+    consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()])
 
 
 def hop(bootstrap: str, run: str, stage: int, ready: Event, stop: Event) -> None:

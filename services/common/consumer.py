@@ -292,7 +292,11 @@ class EventConsumer(BackgroundWorker):
             log.exception(
                 "batch failed; rewinding to retry it", extra={"records": len(kafka_records)}
             )
-            self._rewind(kafka_records)
+            if not self._rewind(kafka_records):
+                # The client keeps fetching past the failed records, and the next batch
+                # would store offsets beyond them: a new client resumes from the committed
+                # offsets instead (what earlier batches stored is committed on close).
+                self._replace_consumer(FatalConsumerError("seek back to a failed batch failed"))
             return False
 
     def process_batch(self, kafka_records: list[KafkaMessage]) -> None:
@@ -479,19 +483,23 @@ class EventConsumer(BackgroundWorker):
         except Exception:
             log.warning("offset store failed; the batch may be redelivered", exc_info=True)
 
-    def _rewind(self, records: list[KafkaMessage]) -> None:
+    def _rewind(self, records: list[KafkaMessage]) -> bool:
+        """Seek each partition of the batch back to its first record; False if a seek failed."""
         first: dict[tuple[str, int], int] = {}
         for topic, partition, offset in map(_coordinates, records):
             first.setdefault((topic, partition), offset)
+        rewound = True
         for (topic, partition), offset in first.items():
             try:
                 self.consumer.seek(TopicPartition(topic, partition, offset))
             except Exception:
                 log.warning(
-                    "seek failed; partition will resume from its committed offset",
+                    "seek failed; a new client will resume from the committed offsets",
                     extra={"topic": topic, "partition": partition},
                     exc_info=True,
                 )
+                rewound = False
+        return rewound
 
 
 def _stage_dead_letter(

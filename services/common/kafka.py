@@ -1,11 +1,13 @@
-"""Kafka client settings in one place: idempotent producers, manual-commit consumers, and
-the security settings (TLS, SASL) every client takes from the environment.
+"""Kafka client settings in one place: idempotent producers, consumers whose offsets move
+only once the application stores them, and the security settings (TLS, SASL) every client
+takes from the environment.
 
 `client_overrides()` reads them: the named variables below (KAFKA_SECURITY_PROTOCOL=SASL_SSL,
 KAFKA_SASL_MECHANISM=SCRAM-SHA-512, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD or
 KAFKA_SASL_PASSWORD_FILE, KAFKA_SSL_CA_LOCATION, ...) and any librdkafka property as
 KAFKA_CONFIG_<NAME> (dots as underscores: KAFKA_CONFIG_SASL_OAUTHBEARER_METHOD=oidc). They
-never replace the settings the delivery guarantees rest on (idempotence, acks, manual commits).
+never replace the settings the delivery guarantees rest on (idempotence, acks, offsets stored
+only by the application).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Integer, Row, bindparam, delete, func, insert, select, update
 from sqlmodel import Session, col
 
 from services.common import metrics, tracing
@@ -68,13 +68,13 @@ _PENDING_AFTER = (
     select(*_ROW_COLUMNS)
     .where(col(OutboxRecord.seq) > bindparam("after"))
     .order_by(col(OutboxRecord.seq))
-    .limit(bindparam("limit"))
+    .limit(bindparam("limit", type_=Integer))
 )
 #: PostgreSQL: the oldest rows no other replica holds, locked until the round commits.
 _CLAIM_PENDING = (
     select(*_ROW_COLUMNS)
     .order_by(col(OutboxRecord.seq))
-    .limit(bindparam("limit"))
+    .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True)
 )
 

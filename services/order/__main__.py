@@ -50,6 +50,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         f"paysaga-order-watch-{uuid.uuid4()}",  # never joined: partitions are assigned
         f"paysaga-{settings.instance_id or 'order'}-watch",
     )
+    tail_config["enable.auto.commit"] = False  # it keeps its place itself, never in Kafka
     tail = OrderUpdatesTail(
         Consumer(tail_config),
         feed,

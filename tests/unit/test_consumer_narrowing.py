@@ -306,3 +306,30 @@ def test_a_single_record_is_tried_again_before_it_is_dead_lettered(hop: Hop) -> 
 )
 def test_is_transient(exc: Exception, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+def test_a_failed_seek_back_replaces_the_client_so_nothing_is_skipped(hop: Hop) -> None:
+    """A client that cannot seek back would fetch on past the failed batch, and the next
+    batch would store offsets beyond it: a new client resumes from the committed ones."""
+
+    class NoSeek(FakeConsumer):
+        closed = False
+
+        def seek(self, tp: Any) -> None:
+            raise RuntimeError("Local: Erroneous state")
+
+        def close(self) -> None:
+            self.closed = True
+
+        def subscribe(self, topics: list[str], **_: Any) -> None:
+            self.topics = topics
+
+    broken, fresh = NoSeek(), NoSeek()
+    hop.consumer.consumer = broken  # type: ignore[assignment]
+    hop.consumer.new_consumer = lambda: fresh  # type: ignore[assignment,return-value]
+    Ledger.failures = {"order-2": [deadlock() for _ in range(10)]}
+
+    assert not hop.consumer.process_or_rewind(seven_orders())  # type: ignore[arg-type]
+    assert broken.closed and hop.consumer.consumer is fresh
+    assert fresh.topics == [ORDERS.name]
+    assert (broken.stored, fresh.stored, applied(hop.db)) == ([], [], [])
