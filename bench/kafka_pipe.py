@@ -93,7 +93,7 @@ def _records(consumer: Consumer) -> list[Any]:
     return [r for r in batch if r.error() is None]  # drops partition EOF and transient errors
 
 
-def _commit(consumer: Consumer, records: list[Any]) -> None:
+def _store_offsets(consumer: Consumer, records: list[Any]) -> None:
     """Store the batch's offsets, as the services do: librdkafka commits them once a second."""
     offsets: dict[tuple[str, int], int] = {}
     for r in records:
@@ -115,7 +115,7 @@ def hop(bootstrap: str, run: str, stage: int, ready: Event, stop: Event) -> None
             _meta, event = decode(_SAGA_TOPIC[source], r.headers(), r.value())
             _produce(producer, f"{run}.{target}", target, event.order_id, event.user_id)
         producer.flush(30)
-        _commit(consumer, records)
+        _store_offsets(consumer, records)
     consumer.close()
 
 
@@ -130,7 +130,7 @@ def sink(bootstrap: str, run: str, count: int, ready: Event, out: mp.Queue[Any])
             decode(TRANSACTIONS, r.headers(), r.value())
         seen += len(records)
         if records:
-            _commit(consumer, records)
+            _store_offsets(consumer, records)
     out.put({"received": seen, "last_at": time.time()})
     consumer.close()
 

@@ -300,7 +300,8 @@ class EventConsumer(BackgroundWorker):
             return False
 
     def process_batch(self, kafka_records: list[KafkaMessage]) -> None:
-        """Settle a batch (every record applied or dead-lettered), then commit its offsets.
+        """Settle a batch (every record applied or dead-lettered), then store its offsets
+        (librdkafka commits them within a second).
 
         Raises when the database is at fault; parts already committed are in the inbox, so
         the retried batch skips them.
