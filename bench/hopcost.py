@@ -21,14 +21,14 @@ from google.protobuf.message import Message
 from sqlmodel import col, delete, select
 
 from paysaga.v1 import events_pb2
-from services.common import metrics, tracing
-from services.common.cloudevents import EventMeta
-from services.common.consumer import EventConsumer
-from services.common.db import Database
-from services.common.migrate import migrate
-from services.common.outbox import OutboxRecord, decode_headers
+from services.common.messaging.cloudevents import EventMeta
+from services.common.messaging.consumer import EventConsumer
+from services.common.messaging.outbox import OutboxRecord, decode_headers
+from services.common.messaging.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
+from services.common.observability import metrics, tracing
+from services.common.persistence.db import Database
+from services.common.persistence.migrate import migrate
 from services.common.timeutil import to_timestamp, utcnow
-from services.common.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
 from services.order.handlers import FinishOrders
 from services.order.store import NewOrder, create_orders, seed_catalogue

@@ -22,9 +22,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.procstat import CpuMeter
 from paysaga.v1 import events_pb2
-from services.common.cloudevents import EventMeta, decode
-from services.common.kafka import consumer_config, producer_config
-from services.common.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
+from services.common.messaging.cloudevents import EventMeta, decode
+from services.common.messaging.kafka import consumer_config, producer_config
+from services.common.messaging.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
 
 STAGES = ("orders", "payments", "transactions")
 BATCH = 500

@@ -25,8 +25,8 @@ from deploy.stack_process import (
     replicas_found,
     stop_all,
 )
-from services.common.auth import AuthSettings
-from services.common.tls import TlsSettings
+from services.common.security.auth import AuthSettings
+from services.common.security.tls import TlsSettings
 
 VAR = ROOT / "var"
 #: What the running replicas were started with, so `up` never mixes two layouts.

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.tls import TlsSettings, channel
+from services.common.security.tls import TlsSettings, channel
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Replica i of a service listens on its base port + PORT_STEP·i (as Kafka node j does).

@@ -27,13 +27,13 @@ endif
 
 .PHONY: secrets token
 secrets: venv ## development CA, certificates and JWT secret in var/secrets (kept if present)
-	@$(PY) -m services.common.tls dev --dir $(SECRETS_DIR)
+	@$(PY) -m services.common.security.tls dev --dir $(SECRETS_DIR)
 
 # Secrets first whenever the stack starts secured.
 up: $(if $(call _on,$(AUTH))$(call _on,$(TLS)),secrets)
 
 token: venv ## print a development token: make token USER=N [OPERATOR=1] [TTL=1h]
-	@$(PY) -m services.common.tls dev --quiet --dir $(SECRETS_DIR) >&2
+	@$(PY) -m services.common.security.tls dev --quiet --dir $(SECRETS_DIR) >&2
 	@user='$(USER)'; case "$$user" in \
 	  ''|*[!0-9]*) if [ -z '$(call _on,$(OPERATOR))' ]; then \
 	    echo "error: give a user id: make token USER=N [OPERATOR=1] [TTL=1h]" >&2; exit 2; fi; \
@@ -41,7 +41,7 @@ token: venv ## print a development token: make token USER=N [OPERATOR=1] [TTL=1h
 	  *) user_arg="--user $$user" ;; \
 	esac; \
 	PAYSAGA_AUTH_HS256_SECRET_FILE="$${PAYSAGA_AUTH_HS256_SECRET_FILE:-$(SECRETS_DIR)/jwt-hs256.secret}" \
-	  $(PY) -m services.common.auth token $$user_arg $(if $(call _on,$(OPERATOR)),--operator) --ttl '$(TTL)'
+	  $(PY) -m services.common.security.auth token $$user_arg $(if $(call _on,$(OPERATOR)),--operator) --ttl '$(TTL)'
 
 # Kafka: KAFKA_SECURITY=sasl_ssl gives the local broker a SASL_SSL (SCRAM-SHA-512) listener
 # instead of PLAINTEXT (deploy/kafka/security.py), and every client started from make (the

@@ -2,7 +2,7 @@
 
 Clients (and the brokers between them) connect over TLS and log in with SCRAM-SHA-512. The
 secrets are development ones, generated once into a folder (var/secrets by default) with the
-development CA of services.common.tls: a broker certificate for 127.0.0.1/localhost in a
+development CA of services.common.security.tls: a broker certificate for 127.0.0.1/localhost in a
 PKCS12 keystore, the broker's own SCRAM user and the services' user (`paysaga`) with random
 passwords. The SCRAM users are written into the metadata when the storage is formatted
 (`kafka-storage format --add-scram`), so they exist before the broker first starts. The
@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.tls import CA_CERT, CA_KEY, dev_secrets
+from services.common.security.tls import CA_CERT, CA_KEY, dev_secrets
 
 MECHANISM = "SCRAM-SHA-512"
 BROKER_USER = "broker"
@@ -152,7 +152,7 @@ class KafkaSecurity:
         }
 
     def client_env(self) -> dict[str, str]:
-        """The same as KAFKA_* environment variables (services.common.kafka reads them)."""
+        """The same as KAFKA_* environment variables (read by services.common.messaging.kafka)."""
         return {
             "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "KAFKA_SASL_MECHANISM": MECHANISM,

@@ -10,22 +10,22 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-import services.common.topics
+import services.common.messaging.topics
 from deploy.kafka.install import KafkaRuntimeError
-from services.common.kafka import admin_config
+from services.common.messaging.kafka import admin_config
 
 log = logging.getLogger(__name__)
 
-# Every topic the services use. services.common.topics exports the list as KAFKA_TOPICS
+# Every topic the services use. services.common.messaging.topics exports the list as KAFKA_TOPICS
 # (saga topics, the order-updates fan-out, the dead-letter topics); before it did, the list was
 # the saga topics and one `<topic>.dlt` each.
-_KAFKA_TOPICS: list[str] | None = getattr(services.common.topics, "KAFKA_TOPICS", None)
+_KAFKA_TOPICS: list[str] | None = getattr(services.common.messaging.topics, "KAFKA_TOPICS", None)
 TOPIC_NAMES: list[str] = (
     list(_KAFKA_TOPICS)
     if _KAFKA_TOPICS is not None
     else [
-        *services.common.topics.TOPICS,
-        *(topic.dlt for topic in services.common.topics.TOPICS.values()),
+        *services.common.messaging.topics.TOPICS,
+        *(topic.dlt for topic in services.common.messaging.topics.TOPICS.values()),
     ]
 )
 
@@ -61,7 +61,7 @@ def replication_for(brokers: int) -> Replication:
 def admin_client(bootstrap_servers: str, config: Mapping[str, str] | None = None) -> AdminClient:
     """An admin client that keeps librdkafka's info chatter (e.g. BGQUEUE at exit) off stderr.
 
-    With the environment's security settings (services.common.kafka), and `config` on top.
+    With the environment's security settings (services.common.messaging.kafka), and `config` on top.
     """
     return AdminClient({**admin_config(bootstrap_servers), **(config or {}), "log_level": 4})
 

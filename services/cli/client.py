@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paysaga.admin.v1 import admin_pb2_grpc
 from services.cli.targets import Targets
-from services.common import tls
+from services.common.security import tls
 
 T = TypeVar("T")
 

@@ -1,1 +1,18 @@
-"""Mechanisms both services share: settings, logging, database, Kafka, inbox, outbox, relay."""
+"""Mechanisms both services share, in packages by concern; nothing here knows the saga's domain.
+
+Layers, each importing only those below it (the import contract in `.importlinter`
+checks this in `make lint`):
+
+    runtime        assembly, entry point, telemetry: wires a process from the parts below
+    operations     admin API, dead letters, backlog, retention: what an operator reaches
+    security       identity, tokens, authorization, TLS, the start-up policy
+    serving        the gRPC app, error mapping, page tokens
+    messaging      topics as a type, CloudEvents, Kafka clients, inbox, outbox, journal,
+                   consumer, relay
+    persistence    database, migrations, group commit, column types
+    observability  metrics, traces, logs, gRPC telemetry (hooks the layers above call)
+    (leaves)       settings, headers, time, money, crash points, workers: import nothing here
+
+Domain things (the saga's topic table, order and payment metrics) live with the services
+and are passed into these mechanisms.
+"""

@@ -56,7 +56,7 @@ class ServiceSettings(BaseSettings):
     metrics_address: str = ""
     #: Inbox rows (event ids kept to drop redeliveries) are purged after this many days:
     #: <SVC>_INBOX_RETENTION_DAYS, or INBOX_RETENTION_DAYS for both services. Keep it above
-    #: the saga topics' retention (7 days), see services.common.retention.
+    #: the saga topics' retention (7 days), see services.common.operations.retention.
     inbox_retention_days: float = 14.0
     shared_inbox_retention_days: float | None = Field(
         default=None, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")

@@ -11,13 +11,13 @@ import grpc
 from confluent_kafka import Consumer
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
-from services.common import entrypoint
-from services.common.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
-from services.common.assembly import build_app
-from services.common.db import Database
-from services.common.grpc_app import GrpcApp
-from services.common.kafka import consumer_config
-from services.common.topics import TRANSACTIONS
+from services.common.messaging.kafka import consumer_config
+from services.common.messaging.topics import TRANSACTIONS
+from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from services.common.persistence.db import Database
+from services.common.runtime import entrypoint
+from services.common.runtime.assembly import build_app
+from services.common.serving.grpc_app import GrpcApp
 from services.common.worker import PeriodicWorker
 from services.order.admin import order_admin
 from services.order.deadlines import SagaDeadlines

@@ -16,13 +16,13 @@ from sqlmodel import Session, col
 
 from paysaga.admin.v1 import admin_pb2
 from paysaga.v1 import events_pb2
-from services.common.admin import AdminServicer
-from services.common.db import Database
-from services.common.grpc_errors import abort
-from services.common.journal import SagaStep, StepKind
-from services.common.outbox import OutboxRecord, ParkedRecord
+from services.common.messaging.journal import SagaStep, StepKind
+from services.common.messaging.outbox import OutboxRecord, ParkedRecord
+from services.common.messaging.topics import TRANSACTIONS
+from services.common.operations.admin import AdminServicer
+from services.common.persistence.db import Database
+from services.common.serving.grpc_errors import abort
 from services.common.timeutil import to_timestamp, utcnow
-from services.common.topics import TRANSACTIONS
 from services.order.domain import Status
 from services.order.models import ORDERS_TABLE, SagaDeadline
 from services.order.settings import OrderSettings
@@ -152,7 +152,7 @@ def _waiting_for(session: Session, order_ids: list[str], now: datetime) -> dict[
 
 
 def order_admin(db: Database, settings: OrderSettings) -> OrderAdmin:
-    """The Order service's admin servicer over `db` (see services.common.admin)."""
+    """The Order service's admin servicer over `db` (see services.common.operations.admin)."""
     return OrderAdmin(
         service="order",
         db=db,

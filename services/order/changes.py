@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from paysaga.v1 import events_pb2, orders_pb2
-from services.common.outbox import OutboxWriter
+from services.common.messaging.outbox import OutboxWriter
 from services.common.timeutil import to_timestamp
 from services.order.domain import Status
 from services.order.models import OrderRow

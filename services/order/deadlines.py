@@ -15,8 +15,8 @@ from collections.abc import Callable
 from sqlalchemy import delete, select
 from sqlmodel import col
 
-from services.common.db import Database
-from services.common.outbox import OutboxWriter
+from services.common.messaging.outbox import OutboxWriter
+from services.common.persistence.db import Database
 from services.common.timeutil import utcnow
 from services.order.domain import Status, deadline_reason
 from services.order.handlers import write_order_changes

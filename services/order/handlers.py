@@ -16,10 +16,10 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
-from services.common import metrics
-from services.common.cloudevents import EventMeta, InvalidEvent
+from services.common.messaging.cloudevents import EventMeta, InvalidEvent
+from services.common.messaging.outbox import OutboxWriter
 from services.common.money import format_cents
-from services.common.outbox import OutboxWriter
+from services.common.observability import metrics
 from services.common.timeutil import utcnow
 from services.order.changes import announce
 from services.order.domain import Status, next_status, refund_note

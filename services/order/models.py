@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
-from services.common.columns import int64
+from services.common.persistence.columns import int64
 from services.common.timeutil import utcnow
 
 

@@ -15,11 +15,11 @@ from functools import partial
 import grpc
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
-from services.common import authz
-from services.common.db import Database
-from services.common.group_commit import GroupCommitter, ShuttingDown
-from services.common.grpc_errors import abort, abort_async
-from services.common.paging import BadPageRequest, parse_page, split_page
+from services.common.persistence.db import Database
+from services.common.persistence.group_commit import GroupCommitter, ShuttingDown
+from services.common.security import authz
+from services.common.serving.grpc_errors import abort, abort_async
+from services.common.serving.paging import BadPageRequest, parse_page, split_page
 from services.order import store
 from services.order.changes import STATUS_FROM_PROTO, order_to_proto
 from services.order.domain import InvalidOrderRequest, check_order_request
@@ -35,7 +35,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     def __init__(self, db: Database, streams: WatchStreams, *, deadline_s: float) -> None:
         self.db = db
         self.streams = streams
-        #: CreateOrder writes, committed in groups (see services.common.group_commit).
+        #: CreateOrder writes, committed in groups (see services.common.persistence.group_commit).
         self.writes: GroupCommitter[store.NewOrder, OrderRow] = GroupCommitter(
             db, partial(store.create_orders, deadline_s=deadline_s)
         )

@@ -12,10 +12,10 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
-from services.common import metrics, tracing
-from services.common.db import Database, insert_ignoring_conflicts
-from services.common.outbox import OutboxWriter
-from services.common.paging import Cursor, newest_first_after
+from services.common.messaging.outbox import OutboxWriter
+from services.common.observability import metrics, tracing
+from services.common.persistence.db import Database, insert_ignoring_conflicts
+from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
 from services.order.changes import announce
 from services.order.domain import Status

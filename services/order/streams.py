@@ -17,8 +17,8 @@ from collections import OrderedDict
 import grpc
 
 from paysaga.v1 import orders_pb2
-from services.common.db import Database
-from services.common.grpc_errors import abort_async
+from services.common.persistence.db import Database
+from services.common.serving.grpc_errors import abort_async
 from services.order import store
 from services.order.changes import order_to_proto
 from services.order.models import Order

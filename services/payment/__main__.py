@@ -8,12 +8,12 @@ from pathlib import Path
 import grpc
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
-from services.common import entrypoint
-from services.common.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
-from services.common.assembly import build_app
-from services.common.db import Database
-from services.common.grpc_app import GrpcApp
-from services.common.topics import ORDERS, PAYMENTS
+from services.common.messaging.topics import ORDERS, PAYMENTS
+from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from services.common.persistence.db import Database
+from services.common.runtime import entrypoint
+from services.common.runtime.assembly import build_app
+from services.common.serving.grpc_app import GrpcApp
 from services.payment.admin import payment_admin
 from services.payment.handlers import ChargeOrders, RecordTransactions
 from services.payment.server import PaymentServicer

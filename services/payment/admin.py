@@ -1,10 +1,10 @@
-"""The Payment service's admin API: the shared one (services.common.admin) over its database."""
+"""The Payment service's admin API: the shared one (operations.admin) over its database."""
 
 from __future__ import annotations
 
-from services.common.admin import AdminServicer
-from services.common.db import Database
-from services.common.topics import ORDERS, PAYMENTS
+from services.common.messaging.topics import ORDERS, PAYMENTS
+from services.common.operations.admin import AdminServicer
+from services.common.persistence.db import Database
 from services.payment.settings import PaymentSettings
 
 

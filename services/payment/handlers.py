@@ -1,6 +1,6 @@
 """Payment service event handlers: charge on `orders`, record a transaction on `payments`.
 
-Each handler is a batch (see services.common.consumer.EventBatch): it loads what the
+Each handler is a batch (see services.common.messaging.consumer.EventBatch): it loads what the
 batch's events need with one query per table, applies the events in order in memory,
 and writes the changes at the end: UPDATEs of the touched balances and refunded
 payments, bulk INSERTs of the new rows. Rows are plain dicts and statements are Core
@@ -19,10 +19,10 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
-from services.common import metrics
-from services.common.cloudevents import EventMeta, InvalidEvent
 from services.common.crashpoints import crash_point
-from services.common.outbox import OutboxWriter
+from services.common.messaging.cloudevents import EventMeta, InvalidEvent
+from services.common.messaging.outbox import OutboxWriter
+from services.common.observability import metrics
 from services.common.timeutil import utcnow
 from services.payment.domain import decide_payment
 from services.payment.models import CHARGE, REFUND, Account, Payment, Transaction

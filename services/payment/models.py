@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, UniqueConstraint
 from sqlmodel import Field, Index, SQLModel
 
-from services.common.columns import int64
+from services.common.persistence.columns import int64
 from services.common.timeutil import utcnow
 
 

@@ -7,10 +7,10 @@ import uuid
 import grpc
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
-from services.common import authz
-from services.common.db import Database
-from services.common.grpc_errors import abort
-from services.common.paging import BadPageRequest, parse_page, split_page
+from services.common.persistence.db import Database
+from services.common.security import authz
+from services.common.serving.grpc_errors import abort
+from services.common.serving.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.payment import store
 from services.payment.models import CHARGE, REFUND, Account, Transaction

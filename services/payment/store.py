@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from sqlalchemy import Table
 from sqlmodel import Session, col, select
 
-from services.common.db import Database, insert_ignoring_conflicts
-from services.common.paging import Cursor, newest_first_after
+from services.common.persistence.db import Database, insert_ignoring_conflicts
+from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import utcnow
 from services.payment.models import STARTING_BALANCES, Account, Transaction
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.stack import Stack
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
-from services.common.cloudevents import header_dict
+from services.common.headers import header_dict
 from tests.e2e.conftest import GrpcurlStack, running
 from tests.support import free_port, read_topic, wait_for, wait_terminal
 

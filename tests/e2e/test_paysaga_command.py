@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from services.common.cloudevents import EventMeta
-from services.common.topics import PAYMENTS
+from services.common.messaging.cloudevents import EventMeta
+from services.common.messaging.topics import PAYMENTS
 from tests.e2e.conftest import ORDER, GrpcurlStack, wait_status
 from tests.support import wait_for
 

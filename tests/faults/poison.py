@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from paysaga.v1 import events_pb2
-from services.common.cloudevents import EventMeta, Headers
-from services.common.topics import TOPICS, Topic
+from services.common.headers import Headers
+from services.common.messaging.cloudevents import EventMeta
+from services.common.messaging.topics import TOPICS, Topic
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paysaga.v1 import orders_pb2, payments_pb2
 from paysaga.v1.orders_pb2_grpc import OrderServiceStub
 from paysaga.v1.payments_pb2_grpc import PaymentServiceStub
-from services.common.cloudevents import Headers
+from services.common.headers import Headers
 from tests.faults.invariants import TerminalWatch, check, query, settled
 from tests.faults.load import LoadGenerator
 from tests.faults.scenario import SETTLE_S, assert_holds

@@ -16,7 +16,7 @@ from deploy.kafka.runtime import KafkaRuntime
 from deploy.postgres import PostgresRuntime
 from deploy.stack import DbKind, Stack, fresh_databases
 from paysaga.v1 import orders_pb2_grpc, payments_pb2_grpc
-from services.common.topics import TOPICS
+from services.common.messaging.topics import TOPICS
 from tests.support import Offsets, commit_group_offsets, end_offsets, pin_groups_to_end
 
 #: Log lines worth showing whatever their place: fatal client errors, crashes.

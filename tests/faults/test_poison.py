@@ -7,7 +7,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from services.common.cloudevents import header_dict
+from services.common.headers import header_dict
 from tests.faults.poison import all_poison
 from tests.faults.scenario import Scenario, assert_holds
 from tests.faults.stack import FaultStack

@@ -16,9 +16,9 @@ import pytest
 from deploy.postgres import PostgresRuntime
 from deploy.stack import is_serving
 from paysaga.v1 import orders_pb2, orders_pb2_grpc, payments_pb2_grpc
-from services.common.db import Database
-from services.common.grpc_app import GrpcApp
-from services.common.migrate import migrate
+from services.common.persistence.db import Database
+from services.common.persistence.migrate import migrate
+from services.common.serving.grpc_app import GrpcApp
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
 from services.order.__main__ import build as build_order
 from services.order.settings import OrderSettings

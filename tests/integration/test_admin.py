@@ -21,14 +21,14 @@ from sqlmodel import col
 from paysaga.admin.v1 import admin_pb2, admin_pb2_grpc
 from paysaga.v1 import events_pb2, orders_pb2
 from services.cli import run
-from services.common.admin import AdminServicer
-from services.common.cloudevents import EventMeta
-from services.common.inbox import ProcessedEvent
-from services.common.journal import SagaStep, StepKind
-from services.common.outbox import OutboxWriter
-from services.common.retention import InboxPurge
+from services.common.messaging.cloudevents import EventMeta
+from services.common.messaging.inbox import ProcessedEvent
+from services.common.messaging.journal import SagaStep, StepKind
+from services.common.messaging.outbox import OutboxWriter
+from services.common.messaging.topics import TRANSACTIONS
+from services.common.operations.admin import AdminServicer
+from services.common.operations.retention import InboxPurge
 from services.common.timeutil import utcnow
-from services.common.topics import TRANSACTIONS
 from services.order.admin import order_admin
 from services.order.domain import Status, deadline_reason
 from services.order.handlers import write_order_changes

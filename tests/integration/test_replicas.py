@@ -16,10 +16,10 @@ import pytest
 from deploy.postgres import PostgresRuntime
 from deploy.stack import is_serving
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
-from services.common.cloudevents import header_dict
-from services.common.db import Database
-from services.common.grpc_app import AddressInUse, GrpcApp
-from services.common.migrate import migrate
+from services.common.headers import header_dict
+from services.common.persistence.db import Database
+from services.common.persistence.migrate import migrate
+from services.common.serving.grpc_app import AddressInUse, GrpcApp
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
 from services.order.__main__ import build as build_order
 from services.order.settings import OrderSettings

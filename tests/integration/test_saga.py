@@ -14,9 +14,10 @@ from confluent_kafka import Message, Producer
 from sqlalchemy import insert
 
 from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
-from services.common.cloudevents import EventMeta, header_dict
+from services.common.headers import header_dict
+from services.common.messaging.cloudevents import EventMeta
+from services.common.messaging.topics import ORDERS
 from services.common.timeutil import to_timestamp, utcnow
-from services.common.topics import ORDERS
 from services.order.models import ORDERS_TABLE, SagaDeadline
 from services.payment.models import Payment
 from tests.integration.conftest import Saga

@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, inspect
 
 from deploy.postgres import PostgresRuntime
 from deploy.stack import ROOT
-from services.common.db import Database
-from services.common.migrate import SchemaNotCurrent, check_schema, migrate
+from services.common.persistence.db import Database
+from services.common.persistence.migrate import SchemaNotCurrent, check_schema, migrate
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
 from services.order.store import seed_catalogue
 from services.payment.__main__ import MIGRATIONS as PAYMENT_MIGRATIONS

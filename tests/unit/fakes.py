@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.cloudevents import Headers
+from services.common.headers import Headers
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Alembic environment of this service's migrations (see services.common.migrations_env)."""
+"""Alembic environment of this service's migrations (see persistence.migrations_env)."""
 
-from services.common.migrations_env import run_migrations
+from services.common.persistence.migrations_env import run_migrations
 
 run_migrations()

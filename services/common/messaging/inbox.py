@@ -1,0 +1,43 @@
+"""The inbox: ids of the events already applied, so a redelivered event changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Table
+from sqlmodel import Field, Session, SQLModel
+
+from services.common.persistence.db import insert_ignoring_conflicts
+from services.common.timeutil import utcnow
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """An event id this service has applied (or dead-lettered), with where it came from."""
+
+    __tablename__ = "inbox"
+
+    event_id: str = Field(primary_key=True)
+    topic: str
+    #: Indexed: the retention purge (services.common.operations.retention) deletes by age.
+    processed_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
+    """Record the (event id, topic) pairs not seen before; return their ids.
+
+    One INSERT ... ON CONFLICT DO NOTHING for the whole batch: the database decides what
+    is new, so two replicas handed the same event (during a rebalance) cannot both apply
+    it: the second waits for the first's commit and finds the id taken. An id that appears
+    twice in `events` is returned once: the caller applies its first copy only.
+    """
+    new = dict(events)
+    if not new:
+        return set()
+    now = utcnow()
+    table: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
+    inserted = session.execute(
+        insert_ignoring_conflicts(session, table, "event_id", returning="event_id"),
+        [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()],
+    )
+    return set(inserted.scalars())
