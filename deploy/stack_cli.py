@@ -25,7 +25,7 @@ from deploy.stack_process import (
     replicas_found,
     stop_all,
 )
-from services.common.security.auth import AuthSettings
+from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import TlsSettings
 
 VAR = ROOT / "var"

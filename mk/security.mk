@@ -41,7 +41,7 @@ token: venv ## print a development token: make token USER=N [OPERATOR=1] [TTL=1h
 	  *) user_arg="--user $$user" ;; \
 	esac; \
 	PAYSAGA_AUTH_HS256_SECRET_FILE="$${PAYSAGA_AUTH_HS256_SECRET_FILE:-$(SECRETS_DIR)/jwt-hs256.secret}" \
-	  $(PY) -m services.common.security.auth token $$user_arg $(if $(call _on,$(OPERATOR)),--operator) --ttl '$(TTL)'
+	  $(PY) -m services.common.security.devtokens token $$user_arg $(if $(call _on,$(OPERATOR)),--operator) --ttl '$(TTL)'
 
 # Kafka: KAFKA_SECURITY=sasl_ssl gives the local broker a SASL_SSL (SCRAM-SHA-512) listener
 # instead of PLAINTEXT (deploy/kafka/security.py), and every client started from make (the

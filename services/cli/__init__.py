@@ -17,7 +17,7 @@ import grpc
 from services.cli import commands
 from services.cli.client import Client, CommandError
 from services.cli.targets import CONSUMER_OF, DEFAULTS, ENV, BadAddress, resolve
-from services.common.security.auth import token_command
+from services.common.security.devtokens import token_command
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -28,8 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from deploy.kafka.runtime import KafkaRuntime
 from deploy.stack import ROOT, Stack
 from paysaga.v1 import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
-from services.common.security.auth import AuthSettings, mint_token
+from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import CA_CERT, JWT_SECRET, SERVER_CERT, SERVER_KEY
+from services.common.security.tokens import mint_token
 from tests.e2e.conftest import ORDER, PAYMENT, Grpcurl, running, wait_status
 
 pytestmark = pytest.mark.e2e

@@ -33,7 +33,7 @@ from services.common.operations import deadletters
 from services.common.operations.backlog import Progress, group_lag, outbox_backlog, stall_problems
 from services.common.operations.retention import purge_worker
 from services.common.persistence.db import Database
-from services.common.security.auth import LOCAL_CALLER, current_caller
+from services.common.security.identity import LOCAL_CALLER, current_caller
 from services.common.serving.grpc_errors import abort
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.worker import PeriodicWorker

@@ -14,9 +14,9 @@ from services.common.observability.tracing import TracingConfigError
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import SchemaNotCurrent, check_schema, migrate
 from services.common.runtime.telemetry import Telemetry
-from services.common.security.auth import KeyConfigError
 from services.common.security.policy import InsecureStart
 from services.common.security.tls import TlsConfigError
+from services.common.security.tokens import KeyConfigError
 from services.common.serving.grpc_app import GrpcApp
 from services.common.settings import ServiceSettings
 

@@ -5,14 +5,14 @@ Servicers call these at the top of a method, once the request is validated:
     authz.require_user(request.user_id)      # the caller's own id, or an operator; 0 = all users
     if not authz.may_see(order.user_id): ...  # a resource looked up by id: NOT_FOUND if not theirs
 
-`PermissionDenied` ends the call with PERMISSION_DENIED (services.common.security.auth.Authenticate
+`PermissionDenied` ends the call with PERMISSION_DENIED (services.common.security.interceptor
 turns it into the status). A method called outside an authenticated call is refused: no
 caller, no rights.
 """
 
 from __future__ import annotations
 
-from services.common.security.auth import Caller, current_caller
+from services.common.security.identity import Caller, current_caller
 
 
 class PermissionDenied(Exception):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import grpc
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.security.auth import AuthSettings, authenticator
+from services.common.security.auth_settings import AuthSettings
+from services.common.security.interceptor import authenticator
 from services.common.security.tls import TlsSettings, is_loopback, server_credentials
 
 log = logging.getLogger(__name__)

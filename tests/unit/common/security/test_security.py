@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.security import authz
-from services.common.security.auth import AuthSettings
+from services.common.security.auth_settings import AuthSettings
 from services.common.security.policy import InsecureStart, PolicySettings, Security, is_loopback
 from services.common.security.tls import (
     CA_CERT,

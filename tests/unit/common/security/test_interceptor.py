@@ -15,7 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.security import authz, tls
-from services.common.security.auth import AuthSettings, authenticator, current_caller, mint_token
+from services.common.security.auth_settings import AuthSettings
+from services.common.security.identity import current_caller
+from services.common.security.interceptor import authenticator
+from services.common.security.tokens import mint_token
 from services.common.serving.grpc_app import GrpcApp
 
 pytestmark = pytest.mark.unit

@@ -12,15 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.common.security.auth import (
-    AuthSettings,
+from services.common.security.auth_settings import AuthSettings
+from services.common.security.tokens import (
     InvalidCredentials,
     KeyConfigError,
     TokenVerifier,
     bearer_token,
     mint_token,
-    parse_ttl,
-    token_command,
 )
 
 pytestmark = pytest.mark.unit
@@ -190,25 +188,6 @@ def test_bearer_header(metadata: tuple[tuple[str, str], ...], message: str) -> N
     with pytest.raises(InvalidCredentials, match=message):
         bearer_token(metadata)
     assert bearer_token((("authorization", "Bearer abc"),)) == "abc"
-
-
-def test_parse_ttl() -> None:
-    assert [parse_ttl(t) for t in ("90", "90s", "15m", "1h", "7d")] == [90, 90, 900, 3600, 604800]
-    with pytest.raises(ValueError, match="duration"):
-        parse_ttl("soon")
-
-
-def test_token_command_mints_a_token_the_verifier_accepts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "secret").write_text(SECRET)
-    monkeypatch.setenv("PAYSAGA_AUTH_HS256_SECRET_FILE", str(tmp_path / "secret"))
-    assert token_command(["token", "--user", "4", "--operator", "--ttl", "10m"]) == 0
-    token = capsys.readouterr().out.strip()
-    caller = TokenVerifier(AuthSettings(enabled=True)).verify(token)
-    assert (caller.user_id, caller.operator) == (4, True)
-    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-    assert 590 <= exp - time.time() <= 600
 
 
 def test_a_token_verified_before_still_expires() -> None:
