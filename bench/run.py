@@ -24,7 +24,9 @@ from bench.saga import OrderMaker, latency_phase, throughput_phase
 from bench.stack import Stack, default_addresses, private_stack, running_stack
 from bench.watch import Terminals
 from bench.watchers import SCOPES, WatchersProcess
-from deploy.stack import DB_KINDS, StackConfigError, check_layout
+from deploy.stack.config import StackConfigError
+from deploy.stack.datastores import DB_KINDS
+from deploy.stack.stack import check_layout
 
 PHASES = ("echo", "kafka", "throughput", "light", "watchers", "latency")
 #: Latency phase's offered rate when no --rate is given and no throughput was measured.

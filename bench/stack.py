@@ -12,10 +12,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from deploy.stack import DbKind, is_serving
-from deploy.stack import Stack as ServiceStack
-from deploy.stack_cli import found_processes
-from deploy.stack_process import free_ports
+from deploy.stack.cli import found_processes
+from deploy.stack.config import free_ports
+from deploy.stack.datastores import DbKind
+from deploy.stack.processes import is_serving
+from deploy.stack.stack import Stack as ServiceStack
 
 
 @dataclass

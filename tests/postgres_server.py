@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.postgres import (
-    PostgresNotFoundError,
-    PostgresRuntime,
-    PostgresRuntimeError,
-    find_bin_dir,
-)
+from deploy.postgres.install import PostgresNotFoundError, PostgresRuntimeError, find_bin_dir
+from deploy.postgres.runtime import PostgresRuntime
 from tests.support import free_port
 
 

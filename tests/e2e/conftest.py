@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from deploy.kafka.install import KafkaRuntimeError
-from deploy.stack import ROOT, Stack, StartError
+from deploy.stack.config import ROOT
+from deploy.stack.processes import StartError
+from deploy.stack.stack import Stack
 
 ORDER = "paysaga.v1.OrderService"
 PAYMENT = "paysaga.v1.PaymentService"

@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import (
 from opentelemetry.proto.trace.v1 import trace_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.stack import Stack
+from deploy.stack.stack import Stack
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.headers import header_dict
 from tests.e2e.conftest import GrpcurlStack, running

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from deploy.stack import ROOT
+from deploy.stack.config import ROOT
 from tests.e2e.conftest import GrpcurlStack
 
 pytestmark = pytest.mark.e2e

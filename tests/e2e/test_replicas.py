@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.postgres import PostgresRuntime
-from deploy.stack import Stack, fresh_databases
+from deploy.postgres.runtime import PostgresRuntime
+from deploy.stack.datastores import fresh_databases
+from deploy.stack.stack import Stack
 from tests.e2e.conftest import ORDER, PAYMENT, GrpcurlStack, running, wait_status
 
 pytestmark = pytest.mark.e2e

@@ -26,7 +26,8 @@ from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.kafka.runtime import KafkaRuntime
-from deploy.stack import ROOT, Stack
+from deploy.stack.config import ROOT
+from deploy.stack.stack import Stack
 from paysaga.v1 import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import CA_CERT, JWT_SECRET, SERVER_CERT, SERVER_KEY

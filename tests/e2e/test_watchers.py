@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.stack import Stack
+from deploy.stack.stack import Stack
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from tests.e2e.conftest import GrpcurlStack, running
 

@@ -11,7 +11,7 @@ import pytest
 from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.install import check_java, ensure_jars
 from deploy.kafka.runtime import KafkaRuntime, KafkaRuntimeError
-from deploy.postgres import PostgresRuntime
+from deploy.postgres.runtime import PostgresRuntime
 from tests.faults.report import RESULTS, format_table
 from tests.faults.stack import FaultStack
 from tests.kafka_broker import _free_ports

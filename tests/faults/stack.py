@@ -13,8 +13,9 @@ from confluent_kafka.admin import AdminClient
 
 from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.runtime import KafkaRuntime
-from deploy.postgres import PostgresRuntime
-from deploy.stack import DbKind, Stack, fresh_databases
+from deploy.postgres.runtime import PostgresRuntime
+from deploy.stack.datastores import DbKind, fresh_databases
+from deploy.stack.stack import Stack
 from paysaga.v1 import orders_pb2_grpc, payments_pb2_grpc
 from services.common.messaging.topics import TOPICS
 from tests.support import Offsets, commit_group_offsets, end_offsets, pin_groups_to_end

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from deploy.stack import ServiceProcess
+from deploy.stack.processes import ServiceProcess
 from services.common.crashpoints import CRASH_EXIT_CODE
 from tests.faults.scenario import Scenario, assert_holds
 from tests.faults.stack import FaultStack

@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from deploy.kafka.runtime import KafkaRuntime
-from deploy.postgres import PostgresRuntime
-from deploy.stack import ServiceProcess
+from deploy.postgres.runtime import PostgresRuntime
+from deploy.stack.processes import ServiceProcess
 from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
 from services.common.headers import Headers, header_dict
 from services.common.messaging.cloudevents import EventMeta

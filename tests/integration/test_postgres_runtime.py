@@ -9,7 +9,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from deploy.postgres import PortInUseError, PostgresRuntime, main
+from deploy.postgres.cli import main
+from deploy.postgres.install import PortInUseError
+from deploy.postgres.runtime import PostgresRuntime
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from deploy.postgres import PostgresRuntime
-from deploy.stack import is_serving
+from deploy.postgres.runtime import PostgresRuntime
+from deploy.stack.processes import is_serving
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.headers import header_dict
 from services.common.persistence.db import Database

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from deploy.postgres import PostgresRuntime
-from deploy.stack import ROOT
+from deploy.postgres.runtime import PostgresRuntime
+from deploy.stack.config import ROOT
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import SchemaNotCurrent, check_schema, migrate
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS

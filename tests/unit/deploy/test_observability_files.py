@@ -9,7 +9,7 @@ import re
 import pytest
 from prometheus_client import REGISTRY
 
-from deploy.stack_process import ROOT, SERVICES, replica_address
+from deploy.stack.config import ROOT, SERVICES, replica_address
 from services.common.observability import metrics
 
 pytestmark = pytest.mark.unit

@@ -14,17 +14,17 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.postgres import runtime_from_env
-from deploy.stack import DB_KINDS, ROOT, Stack, StackConfigError, check_layout
-from deploy.stack_process import (
-    SERVICES,
+from deploy.postgres.cli import runtime_from_env
+from deploy.stack.config import ROOT, SERVICES, StackConfigError, replica_address
+from deploy.stack.datastores import DB_KINDS
+from deploy.stack.processes import (
     ServiceProcess,
     StartError,
     is_serving,
-    replica_address,
     replicas_found,
     stop_all,
 )
+from deploy.stack.stack import Stack, check_layout
 from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import TlsSettings
 
@@ -224,7 +224,3 @@ def main(argv: list[str] | None = None) -> int:
     except (StackConfigError, StartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

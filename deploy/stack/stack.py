@@ -1,84 +1,50 @@
-"""One way to start a stack: Kafka, the databases and N replicas of each service.
+"""The `Stack`: Kafka, the databases and N replicas of each service, started and stopped as one.
 
 `make up`, the end-to-end and fault tests and the bench all run a `Stack`:
 
     with Stack(home, db="postgres", replicas=2, brokers=3, ports="free") as stack:
         stack.address("order", 1), stack.database_urls["payment"], stack.bootstrap
 
-It starts what it was not given (a Kafka cluster of `brokers` nodes, a PostgreSQL server),
-migrates both databases, seeds the demo data, starts every replica and waits until each
-is SERVING; `stop()` stops what it started, in reverse. Under `home`: run/ (pid files),
-log/ (logs), and whatever it starts itself (kafka*/, postgres/, SQLite files).
-The command line (`python -m deploy.stack up|down|ps|migrate|seed|check`) is in stack_cli.
+It starts what it was not given (a Kafka cluster of `brokers` nodes, the datastore of its
+database kind), migrates both databases, seeds the demo data, starts every replica and
+waits until each is SERVING; `stop()` stops what it started, in reverse. Under `home`:
+run/ (pid files), log/ (logs), and whatever it starts itself (kafka*/, postgres/, SQLite
+files). The command line (`python -m deploy.stack up|down|ps|migrate|seed|check`) is in cli.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.runtime import KafkaRuntime
-from deploy.postgres import PostgresRuntime
-from deploy.stack_process import (
-    ROOT,
+from deploy.postgres.runtime import PostgresRuntime
+from deploy.stack.config import (
     SERVICES,
-    SPECS,
-    ServiceProcess,
+    Ports,
     ServiceSpec,
-    StartError,
+    StackConfigError,
     free_ports,
-    is_serving,
     replica_address,
-    stop_all,
 )
+from deploy.stack.datastores import DATASTORES, DbKind
+from deploy.stack.processes import ServiceProcess, is_serving, stop_all
 
-__all__ = [
-    "DB_KINDS",
-    "DbKind",
-    "ROOT",
-    "SERVICES",
-    "SPECS",
-    "ServiceProcess",
-    "ServiceSpec",
-    "Stack",
-    "StackConfigError",
-    "StartError",
-    "check_layout",
-    "fresh_databases",
-    "is_serving",
-]
-
-DbKind = Literal["sqlite", "postgres"]
-DB_KINDS: tuple[DbKind, ...] = ("sqlite", "postgres")
-Ports = Literal["default", "free"]
-
-
-class StackConfigError(ValueError):
-    """A layout that cannot work (e.g. several replicas on SQLite); the message says why."""
+__all__ = ["Stack", "check_layout"]
 
 
 def check_layout(db: str, replicas: int, brokers: int = 1) -> None:
     """Raise StackConfigError unless `db`, `replicas` and `brokers` make a stack that works."""
-    if db not in DB_KINDS:
+    datastore = DATASTORES.get(db)
+    if datastore is None:
         raise StackConfigError(f"DB={db!r}: choose DB=sqlite or DB=postgres")
     if replicas < 1 or brokers < 1:
         raise StackConfigError(f"REPLICAS={replicas}, BROKERS={brokers}: both must be 1 or more")
-    if replicas > 1 and db == "sqlite":
-        raise StackConfigError(
-            f"REPLICAS={replicas} needs a database every replica shares, and SQLite is one "
-            f"process's file: use DB=postgres (e.g. `make up REPLICAS={replicas} DB=postgres`)"
-        )
-
-
-def fresh_databases(postgres: PostgresRuntime) -> dict[str, str]:
-    """A new empty database for each service on a running server: their URLs (for tests)."""
-    return {spec.name: postgres.create_database() for spec in SERVICES}
+    datastore.check_replicas(replicas)
 
 
 class Stack:
@@ -119,17 +85,16 @@ class Stack:
         self.log_dir = self.home / "log"
         self.own_kafka = kafka is None
         self.kafka = self._new_cluster(brokers, ports, detach) if kafka is None else kafka
-        self.own_postgres = db == "postgres" and postgres is None
-        if self.own_postgres:
-            postgres = PostgresRuntime(
-                port=free_ports(1)[0] if ports == "free" else 5432,
-                data_dir=self.home / "postgres",
-                run_dir=self.run_dir,
-                log_file=self.log_dir / "postgres.log",
-                detach=detach,
-            )
-        self.postgres = postgres
-        self.database_urls = dict(databases) if databases else self._default_urls()
+        self.datastore = DATASTORES[db].for_stack(
+            self.home,
+            postgres=postgres,
+            ports=ports,
+            run_dir=self.run_dir,
+            log_dir=self.log_dir,
+            detach=detach,
+        )
+        self.postgres = self.datastore.postgres
+        self.database_urls = dict(databases) if databases else self.datastore.urls()
         common = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **(env or {})}
         self.processes: dict[str, list[ServiceProcess]] = {
             spec.name: [
@@ -167,11 +132,6 @@ class Stack:
             partitions=int(os.environ.get("KAFKA_PARTITIONS") or "6"),
             detach=detach,
         )
-
-    def _default_urls(self) -> dict[str, str]:
-        if self.postgres is not None:
-            return {spec.name: self.postgres.url(spec.name) for spec in SERVICES}
-        return {spec.name: f"sqlite:///{self.home / spec.name}.db" for spec in SERVICES}
 
     def _addresses(self, spec: ServiceSpec, ports: Ports) -> list[str]:
         if ports == "free":
@@ -225,8 +185,7 @@ class Stack:
             found |= {node.name: node.pid() for node in self.kafka.nodes}
         elif isinstance(self.kafka, KafkaRuntime):
             found[self.kafka.name] = self.kafka.pid()
-        if self.postgres is not None:
-            found["postgres"] = self.postgres.pid()
+        found |= self.datastore.pids()
         return {name: pid for name, pid in found.items() if pid is not None}
 
     # -- life ----------------------------------------------------------------------------
@@ -237,10 +196,7 @@ class Stack:
             assert isinstance(self.kafka, KafkaCluster)
             self.kafka.start()
             self.kafka.create_topics()
-        if self.own_postgres:
-            assert self.postgres is not None
-            self.postgres.start()
-            self.postgres.ensure_databases()
+        self.datastore.start()
         self.prepare(seed=self.seed)
         self.start_services()
 
@@ -265,13 +221,12 @@ class Stack:
         stop_all(self.all_processes(), timeout_s)
 
     def stop(self) -> None:
-        """Stop the replicas, then the Kafka and PostgreSQL this stack started."""
+        """Stop the replicas, then the Kafka and the database server this stack started."""
         self.stop_services()
         if self.own_kafka:
             assert isinstance(self.kafka, KafkaCluster)
             self.kafka.stop()
-        if self.own_postgres and self.postgres is not None:
-            self.postgres.stop()
+        self.datastore.stop()
 
     def kill(self, name: str, replica: int = 0) -> None:
         """kill -9 one replica."""
@@ -301,9 +256,3 @@ class Stack:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-if __name__ == "__main__":
-    from deploy.stack_cli import main
-
-    sys.exit(main())
