@@ -24,7 +24,7 @@ from paysaga.v1 import events_pb2
 from services.common.messaging.cloudevents import EventMeta
 from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.outbox import OutboxRecord, decode_headers
-from services.common.messaging.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
+from services.common.messaging.topics import Topic
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import migrate
@@ -36,6 +36,7 @@ from services.payment.__main__ import MIGRATIONS as PAYMENT_MIGRATIONS
 from services.payment.handlers import ChargeOrders, RecordTransactions
 from services.payment.models import Payment
 from services.payment.store import seed_accounts
+from services.saga.topics import ORDERS, PAYMENTS, SAGA_TOPICS, TRANSACTIONS
 
 
 class _Record:
@@ -123,8 +124,11 @@ def main() -> None:
         pdb,
         cast(Any, _NoKafka()),
         {ORDERS.name: ChargeOrders, PAYMENTS.name: RecordTransactions},
+        topics=SAGA_TOPICS,
     )
-    order_hop = EventConsumer(odb, cast(Any, _NoKafka()), {TRANSACTIONS.name: FinishOrders})
+    order_hop = EventConsumer(
+        odb, cast(Any, _NoKafka()), {TRANSACTIONS.name: FinishOrders}, topics=SAGA_TOPICS
+    )
 
     def consume(consumer: EventConsumer, records: list[_Record]) -> Callable[[], None]:
         def work() -> None:

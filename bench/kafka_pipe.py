@@ -24,7 +24,8 @@ from bench.procstat import CpuMeter
 from paysaga.v1 import events_pb2
 from services.common.messaging.cloudevents import EventMeta, decode
 from services.common.messaging.kafka import consumer_config, producer_config
-from services.common.messaging.topics import ORDERS, PAYMENTS, TRANSACTIONS, Topic
+from services.common.messaging.topics import Topic
+from services.saga.topics import ORDERS, PAYMENTS, TRANSACTIONS
 
 STAGES = ("orders", "payments", "transactions")
 BATCH = 500

@@ -10,24 +10,14 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-import services.common.messaging.topics
 from deploy.kafka.install import KafkaRuntimeError
 from services.common.messaging.kafka import admin_config
+from services.saga.topics import KAFKA_TOPICS
 
 log = logging.getLogger(__name__)
 
-# Every topic the services use. services.common.messaging.topics exports the list as KAFKA_TOPICS
-# (saga topics, the order-updates fan-out, the dead-letter topics); before it did, the list was
-# the saga topics and one `<topic>.dlt` each.
-_KAFKA_TOPICS: list[str] | None = getattr(services.common.messaging.topics, "KAFKA_TOPICS", None)
-TOPIC_NAMES: list[str] = (
-    list(_KAFKA_TOPICS)
-    if _KAFKA_TOPICS is not None
-    else [
-        *services.common.messaging.topics.TOPICS,
-        *(topic.dlt for topic in services.common.messaging.topics.TOPICS.values()),
-    ]
-)
+#: Every topic the services use: the saga topics, their dead-letter topics, order-updates.
+TOPIC_NAMES: list[str] = list(KAFKA_TOPICS)
 
 HOUR_MS = 60 * 60 * 1000
 DAY_MS = 24 * HOUR_MS

@@ -12,7 +12,6 @@ from confluent_kafka import Consumer
 
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.messaging.kafka import consumer_config
-from services.common.messaging.topics import TRANSACTIONS
 from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from services.common.persistence.db import Database
 from services.common.runtime import entrypoint
@@ -27,6 +26,7 @@ from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
 from services.order.streams import WatchStreams
 from services.order.watch import OrderFeed, OrderUpdatesTail
+from services.saga.topics import SAGA_TOPICS, TRANSACTIONS
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -72,6 +72,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
+        topics=SAGA_TOPICS,
         handlers={TRANSACTIONS.name: FinishOrders},
         service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
         register=register,

@@ -18,7 +18,6 @@ from paysaga.admin.v1 import admin_pb2
 from paysaga.v1 import events_pb2
 from services.common.messaging.journal import SagaStep, StepKind
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord
-from services.common.messaging.topics import TRANSACTIONS
 from services.common.operations.admin import AdminServicer
 from services.common.persistence.db import Database
 from services.common.serving.grpc_errors import abort
@@ -26,6 +25,7 @@ from services.common.timeutil import to_timestamp, utcnow
 from services.order.domain import Status
 from services.order.models import ORDERS_TABLE, SagaDeadline
 from services.order.settings import OrderSettings
+from services.saga.topics import SAGA_TOPICS, TRANSACTIONS
 
 _PURCHASED = events_pb2.OrderPurchased.DESCRIPTOR.full_name
 _DEFAULT_OLDER_THAN_S = 30.0
@@ -159,6 +159,7 @@ def order_admin(db: Database, settings: OrderSettings) -> OrderAdmin:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         consumer_group=settings.consumer_group,
         topics=[TRANSACTIONS.name],
+        topic_table=SAGA_TOPICS,
         inbox_retention_days=settings.inbox_retention,
         journal_retention_days=settings.journal_retention_days,
     )

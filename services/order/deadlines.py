@@ -21,6 +21,7 @@ from services.common.timeutil import utcnow
 from services.order.domain import Status, deadline_reason
 from services.order.handlers import write_order_changes
 from services.order.models import ORDERS_TABLE, OrderRow, SagaDeadline
+from services.saga.topics import SAGA_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def expire_due(db: Database, *, deadline_s: float, batch_size: int = 500) -> int
             ORDERS_TABLE.c.id.in_(due), ORDERS_TABLE.c.status != Status.CREATED.value
         )
         session.execute(delete(SagaDeadline).where(col(SagaDeadline.order_id).in_(ended)))
-        outbox = OutboxWriter()
+        outbox = OutboxWriter(SAGA_TOPICS)
         write_order_changes(session, outbox, expired, {o["id"] for o in expired})
         outbox.write(session)
     return len(expired)

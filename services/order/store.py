@@ -28,6 +28,7 @@ from services.order.models import (
     OrderRow,
     Product,
 )
+from services.saga.topics import SAGA_TOPICS
 
 _INSERT_DEADLINES = DEADLINES_TABLE.insert()
 _SELECT_PRICES = sa_select(PRODUCTS_TABLE.c.id, PRODUCTS_TABLE.c.price_cents).where(
@@ -160,7 +161,7 @@ def _stage_new_orders(
     each order's events carry the trace context of its CreateOrder call (`traces`)."""
     if not created:
         return
-    outbox = OutboxWriter()
+    outbox = OutboxWriter(SAGA_TOPICS)
     for order in created:
         event = events_pb2.OrderPurchased(
             order_id=order["id"],

@@ -28,8 +28,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from google.protobuf.message import DecodeError
 
 from paysaga.v1 import events_pb2, orders_pb2
-from services.common.messaging.topics import ORDER_UPDATES
 from services.common.worker import BackgroundWorker
+from services.saga.topics import ORDER_UPDATES
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import grpc
 
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
-from services.common.messaging.topics import ORDERS, PAYMENTS
 from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from services.common.persistence.db import Database
 from services.common.runtime import entrypoint
@@ -19,6 +18,7 @@ from services.payment.handlers import ChargeOrders, RecordTransactions
 from services.payment.server import PaymentServicer
 from services.payment.settings import PaymentSettings
 from services.payment.store import seed_accounts
+from services.saga.topics import ORDERS, PAYMENTS, SAGA_TOPICS
 
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -43,6 +43,7 @@ def build(settings: PaymentSettings) -> GrpcApp:
         settings=settings,
         db=db,
         group_id=settings.consumer_group,
+        topics=SAGA_TOPICS,
         handlers={ORDERS.name: ChargeOrders, PAYMENTS.name: RecordTransactions},
         service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
         register=register,

@@ -1,4 +1,4 @@
-"""The topic -> event table in services/common/messaging/topics.py matches events.proto."""
+"""The topic -> event table in services/saga/topics.py matches events.proto."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from google.protobuf.descriptor import Descriptor
 
 from paysaga.v1 import events_pb2
-from services.common.messaging.topics import KAFKA_TOPICS, ORDER_UPDATES, TOPICS, Topic
+from services.common.messaging.topics import Topic
+from services.saga.topics import KAFKA_TOPICS, ORDER_UPDATES, TOPICS
 
 pytestmark = pytest.mark.contract
 

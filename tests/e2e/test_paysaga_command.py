@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from services.common.messaging.cloudevents import EventMeta
-from services.common.messaging.topics import PAYMENTS
+from services.saga.topics import PAYMENTS
 from tests.e2e.conftest import ORDER, GrpcurlStack, wait_status
 from tests.support import wait_for
 

@@ -11,7 +11,8 @@ from google.protobuf.message import Message
 from paysaga.v1 import events_pb2
 from services.common.headers import Headers
 from services.common.messaging.cloudevents import EventMeta
-from services.common.messaging.topics import TOPICS, Topic
+from services.common.messaging.topics import Topic
+from services.saga.topics import TOPICS
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from deploy.postgres.runtime import PostgresRuntime
 from deploy.stack.datastores import DbKind, fresh_databases
 from deploy.stack.stack import Stack
 from paysaga.v1 import orders_pb2_grpc, payments_pb2_grpc
-from services.common.messaging.topics import TOPICS
+from services.saga.topics import TOPICS
 from tests.support import Offsets, commit_group_offsets, end_offsets, pin_groups_to_end
 
 #: Log lines worth showing whatever their place: fatal client errors, crashes.

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from services.common.messaging.topics import TOPICS
 from services.common.runtime.assembly import KAFKA_HEALTH as KAFKA
 from services.common.serving.grpc_app import LIVENESS, NOT_SERVING, SERVING
+from services.saga.topics import TOPICS
 from tests.faults.probes import health
 from tests.faults.scenario import Scenario, assert_holds
 from tests.faults.stack import FaultStack

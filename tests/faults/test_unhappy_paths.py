@@ -23,8 +23,8 @@ from deploy.stack.processes import ServiceProcess
 from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
 from services.common.headers import Headers, header_dict
 from services.common.messaging.cloudevents import EventMeta
-from services.common.messaging.topics import TOPICS
 from services.common.timeutil import to_timestamp, utcnow
+from services.saga.topics import TOPICS
 from tests.faults.invariants import balances, orders, query, set_balances
 from tests.faults.probes import (
     assert_saga_holds,

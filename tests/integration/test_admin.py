@@ -25,7 +25,6 @@ from services.common.messaging.cloudevents import EventMeta
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import SagaStep, StepKind
 from services.common.messaging.outbox import OutboxWriter
-from services.common.messaging.topics import TRANSACTIONS
 from services.common.operations.admin import AdminServicer
 from services.common.operations.retention import InboxPurge
 from services.common.timeutil import utcnow
@@ -37,6 +36,7 @@ from services.order.settings import OrderSettings
 from services.payment.admin import payment_admin
 from services.payment.models import Payment
 from services.payment.settings import PaymentSettings
+from services.saga.topics import SAGA_TOPICS, TRANSACTIONS
 from tests.integration.conftest import Saga
 from tests.support import wait_for, wait_terminal
 
@@ -180,7 +180,7 @@ def test_timeline_of_a_refunded_order(admin: Admin, capsys: pytest.CaptureFixtur
         wait_for("the payment to be charged", charged, timeout_s=20)
         row.update(status=Status.FAILED.value, failure_reason=deadline_reason(60))
         row.update(updated_at=utcnow(), version=row.get("version", 1) + 1)
-        outbox = OutboxWriter()
+        outbox = OutboxWriter(SAGA_TOPICS)
         write_order_changes(session, outbox, [row], {order.id})
         outbox.write(session)
     wait_for(

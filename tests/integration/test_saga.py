@@ -16,10 +16,10 @@ from sqlalchemy import insert
 from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
 from services.common.headers import header_dict
 from services.common.messaging.cloudevents import EventMeta
-from services.common.messaging.topics import ORDERS
 from services.common.timeutil import to_timestamp, utcnow
 from services.order.models import ORDERS_TABLE, SagaDeadline
 from services.payment.models import Payment
+from services.saga.topics import ORDERS
 from tests.integration.conftest import Saga
 from tests.support import read_topic, wait_for, wait_terminal
 

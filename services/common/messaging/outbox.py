@@ -9,7 +9,7 @@ the consumed record byte for byte: a binary key or header, or a null key, surviv
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlmodel import Field, Session, SQLModel
 from services.common.headers import Headers, header_dict
 from services.common.messaging.cloudevents import EventMeta
 from services.common.messaging.journal import Journal, StepKind, describe, parse_time
-from services.common.messaging.topics import topic_for_event
+from services.common.messaging.topics import Topic, TopicTable
 from services.common.observability import tracing
 from services.common.persistence.columns import blob, int64
 from services.common.persistence.db import run_after_commit
@@ -117,16 +117,25 @@ class ParkedRecord(SQLModel, table=True):
     parked_at: datetime = Field(default_factory=utcnow)
 
 
+def _no_topic_table(event: Message) -> Topic:
+    raise TypeError(f"cannot stage a {type(event).__name__}: this OutboxWriter has no topic table")
+
+
 class OutboxWriter:
     """The outgoing records of one transaction, in order; `write` inserts them all.
 
-    It also carries the transaction's saga journal (services.common.messaging.journal): a staged
-    event is a PRODUCED step of its order, and the consumer adds what it applied.
+    `topics` says which topic each event of `add_event` goes on; a writer without one
+    stages records as they are only (a redrive). It also carries the transaction's saga
+    journal (services.common.messaging.journal): a staged event is a PRODUCED step of its
+    order, and the consumer adds what it applied.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, topics: TopicTable | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.journal = Journal()
+        self._topic_for: Callable[[Message], Topic] = (
+            topics.for_event if topics is not None else _no_topic_table
+        )
 
     def _add(
         self, *, event_id: str, topic: str, key: bytes | None, value: bytes | None, headers: Headers
@@ -157,7 +166,7 @@ class OutboxWriter:
         The record carries the trace context `trace` (headers from
         tracing.current_headers), by default the current one: the span it was created in.
         """
-        topic = topic_for_event(event)
+        topic = self._topic_for(event)
         meta = EventMeta.new(
             ce_type=event.DESCRIPTOR.full_name, source=topic.source, subject=subject
         )

@@ -1,26 +1,14 @@
 """The outbox relay: publishes committed outbox rows with an idempotent producer, in order.
 
-Rows are published in `seq` order; a row counts as published only once the broker has
-confirmed it (acks=all). How a replica takes its rows depends on the database:
-
-- PostgreSQL (N replicas): each round claims the oldest rows no other replica holds
-  (`FOR UPDATE SKIP LOCKED`) in one short transaction that publishes them, deletes the
-  confirmed ones and commits. A row is published by one replica at a time, and a replica
-  never waits for rows another one holds.
-- SQLite (one replica): one writer commits at a time and seq never decreases, so rows
-  commit in seq order; the relay keeps its place by seq and deletes what was published
-  about once a second, sparing a disk sync per round.
-
-A row Kafka refuses for good (an error code that no retry can change: too large, an
-invalid record, a denied topic; or produce() raising anything but BufferError) is parked
-at once: moved to `outbox_parked` with its error, so the rows after it flow on. A row
+Each round takes the next rows (how depends on the database: services.common.messaging.claims),
+publishes them and waits for the broker's confirmations. A row Kafka refuses for good is
+parked at once: moved to `outbox_parked` with its error, so the rows after it flow on. A row
 that fails otherwise is retried with backoff, and parked only once it has failed
-`max_attempts` times AND is older than `stale_after_s` (a topic missing from the
-metadata for a moment during a rolling restart must not park anything); errors that mean
-"the cluster is not reachable right now" never count. (confluent-kafka leaves
-KafkaError.retriable() unset on delivery reports, so errors are classified by code.)
-A crash publishes some rows again (never loses one); consumers drop the duplicates by
-event id. An operator puts a parked row back with a new seq:
+`max_attempts` times AND is older than `stale_after_s` (a topic missing from the metadata
+for a moment during a rolling restart must not park anything); errors that mean "the
+cluster is not reachable right now" never count (services.common.messaging.delivery says
+which are which). A crash publishes some rows again (never loses one); consumers drop the
+duplicates by event id. An operator puts a parked row back with a new seq:
 `INSERT INTO outbox (event_id, topic, key, value, headers, created_at, attempts,
 last_error) SELECT event_id, topic, key, value, headers, created_at, 0, '' FROM
 outbox_parked WHERE seq = …` (then delete it from outbox_parked).
@@ -31,15 +19,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from sqlalchemy import Integer, Row, bindparam, delete, func, insert, select, update
+from confluent_kafka import Producer
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlmodel import Session, col
 
 from services.common.crashpoints import crash_point
+from services.common.messaging.claims import claims_for
+from services.common.messaging.delivery import DeliveryCallback, Failure, error_of, record_failure
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord, decode_headers
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database
@@ -47,100 +36,6 @@ from services.common.timeutil import utcnow
 from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
-
-DeliveryCallback = Callable[[KafkaError | None, Message], None]
-
-#: What the relay reads of an outbox row.
-_ROW_COLUMNS = (
-    col(OutboxRecord.seq),
-    col(OutboxRecord.event_id),
-    col(OutboxRecord.topic),
-    col(OutboxRecord.key),
-    col(OutboxRecord.value),
-    col(OutboxRecord.headers),
-    col(OutboxRecord.created_at),
-    col(OutboxRecord.attempts),
-)
-
-# Built once: a relay runs one of these per round.
-#: SQLite: the next rows after the relay's place (see the module docstring).
-_PENDING_AFTER = (
-    select(*_ROW_COLUMNS)
-    .where(col(OutboxRecord.seq) > bindparam("after"))
-    .order_by(col(OutboxRecord.seq))
-    .limit(bindparam("limit", type_=Integer))
-)
-#: PostgreSQL: the oldest rows no other replica holds, locked until the round commits.
-_CLAIM_PENDING = (
-    select(*_ROW_COLUMNS)
-    .order_by(col(OutboxRecord.seq))
-    .limit(bindparam("limit", type_=Integer))
-    .with_for_update(skip_locked=True)
-)
-
-#: Errors that say the cluster cannot be reached or is failing over: a row is never parked
-#: for these, however long they last.
-_UNREACHABLE = {
-    KafkaError._MSG_TIMED_OUT,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.NOT_ENOUGH_REPLICAS,
-    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.NETWORK_EXCEPTION,
-}
-
-
-#: Errors no retry can cure: the record (or our right to write it) is wrong.
-_PERMANENT = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_MSG,
-    KafkaError.INVALID_MSG_SIZE,
-    KafkaError.INVALID_RECORD,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.TOPIC_EXCEPTION,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
-    KafkaError._INVALID_ARG,
-    KafkaError._BAD_MSG,
-}
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why one row was not published."""
-
-    error: str
-    #: Kafka will never take this record as it is: park it now.
-    permanent: bool
-    #: The failure counts towards max_attempts (it is not an unreachable cluster).
-    counts: bool
-    #: The producer is unusable (not the record): a new producer retries.
-    fatal: bool = False
-
-    @classmethod
-    def of_kafka(cls, err: KafkaError) -> Failure:
-        code = err.code()
-        if code == KafkaError._FATAL or err.fatal():
-            return cls(str(err), permanent=False, counts=False, fatal=True)
-        if code in _UNREACHABLE:
-            return cls(str(err), permanent=False, counts=False)
-        return cls(str(err), permanent=code in _PERMANENT, counts=True)
-
-    @classmethod
-    def of_exception(cls, exc: Exception) -> Failure:
-        if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
-            return cls.of_kafka(exc.args[0])
-        return cls(f"{type(exc).__name__}: {exc}", permanent=True, counts=True)
-
-
-def _error(failures: dict[int, Failure], seq: int) -> str | None:
-    failure = failures.get(seq)
-    return failure.error if failure is not None else None
 
 
 class OutboxRelay(BackgroundWorker):
@@ -164,17 +59,18 @@ class OutboxRelay(BackgroundWorker):
         self.producer = new_producer()
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
-        self.cleanup_interval_s = cleanup_interval_s
         self.flush_timeout_s = flush_timeout_s
         self.max_attempts = max_attempts
         self.stale_after_s = stale_after_s
-        #: Every row with seq <= this was confirmed or parked (SQLite only, see above).
-        self.published_through = 0
-        self.ordered_commits = db.is_sqlite
+        #: How this relay takes its rows and deletes the published ones (per database kind).
+        self.claims = claims_for(db, cleanup_interval_s=cleanup_interval_s)
         #: Rows parked by this process since it started.
         self.parked = 0
-        self._deleted_through = 0
-        self._last_cleanup = time.monotonic()
+
+    @property
+    def published_through(self) -> int:
+        """Every row with seq <= this was confirmed or parked, though maybe not deleted yet."""
+        return self.claims.published_through
 
     def _wake(self) -> None:
         """On stop: publish what is pending (as far as the broker allows), then end."""
@@ -210,51 +106,20 @@ class OutboxRelay(BackgroundWorker):
     def publish_pending(self) -> tuple[int, int]:
         """Publish the next rows; return (rows settled: confirmed or parked, rows to retry)."""
         self.db.outbox_signal.clear()
-        if self.ordered_commits:
-            with self.db.read() as session:
-                rows = session.execute(
-                    _PENDING_AFTER, {"after": self.published_through, "limit": self.batch_size}
-                ).all()
-            if not rows:
-                return 0, 0
-            failures = self._publish(rows)
-            retry: set[int] = set()
-            if failures:
-                with self.db.write() as session:
-                    retry = self._settle_failures(session, rows, failures)
-                    # Rows confirmed behind a row to retry are deleted now, so the watermark
-                    # (which stops at that row) never sends them twice or hides newer rows.
-                    first_retry = min(retry, default=None)
-                    behind = [
-                        row.seq
-                        for row in rows
-                        if first_retry is not None
-                        and row.seq > first_retry
-                        and row.seq not in failures
-                    ]
-                    if behind:
-                        session.execute(
-                            delete(OutboxRecord).where(col(OutboxRecord.seq).in_(behind))
-                        )
-            return self._advance(rows, retry), len(retry)
-        with self.db.write() as session:
-            rows = session.execute(_CLAIM_PENDING, {"limit": self.batch_size}).all()
-            if not rows:
-                return 0, 0
-            failures = self._publish(rows)
-            retry = self._settle_failures(session, rows, failures)
-            confirmed = [row.seq for row in rows if row.seq not in failures]
-            if confirmed:
-                session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq).in_(confirmed)))
-            return len(rows) - len(retry), len(retry)
+        return self.claims.publish_pending(self, self.batch_size)
 
-    def _publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
+    def delete_published(self, *, now: bool = False) -> None:
+        """Delete the published rows not deleted yet (SQLite: at most once per cleanup
+        interval unless `now`)."""
+        self.claims.delete_published(now=now)
+
+    def publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
         """Produce every row and wait for the broker's answers; return the failures by seq."""
         failures: dict[int, Failure] = {}
         started_ns = time.time_ns()
         for row in rows:
             try:
-                self._produce(row, self._on_delivery(row.seq, failures))
+                self._produce(row, record_failure(row.seq, failures))
             except Exception as exc:
                 failures[row.seq] = Failure.of_exception(exc)
         # Wait for every confirmation: a row not yet confirmed must not be produced twice by
@@ -265,7 +130,12 @@ class OutboxRelay(BackgroundWorker):
         if tracing.enabled():
             tracing.record_publish(
                 (
-                    (r.topic, r.event_id, list(decode_headers(r.headers)), _error(failures, r.seq))
+                    (
+                        r.topic,
+                        r.event_id,
+                        list(decode_headers(r.headers)),
+                        error_of(failures, r.seq),
+                    )
                     for r in rows
                 ),
                 started_ns,
@@ -285,15 +155,7 @@ class OutboxRelay(BackgroundWorker):
             except BufferError:
                 self.producer.poll(0.1)
 
-    @staticmethod
-    def _on_delivery(seq: int, failures: dict[int, Failure]) -> DeliveryCallback:
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures[seq] = Failure.of_kafka(err)
-
-        return on_delivery
-
-    def _settle_failures(
+    def settle_failures(
         self, session: Session, rows: Sequence[Row[Any]], failures: dict[int, Failure]
     ) -> set[int]:
         """Park the rows that failed for good; count an attempt on the others; return those
@@ -361,32 +223,12 @@ class OutboxRelay(BackgroundWorker):
             },
         )
 
-    def _advance(self, rows: Sequence[Row[Any]], retry: set[int]) -> int:
-        """SQLite: move the watermark up to the first row to retry; return the rows settled."""
-        for row in rows:
-            if row.seq in retry:
-                break
-            self.published_through = row.seq
-        return len(rows) - len(retry)
-
-    def delete_published(self, *, now: bool = False) -> None:
-        """SQLite: delete the confirmed rows, at most once per cleanup interval unless `now`."""
-        if self.published_through <= self._deleted_through:
-            return
-        if not now and time.monotonic() - self._last_cleanup < self.cleanup_interval_s:
-            return
-        through = self.published_through
-        with self.db.write() as session:
-            session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq) <= through))
-        self._deleted_through = through
-        self._last_cleanup = time.monotonic()
-
     # -- health ----------------------------------------------------------------------
 
     def problem(self) -> str | None:
         """Why the outbox needs an operator (parked rows, a stale backlog), or None."""
         # On SQLite, rows up to published_through are published, only not deleted yet.
-        after = self.published_through if self.ordered_commits else 0
+        after = self.published_through
         with self.db.read() as session:
             parked = session.execute(select(func.count()).select_from(ParkedRecord)).scalar_one()
             oldest = session.execute(
@@ -405,7 +247,7 @@ class OutboxRelay(BackgroundWorker):
 
     def backlog(self) -> tuple[int, datetime | None]:
         """Unpublished outbox rows: how many, and the oldest one's creation time (metrics)."""
-        after = self.published_through if self.ordered_commits else 0
+        after = self.published_through
         with self.db.read() as session:
             count, oldest = session.execute(
                 select(func.count(), func.min(OutboxRecord.created_at)).where(

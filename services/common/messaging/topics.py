@@ -1,12 +1,15 @@
-"""The saga's topics and the event types each carries: the single table both services use."""
+"""Topics as a type: a topic, the protobuf events it carries, and a table of them.
+
+The saga's own table (which events travel on which topic) lives with the services, which
+hand it to the mechanisms here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
-
-from paysaga.v1 import events_pb2
 
 
 @dataclass(frozen=True)
@@ -42,30 +45,30 @@ class Topic:
         return None
 
 
-ORDER_SERVICE = "paysaga/order"
-PAYMENT_SERVICE = "paysaga/payment"
+class TopicTable:
+    """Which events travel on which topic.
 
-ORDERS = Topic("orders", events_pb2.OrderPurchased, ORDER_SERVICE, (events_pb2.OrderFailed,))
-PAYMENTS = Topic("payments", events_pb2.PaymentProcessed, PAYMENT_SERVICE)
-TRANSACTIONS = Topic("transactions", events_pb2.TransactionRecorded, PAYMENT_SERVICE)
+    `consumed` topics are read by a consumer group, each with a dead-letter topic;
+    `fan_out` topics are read by every replica from their end, without a group.
+    """
 
-#: topic name -> Topic for the saga's topics (consumed by a consumer group, with a DLT each).
-TOPICS: dict[str, Topic] = {t.name: t for t in (ORDERS, PAYMENTS, TRANSACTIONS)}
+    def __init__(self, consumed: Iterable[Topic], fan_out: Iterable[Topic] = ()) -> None:
+        #: topic name -> Topic, for the topics consumed by a consumer group.
+        self.consumed: dict[str, Topic] = {topic.name: topic for topic in consumed}
+        self.fan_out: tuple[Topic, ...] = tuple(fan_out)
+        self._all = (*self.consumed.values(), *self.fan_out)
 
-#: Every order change, read by every Order replica without a consumer group (WatchOrders).
-ORDER_UPDATES = Topic("order-updates", events_pb2.OrderUpdated, ORDER_SERVICE)
+    def for_event(self, event: Message) -> Topic:
+        """The topic an event of this type is published on."""
+        for topic in self._all:
+            if isinstance(event, topic.event_types):
+                return topic
+        raise KeyError(f"no topic carries {type(event).__name__}")
 
-#: Every topic the services publish on: what a cluster must have before they start.
-KAFKA_TOPICS: list[str] = [
-    *TOPICS,
-    *(topic.dlt for topic in TOPICS.values()),
-    ORDER_UPDATES.name,
-]
-
-
-def topic_for_event(event: Message) -> Topic:
-    """The topic an event of this type is published on."""
-    for topic in (*TOPICS.values(), ORDER_UPDATES):
-        if isinstance(event, topic.event_types):
-            return topic
-    raise KeyError(f"no topic carries {type(event).__name__}")
+    def kafka_topics(self) -> list[str]:
+        """Every topic the services publish on: what a cluster must have before they start."""
+        return [
+            *self.consumed,
+            *(topic.dlt for topic in self.consumed.values()),
+            *(topic.name for topic in self.fan_out),
+        ]

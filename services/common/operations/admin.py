@@ -28,7 +28,7 @@ from services.common.messaging.journal import DeadLetter, SagaStep, StepKind
 from services.common.messaging.kafka import admin_config
 from services.common.messaging.outbox import decode_headers
 from services.common.messaging.relay import OutboxRelay
-from services.common.messaging.topics import TOPICS
+from services.common.messaging.topics import TopicTable
 from services.common.operations import deadletters
 from services.common.operations.backlog import Progress, group_lag, outbox_backlog, stall_problems
 from services.common.operations.retention import purge_worker
@@ -76,6 +76,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         bootstrap_servers: str,
         consumer_group: str,
         topics: Sequence[str],
+        topic_table: TopicTable,
         inbox_retention_days: float,
         journal_retention_days: float = 90.0,
         stalled_after_s: float = 30.0,
@@ -85,6 +86,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.db = db
         self.consumer_group = consumer_group
         self.topics = list(topics)
+        self.topic_table = topic_table
         self.inbox_retention_days = inbox_retention_days
         self.journal_retention_days = journal_retention_days
         self.stalled_after_s = stalled_after_s
@@ -134,7 +136,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def status(self) -> admin_pb2.GetStatusResponse:
         """This replica's status (see GetStatus)."""
         relay = self.relay
-        through = relay.published_through if relay is not None and relay.ordered_commits else 0
+        through = relay.published_through if relay is not None else 0
         with self.db.read() as session:
             backlog = outbox_backlog(session, through)
             dead = deadletters.count_by_topic(session)
@@ -256,11 +258,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     # -- dead letters ----------------------------------------------------------------
 
     def _check_topic(self, context: grpc.ServicerContext, topic: str) -> None:
-        if topic and topic not in TOPICS:
+        known = self.topic_table.consumed
+        if topic and topic not in known:
             abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"no saga topic {topic!r}: use one of {', '.join(sorted(TOPICS))}",
+                f"no saga topic {topic!r}: use one of {', '.join(sorted(known))}",
             )
 
     def ListDeadLetters(
@@ -288,7 +291,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
         if letter.key is not None:
             response.key = letter.key
-        response.decoded, response.decode_error = _decode_payload(
+        response.decoded, response.decode_error = self._decode_payload(
             letter.topic, header_dict(list(headers)).get("ce_type", ""), letter.value
         )
         return response
@@ -329,6 +332,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             ]
         )
 
+    def _decode_payload(self, topic: str, ce_type: str, value: bytes | None) -> tuple[str, str]:
+        """(the payload in protobuf text format, "") if it decodes with the contract, else
+        ("", why not)."""
+        known = self.topic_table.consumed.get(topic)
+        event_type = known.event_type_named(ce_type) if known else None
+        if event_type is None:
+            return "", f"no event type {ce_type!r} on topic {topic!r}"
+        if not value:
+            return "", "empty payload"
+        try:
+            return str(event_type.FromString(value)), ""
+        except Exception as exc:
+            return "", f"not a valid {ce_type}: {exc}"
+
     def _letter(self, letter: DeadLetter) -> admin_pb2.DeadLetter:
         message = admin_pb2.DeadLetter(
             id=letter.id,
@@ -347,18 +364,3 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if letter.redriven_at is not None:
             message.redrive_time.CopyFrom(to_timestamp(letter.redriven_at))
         return message
-
-
-def _decode_payload(topic: str, ce_type: str, value: bytes | None) -> tuple[str, str]:
-    """(the payload in protobuf text format, "") if it decodes with the contract, else
-    ("", why not)."""
-    known = TOPICS.get(topic)
-    event_type = known.event_type_named(ce_type) if known else None
-    if event_type is None:
-        return "", f"no event type {ce_type!r} on topic {topic!r}"
-    if not value:
-        return "", "empty payload"
-    try:
-        return str(event_type.FromString(value)), ""
-    except Exception as exc:
-        return "", f"not a valid {ce_type}: {exc}"

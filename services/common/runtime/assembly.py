@@ -12,6 +12,7 @@ from confluent_kafka import Consumer
 from services.common.messaging.consumer import EventConsumer, Handler
 from services.common.messaging.kafka import KafkaProbe, consumer_config, new_producer
 from services.common.messaging.relay import OutboxRelay
+from services.common.messaging.topics import TopicTable
 from services.common.persistence.db import Database
 from services.common.security.policy import Security
 from services.common.serving.grpc_app import GrpcApp, Worker
@@ -31,6 +32,7 @@ def build_app(
     settings: ServiceSettings,
     db: Database,
     group_id: str,
+    topics: TopicTable,
     handlers: dict[str, Handler],
     service_names: Sequence[str],
     register: Callable[[grpc.aio.Server], None],
@@ -42,7 +44,8 @@ def build_app(
     on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = (),
     on_drain: Sequence[Callable[[], None]] = (),
 ) -> GrpcApp:
-    """A runnable service: its servicers, the outbox relay and the consumer of `handlers`.
+    """A runnable service: its servicers, the outbox relay and the consumer of `handlers`
+    (whose topics are in `topics`, the table the service speaks).
 
     `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
     after the gRPC server and the consumer, and before the relay publishes the rest.
@@ -68,6 +71,7 @@ def build_app(
         db,
         Consumer(config),
         handlers,
+        topics=topics,
         batch_size=settings.consumer_batch_size,
         caught_up=consumer_caught_up,
         new_consumer=lambda: Consumer(config),

@@ -4,7 +4,7 @@ import pytest
 
 from paysaga.v1 import events_pb2
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent, decode
-from services.common.messaging.topics import ORDERS, PAYMENTS
+from services.saga.topics import ORDERS, PAYMENTS
 
 pytestmark = pytest.mark.unit
 

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError
 
 from services.common.messaging.consumer import EventConsumer
 from services.common.persistence.db import Database
+from services.saga.topics import SAGA_TOPICS
 
 pytestmark = pytest.mark.unit
 
@@ -55,6 +56,7 @@ def test_a_fatal_client_is_closed_and_replaced(tmp_path: Path) -> None:
         db,
         clients[0],  # type: ignore[arg-type]
         {"orders": lambda *_: None},  # type: ignore[dict-item, arg-type]
+        topics=SAGA_TOPICS,
         new_consumer=lambda: next(made),  # type: ignore[arg-type, return-value]
     )
     consumer.start()
@@ -69,7 +71,12 @@ def test_a_fatal_client_is_closed_and_replaced(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_without_a_factory_the_worker_stops_so_the_service_exits(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path}/x.db")
-    consumer = EventConsumer(db, FakeClient(fail=True), {"orders": lambda *_: None})  # type: ignore[arg-type, dict-item]
+    consumer = EventConsumer(
+        db,
+        FakeClient(fail=True),  # type: ignore[arg-type]
+        {"orders": lambda *_: None},  # type: ignore[dict-item]
+        topics=SAGA_TOPICS,
+    )
     consumer.start()
     deadline = time.monotonic() + 10
     while consumer.is_alive() and time.monotonic() < deadline:

@@ -25,9 +25,9 @@ from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import TABLES as JOURNAL_TABLES
 from services.common.messaging.outbox import DLT_HEADERS, OutboxRecord, OutboxWriter, decode_headers
-from services.common.messaging.topics import ORDERS
 from services.common.persistence.db import Database, is_transient
 from services.common.timeutil import to_timestamp, utcnow
+from services.saga.topics import ORDERS, SAGA_TOPICS
 from tests.unit.fakes import FakeConsumer, FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -108,6 +108,7 @@ def hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hop:
         db,
         kafka,  # type: ignore[arg-type]
         {ORDERS.name: Ledger},
+        topics=SAGA_TOPICS,
         retry_pause_s=0,
     )
     return Hop(consumer, db, kafka)

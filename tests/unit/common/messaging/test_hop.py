@@ -18,12 +18,12 @@ from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import TABLES as JOURNAL_TABLES
 from services.common.messaging.outbox import OutboxRecord, decode_headers
-from services.common.messaging.topics import ORDERS
 from services.common.persistence.db import Database
 from services.common.timeutil import to_timestamp, utcnow
 from services.payment.handlers import ChargeOrders
 from services.payment.models import Account, Payment, Transaction
 from services.payment.store import seed_accounts
+from services.saga.topics import ORDERS, SAGA_TOPICS
 from tests.unit.fakes import FakeConsumer, FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -35,7 +35,7 @@ def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
     db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent, *JOURNAL_TABLES])
     seed_accounts(db)
     consumer = FakeConsumer()
-    hop = EventConsumer(db, consumer, {ORDERS.name: ChargeOrders})  # type: ignore[arg-type]
+    hop = EventConsumer(db, consumer, {ORDERS.name: ChargeOrders}, topics=SAGA_TOPICS)  # type: ignore[arg-type]
     return hop, db, consumer
 
 

@@ -27,11 +27,11 @@ from services.common.messaging.journal import (
     redrive_id,
 )
 from services.common.messaging.outbox import OutboxRecord, decode_headers
-from services.common.messaging.topics import PAYMENTS
 from services.common.operations import deadletters
 from services.common.persistence.db import Database
 from services.payment.handlers import RecordTransactions
 from services.payment.models import Account, Payment, Transaction
+from services.saga.topics import PAYMENTS, SAGA_TOPICS
 from tests.unit.fakes import FakeConsumer, FakeRecord
 
 pytestmark = pytest.mark.unit
@@ -47,7 +47,12 @@ def db(tmp_path: Path) -> Database:
 
 
 def hop(db: Database) -> EventConsumer:
-    return EventConsumer(db, FakeConsumer(), {PAYMENTS.name: RecordTransactions})  # type: ignore[arg-type]
+    return EventConsumer(
+        db,
+        FakeConsumer(),  # type: ignore[arg-type]
+        {PAYMENTS.name: RecordTransactions},
+        topics=SAGA_TOPICS,
+    )
 
 
 def payment_processed(offset: int) -> FakeRecord:

@@ -14,6 +14,7 @@ from services.common.messaging.journal import TABLES as JOURNAL_TABLES
 from services.common.messaging.outbox import OutboxRecord, OutboxWriter, ParkedRecord
 from services.common.messaging.relay import OutboxRelay
 from services.common.persistence.db import Database
+from services.saga.topics import SAGA_TOPICS
 
 pytestmark = pytest.mark.unit
 
@@ -66,7 +67,7 @@ def relay_of(db: Database, producer: FakeProducer, **kwargs: Any) -> OutboxRelay
 
 def stage(db: Database, *order_ids: str) -> None:
     with db.write() as session:
-        outbox = OutboxWriter()
+        outbox = OutboxWriter(SAGA_TOPICS)
         for order_id in order_ids:
             event = events_pb2.OrderPurchased(order_id=order_id, user_id=1, amount_cents=1)
             outbox.add_event(event, key=1, subject=order_id)

@@ -1,0 +1,329 @@
+"""Applying a consumed batch: one database transaction, narrowed down to a poison event.
+
+In ONE database transaction: drop events whose id is in the inbox (duplicates), record the
+ids of the others, let each topic's handler apply its events (an event the handler
+rejects, or one that cannot be decoded, is dead-lettered), and write the outgoing events
+and dead letters to the outbox. If the transaction fails because of an event in it (a
+poison event: a value a column cannot hold, an unforeseen constraint, a bug a rare event
+hits), the batch is narrowed: its halves are applied in order, each in its own
+transaction, down to the single event that still fails, which is dead-lettered alone with
+the error as its reason. If it fails because of the database (unreachable, deadlock),
+nothing is dead-lettered: the error goes up, and the consumer rewinds to the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from confluent_kafka import Message as KafkaMessage
+from google.protobuf.message import Message
+from sqlmodel import Session
+
+from services.common.headers import Headers, header_text
+from services.common.messaging import inbox
+from services.common.messaging.cloudevents import EventMeta, InvalidEvent, decode
+from services.common.messaging.journal import REDRIVE_HEADER, StepKind, describe
+from services.common.messaging.outbox import OutboxWriter
+from services.common.messaging.topics import TopicTable
+from services.common.observability import metrics, tracing
+from services.common.persistence.db import Database, is_transient
+from services.common.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class EventBatch(Protocol):
+    """One topic's events of a consumed batch, applied inside the batch's transaction.
+
+    `apply` checks one event and stages its effect; it raises InvalidEvent BEFORE staging
+    anything, so a rejected event leaves no trace (it is dead-lettered). `write` writes
+    what was staged, once, at the end of the batch.
+    """
+
+    def apply(self, event: Message, meta: EventMeta) -> None: ...
+
+    def write(self) -> None: ...
+
+
+#: Opens a topic's EventBatch from the transaction's session, its outbox and the batch's
+#: events (so it can load what they need in one query each).
+Handler = Callable[[Session, OutboxWriter, Sequence[Message]], EventBatch]
+
+
+def coordinates(record: KafkaMessage) -> tuple[str, int, int]:
+    """A consumed record's (topic, partition, offset)."""
+    return record.topic() or "", record.partition() or 0, record.offset() or 0
+
+
+def _headers(record: KafkaMessage) -> Headers:
+    headers = record.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def _by_topic(records: list[ConsumedRecord]) -> dict[str, list[ConsumedRecord]]:
+    """Records grouped by topic, each group in consumed order."""
+    groups: dict[str, list[ConsumedRecord]] = {}
+    for record in records:
+        groups.setdefault(record.topic, []).append(record)
+    return groups
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _span(records: list[ConsumedRecord]) -> dict[str, object]:
+    """Log fields locating a part of a batch: its one record, or its first and last ones."""
+    if len(records) == 1:
+        return {"records": 1, **records[0].log_fields()}
+    return {"records": len(records), "first": records[0].where, "last": records[-1].where}
+
+
+@dataclass
+class ConsumedRecord:
+    """A consumed Kafka record and what decoding it found."""
+
+    kafka: KafkaMessage
+    meta: EventMeta | None = None
+    event: Message | None = None
+    #: Why the record cannot be decoded ("" if it was).
+    error: str = ""
+    #: A redriven dead letter's redrive id (services.common.messaging.journal.redrive_id), else "".
+    redrive_id: str = ""
+
+    @property
+    def topic(self) -> str:
+        return self.kafka.topic() or ""
+
+    @property
+    def where(self) -> str:
+        """The record's coordinates, `topic/partition/offset`."""
+        return "/".join(map(str, coordinates(self.kafka)))
+
+    @property
+    def inbox_id(self) -> str:
+        """The redrive id of a redriven dead letter (its event id is in the inbox already:
+        recorded when it was dead-lettered); else the event id, or the record's coordinates
+        when it has no usable id."""
+        if self.redrive_id:
+            return self.redrive_id
+        return self.meta.id if self.meta is not None else self.where
+
+    def log_fields(self) -> dict[str, object]:
+        topic, partition, offset = coordinates(self.kafka)
+        return {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "event_id": self.inbox_id,
+            "subject": self.meta.subject if self.meta else "",
+        }
+
+
+@dataclass
+class Outcome:
+    """What settling (part of) a batch did: events new to the inbox, and dead letters among them."""
+
+    new: int = 0
+    dead_lettered: int = 0
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(self.new + other.new, self.dead_lettered + other.dead_lettered)
+
+
+class BatchApplier:
+    """Applies consumed records to `db` through one handler per topic of `topics`.
+
+    A transaction that fails is tried again up to `attempts` times, `retry_pause_s` apart
+    (times the attempt), when the failure is transient or the part is a single record.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        handlers: Mapping[str, Handler],
+        topics: TopicTable,
+        *,
+        attempts: int = 3,
+        retry_pause_s: float = 0.05,
+    ) -> None:
+        unknown = set(handlers) - set(topics.consumed)
+        if unknown:
+            raise ValueError(f"no such saga topic(s): {sorted(unknown)}")
+        self.db = db
+        self.handlers = handlers
+        self.topics = topics
+        self.attempts = attempts
+        self.retry_pause_s = retry_pause_s
+        self._consumed = topics.consumed
+
+    def decode(self, kafka: KafkaMessage) -> ConsumedRecord:
+        """The record's event and metadata, or why it cannot be applied."""
+        topic = self._consumed[kafka.topic() or ""]
+        headers = _headers(kafka)
+        redrive = next((header_text(v) for k, v in headers if k == REDRIVE_HEADER), "")
+        try:
+            meta, event = decode(topic, headers, kafka.value())
+        except InvalidEvent as exc:
+            return ConsumedRecord(kafka, error=str(exc), redrive_id=redrive)
+        return ConsumedRecord(kafka, meta=meta, event=event, redrive_id=redrive)
+
+    def settle(self, records: list[ConsumedRecord]) -> Outcome:
+        """Apply `records` in one transaction; if one of them makes it fail, narrow it down.
+
+        The halves are settled in order, so no record is applied before an earlier one of
+        its partition is settled. Raises when the database is at fault; parts already
+        committed are in the inbox, so the retried batch skips them.
+        """
+        try:
+            return self._transact_with_retries(records)
+        except Exception as exc:
+            if is_transient(exc) or not self._database_reachable():
+                raise
+            failure = exc
+        if len(records) == 1:
+            return self._dead_letter_poison(records[0], failure)
+        log.warning(
+            "part of a batch failed; narrowing it down",
+            extra={**_span(records), "error": _reason(failure)},
+        )
+        half = len(records) // 2
+        return self.settle(records[:half]) + self.settle(records[half:])
+
+    def _transact_with_retries(self, records: list[ConsumedRecord]) -> Outcome:
+        """`_transact`, tried again on a transient failure (on any failure, for one record)."""
+        attempt = 1
+        while True:
+            try:
+                return self._transact(records)
+            except Exception as exc:
+                if attempt >= self.attempts or not (is_transient(exc) or len(records) == 1):
+                    raise
+                log.warning(
+                    "transaction failed; trying it again",
+                    extra={**_span(records), "attempt": attempt, "error": _reason(exc)},
+                )
+            time.sleep(self.retry_pause_s * attempt)
+            attempt += 1
+
+    def _database_reachable(self) -> bool:
+        try:
+            self.db.ping()
+        except Exception:
+            log.warning("database unreachable", exc_info=True)
+            return False
+        return True
+
+    def _transact(self, records: list[ConsumedRecord]) -> Outcome:
+        # Each event's span ends with the transaction (see services.common.observability.tracing).
+        with tracing.EventSpans() as spans, self.db.write() as session:
+            outbox = OutboxWriter(self.topics)
+            fresh = self._drop_duplicates(session, records)
+            dead = sum(
+                self._apply(session, outbox, topic, group, spans)
+                for topic, group in _by_topic(fresh).items()
+            )
+            outbox.write(session)
+        return Outcome(new=len(fresh), dead_lettered=dead)
+
+    @staticmethod
+    def _drop_duplicates(session: Session, records: list[ConsumedRecord]) -> list[ConsumedRecord]:
+        """The records whose event was not seen before (recording them in the inbox)."""
+        new = inbox.record_new(session, [(r.inbox_id, r.topic) for r in records])
+        fresh = []
+        for record in records:
+            if record.inbox_id in new:
+                new.discard(record.inbox_id)  # a second copy in this batch is a duplicate
+                fresh.append(record)
+            else:
+                log.info("duplicate event skipped", extra=record.log_fields())
+                metrics.duplicate_skipped(record.topic)
+        return fresh
+
+    def _apply(
+        self,
+        session: Session,
+        outbox: OutboxWriter,
+        topic: str,
+        records: list[ConsumedRecord],
+        spans: tracing.EventSpans,
+    ) -> int:
+        """Apply one topic's records; return how many were dead-lettered."""
+        batch = self.handlers[topic](session, outbox, [r.event for r in records if r.event])
+        dead = 0
+        applied: list[str] = []  # their ce_time, for the hop latency
+        for record in records:
+            subject = record.meta.subject if record.meta else ""
+            with spans.handling(record.kafka, record.inbox_id, subject):
+                reason = record.error
+                if record.event is not None and record.meta is not None and not reason:
+                    began = utcnow()
+                    try:
+                        batch.apply(record.event, record.meta)
+                        outbox.journal.consumed(
+                            StepKind.APPLIED,
+                            topic=topic,
+                            partition=record.kafka.partition() or 0,
+                            offset=record.kafka.offset() or 0,
+                            meta=record.meta,
+                            detail=describe(record.event),
+                            at=began,
+                        )
+                        applied.append(record.meta.time)
+                        continue
+                    except InvalidEvent as exc:
+                        reason = str(exc)
+                _stage_dead_letter(outbox, record, reason, event_id=record.inbox_id)
+                dead += 1
+        batch.write()
+        metrics.observe_hops(topic, applied)
+        return dead
+
+    def _dead_letter_poison(self, record: ConsumedRecord, exc: Exception) -> Outcome:
+        """Dead-letter the one record that keeps failing, in a transaction of its own."""
+        reason = _reason(exc)
+        try:
+            return self._write_dead_letter(record, record.inbox_id, reason)
+        except Exception as dlt_exc:
+            if is_transient(dlt_exc) or record.inbox_id == record.where:
+                raise
+            # The event id itself may be what the database refuses (a NUL byte on
+            # PostgreSQL): record the dead letter under the record's coordinates instead.
+            log.warning(
+                "dead letter under the event id failed; keying it by its coordinates",
+                extra={**record.log_fields(), "error": _reason(dlt_exc)},
+            )
+        return self._write_dead_letter(record, record.where, reason)
+
+    def _write_dead_letter(self, record: ConsumedRecord, inbox_id: str, reason: str) -> Outcome:
+        with self.db.write() as session:
+            if not inbox.record_new(session, [(inbox_id, record.topic)]):
+                log.info("duplicate event skipped", extra=record.log_fields())
+                return Outcome()
+            outbox = OutboxWriter(self.topics)
+            _stage_dead_letter(outbox, record, reason, event_id=inbox_id)
+            outbox.write(session)
+        return Outcome(new=1, dead_lettered=1)
+
+
+def _stage_dead_letter(
+    outbox: OutboxWriter, record: ConsumedRecord, reason: str, *, event_id: str
+) -> None:
+    """Stage the consumed record, byte for byte, for its topic's dead-letter topic."""
+    log.warning("event dead-lettered", extra={**record.log_fields(), "reason": reason})
+    tracing.mark_failed(reason)
+    topic, partition, offset = coordinates(record.kafka)
+    outbox.add_dead_letter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=record.kafka.key(),
+        value=record.kafka.value(),
+        headers=_headers(record.kafka),
+        reason=reason,
+        event_id=event_id,
+    )
