@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 
 import pytest
 
-from deploy.stack.config import ROOT
+from tests.doc_blocks import CLIENT_EXAMPLE, ROOT, blocks
 from tests.e2e.conftest import GrpcurlStack
 
 pytestmark = pytest.mark.e2e
 
 
 def readme_snippet() -> str:
-    text = (ROOT / "README.md").read_text()
-    found = re.search(
-        r"<!-- client-example:start -->\s*```python\n(.*?)```\s*<!-- client-example:end -->",
-        text,
-        re.S,
-    )
-    assert found, "README.md lost its client-example block"
-    return found.group(1)
+    """The Python block between `<!-- client-example:start -->` and `...:end -->`."""
+    found = [
+        block
+        for block in blocks(ROOT / "README.md")
+        if block.marker == CLIENT_EXAMPLE and block.info == "python"
+    ]
+    assert len(found) == 1, "README.md must hold one client-example block"
+    assert "<!-- client-example:end -->" in (ROOT / "README.md").read_text()
+    return found[0].code
 
 
 def test_readme_client_snippet_runs(stack: GrpcurlStack) -> None:
