@@ -20,12 +20,13 @@ from services.common.serving.grpc_app import GrpcApp
 from services.common.worker import PeriodicWorker
 from services.order.admin import order_admin
 from services.order.deadlines import SagaDeadlines
+from services.order.feed import OrderFeed
 from services.order.handlers import FinishOrders
 from services.order.server import OrderServicer
 from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
 from services.order.streams import WatchStreams
-from services.order.watch import OrderFeed, OrderUpdatesTail
+from services.order.updates_tail import OrderUpdatesTail
 from services.saga.topics import SAGA_TOPICS, TRANSACTIONS
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name

@@ -19,8 +19,8 @@ from paysaga.v1 import events_pb2, payments_pb2
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
 from services.common.money import format_cents
-from services.common.observability import metrics
 from services.common.timeutil import utcnow
+from services.order import metrics
 from services.order.changes import announce
 from services.order.domain import Status, next_status, refund_note
 from services.order.models import DEADLINES_TABLE, ORDERS_TABLE, OrderRow

@@ -13,10 +13,11 @@ from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
 from services.common.messaging.outbox import OutboxWriter
-from services.common.observability import metrics, tracing
+from services.common.observability import tracing
 from services.common.persistence.db import Database, insert_ignoring_conflicts
 from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
+from services.order import metrics
 from services.order.changes import announce
 from services.order.domain import Status
 from services.order.models import (
@@ -179,7 +180,7 @@ def _stage_new_orders(
     ]
     session.execute(_INSERT_DEADLINES, due)
     outbox.write(session)
-    metrics.count_after_commit(session, metrics.ORDERS, {"created": len(created)})
+    metrics.orders_created_after_commit(session, len(created))
 
 
 def _same_request(existing: OrderRow, request: NewOrder) -> OrderRow | Exception:

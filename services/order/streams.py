@@ -21,16 +21,9 @@ from services.common.persistence.db import Database
 from services.common.serving.grpc_errors import abort_async
 from services.order import store
 from services.order.changes import order_to_proto
+from services.order.feed import TERMINAL, OrderFeed, Watcher
 from services.order.models import Order
-from services.order.watch import (
-    TERMINAL,
-    BadResumeToken,
-    OrderFeed,
-    Position,
-    ResumeToken,
-    ResumeTokenTooOld,
-    Watcher,
-)
+from services.order.resume_tokens import BadResumeToken, Position, ResumeToken, ResumeTokenTooOld
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from paysaga.v1 import events_pb2, payments_pb2
 from services.common.crashpoints import crash_point
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
-from services.common.observability import metrics
 from services.common.timeutil import utcnow
+from services.payment import metrics
 from services.payment.domain import decide_payment
 from services.payment.models import CHARGE, REFUND, Account, Payment, Transaction
 
@@ -269,7 +269,7 @@ class ChargeOrders:
             _expect_rows(self.session, marked, len(stored_refunded), "refunded payments")
         if self.charges:
             self.session.execute(_TRANSACTIONS.insert(), self.charges)
-        metrics.count_after_commit(self.session, metrics.PAYMENTS, self.decisions)
+        metrics.payments_decided_after_commit(self.session, self.decisions)
 
 
 class RecordTransactions:

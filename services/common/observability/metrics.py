@@ -1,8 +1,10 @@
-"""Every Prometheus metric of a service process, and the HTTP endpoint that serves them.
+"""The metrics of the shared mechanisms, and what a service process reports when scraped.
 
-The names are a contract (dashboards, alerts): see README "Observing paysaga". Metrics
-live in prometheus-client's default registry, one per process, next to its process
-collector (CPU, memory, open fds, start time) and our `process_threads`.
+The names are a contract (dashboards, alerts): see docs/observability.md. The services
+define their own domain metrics next to their code (services/order/metrics.py,
+services/payment/metrics.py); the endpoint that serves them all is `metrics_endpoint`.
+Metrics live in prometheus-client's default registry, one per process, next to its
+process collector (CPU, memory, open fds, start time) and our `process_threads`.
 
 Hot-path cost: counters are incremented once per batch or group (`inc(n)`), never per
 event, and a value that needs the database (the outbox backlog) or Kafka (consumer lag)
@@ -21,14 +23,10 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlmodel import Session
-
-from services.common.persistence.db import run_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +37,6 @@ SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 #: gRPC handling time: sub-millisecond reads up to slow writes.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-ORDERS = Counter(
-    "paysaga_orders_total",
-    "Orders by status reached: created (CreateOrder accepted), completed, failed.",
-    ["status"],
-)
-PAYMENTS = Counter(
-    "paysaga_payments_total",
-    "Payment decisions on OrderPurchased events: approved or declined.",
-    ["decision"],
-)
-SAGA_DURATION = Histogram(
-    "paysaga_saga_duration_seconds",
-    "Time from CreateOrder accepted (the order's creation) to the order terminal, by outcome.",
-    ["outcome"],
-    buckets=LATENCY_BUCKETS,
-)
 HOP_DURATION = Histogram(
     "paysaga_hop_duration_seconds",
     "Time from an event's creation (ce_time, in its producer's transaction) to its "
@@ -115,12 +97,14 @@ STATS_INTERVAL_MS = 5000
 
 # -- recording helpers (one call per batch / group / commit) -------------------------------
 
-#: Whether the helpers below record anything. A process whose metrics address is off
-#: records nothing (`serve`), so `make bench` can compare the cost with metrics on and off.
+#: Whether the helpers below (and the services' own metrics) record anything. A process
+#: whose metrics address is off records nothing (`metrics_endpoint.serve`), so
+#: `make bench` can compare the cost with metrics on and off.
 _recording = True
 
 
 def recording() -> bool:
+    """Whether metrics are recorded in this process (the metrics endpoint is on)."""
     return _recording
 
 
@@ -141,35 +125,9 @@ def duplicate_skipped(topic: str) -> None:
         DUPLICATES_SKIPPED.labels(topic).inc()
 
 
-def count_after_commit(session: Session, counter: Counter, counts: Mapping[str, int]) -> None:
-    """Add `counts` (label value -> n) to `counter` once the transaction commits."""
-    counts = {label: n for label, n in counts.items() if n}
-    if counts and _recording:
-        run_after_commit(session, lambda: _inc(counter, counts))
-
-
 def _inc(counter: Counter, counts: Mapping[str, int]) -> None:
     for label, n in counts.items():
         counter.labels(label).inc(n)
-
-
-def sagas_ended_after_commit(session: Session, ended: Iterable[tuple[str, datetime]]) -> None:
-    """Orders that reached `outcome` ("completed"/"failed"), created at the given times:
-    count them and observe their saga durations once the transaction commits."""
-    if not _recording:
-        return
-    ended = list(ended)
-    if ended:
-        run_after_commit(session, lambda: _sagas_ended(ended))
-
-
-def _sagas_ended(ended: list[tuple[str, datetime]]) -> None:
-    now = datetime.now(UTC)
-    for outcome, created_at in ended:
-        if created_at.tzinfo is None:  # SQLite returns naive UTC
-            created_at = created_at.replace(tzinfo=UTC)
-        SAGA_DURATION.labels(outcome).observe(max(0.0, (now - created_at).total_seconds()))
-    _inc(ORDERS, Tally(outcome for outcome, _ in ended))
 
 
 def observe_hops(topic: str, event_times: Iterable[str]) -> None:
@@ -313,63 +271,6 @@ def watch_outbox(read: Callable[[], tuple[int, datetime | None]]) -> None:
         REGISTRY.unregister(_outbox_collector)
     _outbox_collector = OutboxBacklog(read)
     REGISTRY.register(_outbox_collector)
-
-
-# -- the endpoint -------------------------------------------------------------------------
-
-
-class MetricsAddressInUse(RuntimeError):
-    """The metrics address could not be bound."""
-
-
-def parse_address(address: str) -> tuple[str, int] | None:
-    """`host:port` -> (host, port); "", "0", "off" -> None (metrics switched off)."""
-    address = address.strip()
-    if address in ("", "0", "off"):
-        return None
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"metrics address {address!r} is not host:port (or 0 to switch off)")
-    return host or "0.0.0.0", int(port)
-
-
-class MetricsServer:
-    """The /metrics HTTP endpoint on its own daemon thread."""
-
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-
-    @property
-    def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5.0)
-
-
-def serve(address: str, setting: str = "METRICS_ADDRESS") -> MetricsServer | None:
-    """Serve every metric on http://`address`/metrics; None if `address` switches it off
-    (and then nothing is recorded either). Call it before building the service.
-
-    `setting` names the variable in the error, so a taken port says what to change.
-    """
-    where = parse_address(address)
-    set_recording(where is not None)
-    if where is None:
-        return None
-    host, port = where
-    try:
-        server, thread = start_http_server(port, addr=host)
-    except OSError as exc:
-        raise MetricsAddressInUse(
-            f"cannot serve metrics on {address}: {exc}; set {setting} to a free host:port, "
-            "or to 0 to switch metrics off"
-        ) from exc
-    return MetricsServer(server, thread)
 
 
 def consumer_stats_config() -> dict[str, Any]:

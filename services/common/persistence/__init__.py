@@ -1,4 +1,6 @@
 """Persistence: the database engine, schema migrations, group commit and shared column types.
 
-May import observability and the leaves of services.common; knows nothing of Kafka.
+What differs between SQLite and PostgreSQL is one class per kind (`kinds`), chosen once
+from the URL. May import observability and the leaves of services.common; knows nothing
+of Kafka.
 """

@@ -5,7 +5,7 @@ starts with BEGIN IMMEDIATE, so concurrent writers queue on the write lock inste
 failing when a read transaction tries to upgrade; reads (`Database.read()`) use a plain
 BEGIN and never block writers (WAL). Callbacks registered with `run_after_commit` run
 only once the transaction is durable: that is how the relay and WatchOrders learn of
-new rows without polling.
+new rows without polling. What differs between SQLite and PostgreSQL is in `kinds`.
 """
 
 from __future__ import annotations
@@ -16,28 +16,16 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from contextlib import contextmanager
 
-from sqlalchemy import Engine, Insert, Table, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine.url import make_url
+from sqlalchemy import Engine, Insert, Table, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlmodel import Session, SQLModel
 
-log = logging.getLogger(__name__)
+from services.common.persistence.kinds import DatabaseKind, SqliteKind, kind_of, kind_of_url
 
-#: SQLite settings applied to every connection. synchronous=FULL makes every commit
-#: durable across power loss: a committed debit must never vanish after its Kafka
-#: offset was committed (see README, Guarantees).
-SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
-    "PRAGMA busy_timeout=30000",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA cache_size=-16000",
-)
+log = logging.getLogger(__name__)
 
 _AFTER_COMMIT = "after_commit_callbacks"
 
@@ -79,17 +67,18 @@ def insert_ignoring_conflicts(
     session's SQL dialect.
 
     The database settles races between replicas: never select-then-insert. The statement
-    is built once per dialect and table (it is on the hot path of every consumed batch).
+    is built once per database kind and table (it is on the hot path of every consumed
+    batch).
     """
-    return _insert_ignoring(session.get_bind().dialect.name, table, conflict_columns, returning)
+    kind = kind_of(session.get_bind().dialect.name)
+    return _insert_ignoring(kind, table, conflict_columns, returning)
 
 
 @functools.cache
 def _insert_ignoring(
-    dialect: str, table: Table, conflict_columns: tuple[str, ...], returning: str
+    kind: DatabaseKind, table: Table, conflict_columns: tuple[str, ...], returning: str
 ) -> Insert:
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    statement = kind.insert_ignoring(table, conflict_columns)
     return statement.returning(table.c[returning]) if returning else statement
 
 
@@ -101,43 +90,17 @@ class Database:
         #: This replica's name in the saga journal (messaging.journal): its instance id.
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
         self.pool_size = pool_size
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        #: What differs on this kind of database (engines, the writer lock, upserts).
+        self.kind = kind_of_url(url)
         #: Set after every commit that wrote outbox rows; the relay waits on it.
         self.outbox_signal = threading.Event()
-        # SQLite has one writer at a time. Writers of this process queue on a Python lock,
-        # which hands over at once; left to SQLite's busy handler, a waiting writer sleeps
-        # in steps of up to 100 ms however soon the lock is free.
-        self._write_lock: AbstractContextManager[Any] = (
-            threading.Lock() if self.is_sqlite else nullcontext()
-        )
-        self._writer = self._create_engine(begin="BEGIN IMMEDIATE")
-        self._reader = self._create_engine(begin="BEGIN") if self.is_sqlite else self._writer
+        self._write_lock = self.kind.write_lock()
+        self._writer, self._reader = self.kind.engines(url, pool_size)
 
-    def _create_engine(self, *, begin: str) -> Engine:
-        if not self.is_sqlite:
-            return create_engine(
-                self.url, pool_pre_ping=True, pool_size=self.pool_size, max_overflow=self.pool_size
-            )
-        path = make_url(self.url).database
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = create_engine(self.url, connect_args={"check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _configure(dbapi_connection: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not the sqlite3 module, decide where transactions
-            # begin, so that BEGIN IMMEDIATE and SAVEPOINT work as written.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            for pragma in SQLITE_PRAGMAS:
-                cursor.execute(pragma)
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection: Any) -> None:
-            connection.exec_driver_sql(begin)
-
-        return engine
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is SQLite (one writer at a time)."""
+        return isinstance(self.kind, SqliteKind)
 
     def create_tables(self, tables: Sequence[type[SQLModel]]) -> None:
         """Create these tables directly (unit tests only: services migrate, see migrate.py)."""

@@ -8,23 +8,19 @@ schema is not at the newest revision, and says which command fixes it.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, inspect
 from sqlalchemy.engine.url import make_url
 
-log = logging.getLogger(__name__)
+from services.common.persistence.kinds import kind_of_url
 
-#: pg_advisory_lock key held while migrating ("paysaga" in ASCII).
-_MIGRATION_LOCK = 0x70617973616761
+log = logging.getLogger(__name__)
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -37,33 +33,12 @@ def _config(script_location: Path) -> Config:
     return config
 
 
-@contextmanager
-def _migration_lock(connection: Connection, url: str) -> Iterator[None]:
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
-        connection.commit()
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
-            connection.commit()
-        return
-    path = make_url(url).database
-    if not path or path == ":memory:":
-        yield
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.migrate-lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def migrate(url: str, script_location: Path) -> str:
     """Upgrade the database at `url` to the newest revision; return that revision."""
     config = _config(script_location)
     engine = create_engine(url)
     try:
-        with engine.connect() as connection, _migration_lock(connection, url):
+        with engine.connect() as connection, kind_of_url(url).migration_lock(connection, url):
             _refuse_unversioned(connection, url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.common.observability.logs import configure_logging
-from services.common.observability.metrics import MetricsAddressInUse
+from services.common.observability.metrics_endpoint import MetricsAddressInUse
 from services.common.observability.tracing import TracingConfigError
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import SchemaNotCurrent, check_schema, migrate

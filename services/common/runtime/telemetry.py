@@ -17,7 +17,7 @@ import logging
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.common.messaging.relay import OutboxRelay
-from services.common.observability import metrics, tracing
+from services.common.observability import metrics, metrics_endpoint, tracing
 from services.common.serving.grpc_app import GrpcApp
 from services.common.settings import ServiceSettings
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class Telemetry:
     def __init__(
-        self, provider: TracerProvider | None, server: metrics.MetricsServer | None
+        self, provider: TracerProvider | None, server: metrics_endpoint.MetricsServer | None
     ) -> None:
         self.provider = provider
         self.server = server
@@ -36,7 +36,9 @@ class Telemetry:
         """Raises MetricsAddressInUse or TracingConfigError with what to change."""
         provider = tracing.configure(name)
         try:
-            server = metrics.serve(settings.metrics_address, f"{name.upper()}_METRICS_ADDRESS")
+            server = metrics_endpoint.serve(
+                settings.metrics_address, f"{name.upper()}_METRICS_ADDRESS"
+            )
         except Exception:
             if provider is not None:
                 provider.shutdown()

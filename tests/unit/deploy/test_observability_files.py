@@ -11,6 +11,8 @@ from prometheus_client import REGISTRY
 
 from deploy.stack.config import ROOT, SERVICES, replica_address
 from services.common.observability import metrics
+from services.order import metrics as _order_metrics  # noqa: F401 (registers them)
+from services.payment import metrics as _payment_metrics  # noqa: F401 (registers them)
 
 pytestmark = pytest.mark.unit
 

@@ -1,9 +1,8 @@
-"""The metrics module: addresses, consumer lag from librdkafka statistics, batch counting."""
+"""The mechanism metrics: consumer lag from librdkafka statistics, batch counting."""
 
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -22,25 +21,6 @@ def recording() -> Iterator[None]:
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.mark.parametrize(
-    ("address", "parsed"),
-    [
-        ("127.0.0.1:9101", ("127.0.0.1", 9101)),
-        (":9102", ("0.0.0.0", 9102)),
-        ("0", None),
-        ("", None),
-        (" off ", None),
-    ],
-)
-def test_metrics_address(address: str, parsed: tuple[str, int] | None) -> None:
-    assert metrics.parse_address(address) == parsed
-
-
-def test_a_bad_address_says_what_to_write() -> None:
-    with pytest.raises(ValueError, match="host:port"):
-        metrics.parse_address("localhost")
 
 
 def test_consumer_lag_keeps_the_latest_assigned_partitions() -> None:
@@ -82,26 +62,3 @@ def test_published_dead_letters_count_under_their_source_topic(recording: None) 
     metrics.published(["payments.dlt", "transactions", "payments.dlt"])
     assert sample("paysaga_dead_letters_total", topic="payments") - dead == 2
     assert sample("paysaga_events_published_total", topic="payments.dlt") - published == 2
-
-
-def test_nothing_is_recorded_with_metrics_off(recording: None) -> None:
-    consumed = sample("paysaga_events_consumed_total", topic="orders")
-    assert metrics.serve("0") is None
-    metrics.consumed(["orders", "orders"])
-    assert sample("paysaga_events_consumed_total", topic="orders") == consumed
-    assert metrics.consumer_stats_config() == {}
-
-
-def test_the_endpoint_serves_every_metric_and_refuses_a_taken_port(recording: None) -> None:
-    server = metrics.serve("127.0.0.1:0")
-    assert server is not None
-    try:
-        metrics.consumed(["transactions"] * 3)
-        with urllib.request.urlopen(f"http://{server.address}/metrics", timeout=5) as reply:
-            text = reply.read().decode()
-        assert 'paysaga_events_consumed_total{topic="transactions"}' in text
-        assert "process_threads" in text and "process_open_fds" in text
-        with pytest.raises(metrics.MetricsAddressInUse, match="ORDER_METRICS_ADDRESS"):
-            metrics.serve(server.address, "ORDER_METRICS_ADDRESS")
-    finally:
-        server.stop()

@@ -1,43 +1,28 @@
-"""Order changes for WatchOrders streams: the `order-updates` topic, tailed and fanned out.
+"""The order feed: recent changes from `order-updates` in topic order, fanned out to watchers.
 
-Every Order replica tails `order-updates` (OrderUpdated, written through the outbox in the
-transaction of each change) without a consumer group, so a stream on any replica sees every
-change, whichever replica made it. A change's place in that topic (partition, offset) is
-the same on every replica, so a resume token (the stream's next offset in each partition)
-issued by one replica resumes on another.
-
-Threads: the tail reads Kafka on its own thread and hands each batch to the event loop;
-everything else here (history, positions, watchers) is touched on the loop only, so a
-stream registers and reads the history in one step, with no gap between the two.
+Threads: the tail (services.order.updates_tail) reads Kafka on its own thread and hands
+each batch to the event loop; everything here (history, positions, watchers) is touched
+on the loop only, so a stream registers and reads the history in one step, with no gap
+between the two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
-import threading
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-from google.protobuf.message import DecodeError
-
-from paysaga.v1 import events_pb2, orders_pb2
-from services.common.worker import BackgroundWorker
-from services.saga.topics import ORDER_UPDATES
+from paysaga.v1 import orders_pb2
+from services.order.resume_tokens import Position, ResumeTokenTooOld
 
 log = logging.getLogger(__name__)
 
-#: A stream's place in `order-updates`: partition -> the next offset it has not seen.
-Position = dict[int, int]
-
 _Key = TypeVar("_Key", int, str)
 
+#: The statuses an order ends in: a watch of that one order ends with it.
 TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 
 
@@ -48,56 +33,6 @@ class Change:
     partition: int
     offset: int
     order: orders_pb2.Order
-
-
-class BadResumeToken(ValueError):
-    """A resume token that is not one this service issued."""
-
-
-class ResumeTokenTooOld(LookupError):
-    """A resume token from before the oldest change this server still holds."""
-
-
-@dataclass
-class ResumeToken:
-    """Where a stream stands: its position, and the order versions the client already has.
-
-    `versions` holds, for a watch of one order, the last version sent; for other watches,
-    the orders sent as initial state whose change may still come on the topic (so it is
-    not sent twice). Opaque to clients: base64url of a small JSON object.
-    """
-
-    position: Position
-    versions: dict[str, int] = field(default_factory=dict)
-    #: Issued while the initial state was still being sent: a resume sends the rest of it.
-    initial: bool = False
-
-    def encode(self) -> str:
-        data: dict[str, object] = {
-            "p": {str(p): o for p, o in self.position.items()},
-            "v": self.versions,
-        }
-        if self.initial:
-            data["i"] = 1
-        raw = json.dumps(data, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> ResumeToken:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            data = json.loads(raw)
-            position = {int(p): int(o) for p, o in data["p"].items()}
-            versions = {str(i): int(v) for i, v in data.get("v", {}).items()}
-            initial = bool(data.get("i", 0))
-        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise BadResumeToken(
-                "resume_token is not a token this service issued: pass the resume_token of "
-                "a WatchOrdersResponse unchanged, or watch without one"
-            ) from exc
-        if any(o < 0 for o in position.values()) or any(p < 0 for p in position):
-            raise BadResumeToken("resume_token holds a negative offset: it was altered")
-        return cls(position, versions, initial)
 
 
 class Watcher:
@@ -303,104 +238,3 @@ def _discard(groups: dict[_Key, set[Watcher]], key: _Key, watcher: Watcher) -> N
         group.discard(watcher)
         if not group:
             del groups[key]
-
-
-class OrderUpdatesTail(BackgroundWorker):
-    """Reads topic `order-updates` and hands every change to the feed.
-
-    It starts `history` records back from the topic's end (shared among its partitions),
-    so a freshly started replica can resume streams from tokens another replica issued.
-    """
-
-    def __init__(
-        self,
-        consumer: Consumer,
-        feed: OrderFeed,
-        *,
-        history: int = 50_000,
-        poll_timeout_s: float = 0.1,
-    ) -> None:
-        super().__init__("order-updates-tail")
-        self.consumer = consumer
-        self.feed = feed
-        self.history = history
-        self.poll_timeout_s = poll_timeout_s
-        self._assigned = threading.Event()
-        self._caught_up = threading.Event()
-        self._ends: Position = {}
-
-    def problem(self) -> str | None:
-        """A status check: why WatchOrders streams cannot start yet, or None.
-
-        Not a readiness check: CreateOrder needs only the database, so a replica started
-        during a broker outage takes orders while its streams wait (UNAVAILABLE).
-        """
-        if not self._caught_up.is_set():
-            return f"not yet following {ORDER_UPDATES.name!r}: WatchOrders answers UNAVAILABLE"
-        return None
-
-    def _assign(self) -> None:
-        metadata = self.consumer.list_topics(ORDER_UPDATES.name, timeout=5)
-        topic = metadata.topics.get(ORDER_UPDATES.name)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise RuntimeError(f"topic {ORDER_UPDATES.name!r} is missing: create the topics")
-        first: Position = {}
-        per_partition = max(1, self.history // len(topic.partitions))
-        for partition in topic.partitions:
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(ORDER_UPDATES.name, partition), timeout=5
-            )
-            first[partition] = max(low, high - per_partition)
-            if high > first[partition]:
-                self._ends[partition] = high
-        self.consumer.assign(
-            [TopicPartition(ORDER_UPDATES.name, p, offset) for p, offset in first.items()]
-        )
-        self.feed.started_threadsafe(first)
-        self._assigned.set()
-        self._check_caught_up({})
-
-    def _check_caught_up(self, read: Position) -> None:
-        for partition, offset in read.items():
-            if self._ends.get(partition, 0) <= offset:
-                self._ends.pop(partition, None)
-        if not self._ends and not self._caught_up.is_set():
-            self._caught_up.set()
-            self.feed.caught_up_threadsafe()
-
-    def _run(self) -> None:
-        try:
-            # The broker may be away when the process starts: keep trying, never die of it.
-            while not self._assigned.is_set() and not self._stopping.is_set():
-                try:
-                    self._assign()
-                except Exception as exc:
-                    log.warning("cannot read order-updates yet", extra={"error": str(exc)})
-                    self._stopping.wait(1.0)
-            while not self._stopping.is_set():
-                changes: list[Change] = []
-                read: Position = {}
-                # Wait for one record, then take what is already fetched (consume(n, t)
-                # alone would wait for n records or the whole timeout).
-                first = self.consumer.poll(self.poll_timeout_s)
-                batch = [] if first is None else [first, *self.consumer.consume(499, 0)]
-                for record in batch:
-                    error = record.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("order-updates error", extra={"error": str(error)})
-                        continue
-                    partition, offset = record.partition() or 0, record.offset() or 0
-                    read[partition] = offset + 1
-                    try:
-                        update = events_pb2.OrderUpdated.FromString(record.value() or b"")
-                    except DecodeError:
-                        log.warning("undecodable order update skipped", extra={"offset": offset})
-                        continue
-                    changes.append(Change(partition, offset, update.order))
-                if changes:
-                    self.feed.publish_threadsafe(changes)
-                if read:
-                    self._check_caught_up(read)
-        finally:
-            self.consumer.close()

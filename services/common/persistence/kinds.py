@@ -1,0 +1,152 @@
+"""What differs between the databases paysaga runs on: one class per kind, chosen once.
+
+SQLite (the default, one replica) and PostgreSQL (any number of replicas) differ in how
+their engines are made, whether writers queue on a lock in this process, how an INSERT
+that ignores conflicts is spelt, and how replicas that migrate at once wait for each
+other. `Database` and `migrate` ask the kind instead of branching on its name. A URL of
+any other backend is treated as a server database like PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.url import make_url
+
+#: SQLite settings applied to every connection. synchronous=FULL makes every commit
+#: durable across power loss: a committed debit must never vanish after its Kafka
+#: offset was committed (see docs/design.md, Guarantees).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA cache_size=-16000",
+)
+
+#: pg_advisory_lock key held while migrating ("paysaga" in ASCII).
+MIGRATION_LOCK_KEY = 0x70617973616761
+
+
+class DatabaseKind(ABC):
+    """The behaviour of one kind of database (stateless: one instance per kind)."""
+
+    @abstractmethod
+    def engines(self, url: str, pool_size: int) -> tuple[Engine, Engine]:
+        """The engines for writes and for reads (the same one where reads need no other)."""
+
+    @abstractmethod
+    def write_lock(self) -> AbstractContextManager[Any]:
+        """What one process's writers hold around each write transaction."""
+
+    @abstractmethod
+    def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
+        """INSERT INTO `table` ... ON CONFLICT (conflict_columns) DO NOTHING, in this
+        database's dialect."""
+
+    @abstractmethod
+    def migration_lock(self, connection: Connection, url: str) -> AbstractContextManager[None]:
+        """Held while migrating, so replicas that migrate at once take turns."""
+
+
+class SqliteKind(DatabaseKind):
+    """SQLite in WAL mode: one writer at a time, readers that never block it."""
+
+    def engines(self, url: str, pool_size: int) -> tuple[Engine, Engine]:
+        # Writes start with BEGIN IMMEDIATE, so concurrent writers queue on the write lock
+        # instead of failing when a read transaction tries to upgrade; reads use a plain
+        # BEGIN on their own engine.
+        return _sqlite_engine(url, begin="BEGIN IMMEDIATE"), _sqlite_engine(url, begin="BEGIN")
+
+    def write_lock(self) -> AbstractContextManager[Any]:
+        # SQLite has one writer at a time. Writers of this process queue on a Python lock,
+        # which hands over at once; left to SQLite's busy handler, a waiting writer sleeps
+        # in steps of up to 100 ms however soon the lock is free.
+        return threading.Lock()
+
+    def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+    @contextmanager
+    def migration_lock(self, connection: Connection, url: str) -> Iterator[None]:
+        """A lock file next to the database (an in-memory database needs none)."""
+        path = make_url(url).database
+        if not path or path == ":memory:":
+            yield
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.migrate-lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+def _sqlite_engine(url: str, *, begin: str) -> Engine:
+    path = make_url(url).database
+    if path and path != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions
+        # begin, so that BEGIN IMMEDIATE and SAVEPOINT work as written.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class PostgresKind(DatabaseKind):
+    """PostgreSQL: a pool shared by reads and writes; the database orders the writers."""
+
+    def engines(self, url: str, pool_size: int) -> tuple[Engine, Engine]:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+        return engine, engine
+
+    def write_lock(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
+        return postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=list(conflict_columns)
+        )
+
+    @contextmanager
+    def migration_lock(self, connection: Connection, url: str) -> Iterator[None]:
+        """An advisory lock: every replica migrating at once queues on it."""
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
+
+
+SQLITE = SqliteKind()
+POSTGRES = PostgresKind()
+
+
+def kind_of(backend: str) -> DatabaseKind:
+    """The kind for a SQLAlchemy backend or dialect name ("sqlite", "postgresql", ...)."""
+    return SQLITE if backend == "sqlite" else POSTGRES
+
+
+def kind_of_url(url: str) -> DatabaseKind:
+    return kind_of(make_url(url).get_backend_name())

@@ -1,0 +1,70 @@
+"""One class per database kind: chosen from the URL, each with its own engines and upserts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from services.common.persistence.db import Database
+from services.common.persistence.kinds import (
+    POSTGRES,
+    SQLITE,
+    DatabaseKind,
+    PostgresKind,
+    SqliteKind,
+    kind_of,
+    kind_of_url,
+)
+
+pytestmark = pytest.mark.unit
+
+_TABLE = Table("seen", MetaData(), Column("id", Integer, primary_key=True))
+_PG_URL = "postgresql+psycopg://paysaga@127.0.0.1:1/paysaga_order"
+
+
+def test_the_kind_is_chosen_from_the_url_or_the_dialect() -> None:
+    assert kind_of_url("sqlite:///var/order.db") is SQLITE
+    assert kind_of_url(_PG_URL) is POSTGRES
+    assert kind_of("sqlite") is SQLITE and kind_of("postgresql") is POSTGRES
+    assert isinstance(SQLITE, SqliteKind) and isinstance(POSTGRES, PostgresKind)
+
+
+@pytest.mark.parametrize(("kind", "dialect"), [(SQLITE, sqlite), (POSTGRES, postgresql)])
+def test_each_kind_ignores_conflicts_in_its_own_dialect(kind: DatabaseKind, dialect: Any) -> None:
+    statement = kind.insert_ignoring(_TABLE, ["id"])
+    sql = str(statement.compile(dialect=dialect.dialect()))
+    assert sql.startswith("INSERT INTO seen (id) VALUES")
+    assert sql.endswith("ON CONFLICT (id) DO NOTHING")
+
+
+def test_sqlite_reads_on_their_own_engine_and_writers_queue_on_a_lock(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/nested/order.db", pool_size=3)
+    try:
+        assert db.is_sqlite and db._reader is not db._writer
+        assert hasattr(db._write_lock, "acquire"), "writers of this process take turns"
+        with db.read() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert session.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+            assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        with db.write() as session:
+            session.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+        db.ping()
+    finally:
+        db.dispose()
+
+
+def test_postgres_shares_one_pool_sized_by_the_setting() -> None:
+    db = Database(_PG_URL, pool_size=7)  # nothing connects until a session is used
+    try:
+        assert not db.is_sqlite and db._reader is db._writer
+        pool = db._writer.pool
+        assert pool.size() == 7 and pool._max_overflow == 7  # type: ignore[attr-defined]
+        assert pool._pre_ping  # type: ignore[attr-defined]
+        with db._write_lock:
+            pass  # no lock in the process: the database orders the writers
+    finally:
+        db.dispose()
