@@ -36,10 +36,11 @@ $(VENV)/.installed: pyproject.toml | check-python
 venv: $(VENV)/.installed ## create .venv and install the project (+ dev tools)
 
 .PHONY: lint
-lint: venv ## ruff lint + format check, mypy
+lint: venv ## ruff lint + format check, mypy, the import contract (.importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: venv ## apply ruff fixes and formatting

@@ -1,5 +1,5 @@
 # benchmark targets
-# `make bench` starts a private stack (deploy/stack.py: Kafka, a fresh database, the services)
+# `make bench` starts a private stack (deploy/stack/: Kafka, a fresh database, the services)
 # in a temp dir, measures, stops it and prints a table plus one JSON line. It takes the
 # layout of `make up`: DB=sqlite|postgres, REPLICAS (of each service), BROKERS, e.g.
 # `make bench DB=postgres REPLICAS=2 BROKERS=3` (the load goes to Order replica 0).

@@ -1,4 +1,4 @@
-# The whole system in the background: Kafka, the databases and the services (deploy/stack.py).
+# The whole system in the background: Kafka, the databases and the services (deploy/stack/).
 # make up REPLICAS=N DB=sqlite|postgres BROKERS=B: B Kafka nodes (kafka-up), PostgreSQL when
 # DB=postgres (pg-up), both databases migrated and seeded, N replicas of each service.
 # Replica 0 on 50051/50052 (var/run/order.pid, var/log/order.log); replica i on the ports
