@@ -48,12 +48,13 @@ fmt: venv ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 .PHONY: test-unit
-test-unit: venv ## unit tests (no external processes)
-	$(PY) -m pytest tests/unit -q
+test-unit: venv ## unit tests (no external processes; store tests on SQLite)
+	$(PY) -m pytest tests/unit -q -m 'not postgres'
 
 .PHONY: test-integration
-test-integration: venv check-java check-postgres ## integration tests: private Kafka broker/cluster, PostgreSQL and SQLite
+test-integration: venv check-java check-postgres ## integration tests: private Kafka broker/cluster, PostgreSQL and SQLite; store tests on PostgreSQL
 	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/unit -q -m postgres
 
 .PHONY: test-e2e
 test-e2e: venv tools check-java check-postgres ## end-to-end tests: real services called with grpcurl

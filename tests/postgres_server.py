@@ -66,3 +66,18 @@ def postgres_database(postgres_server: PostgresRuntime) -> Iterator[str]:
     url = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind the services run on, for store tests written once.
+
+    The SQLite case runs in the unit tier; the PostgreSQL case carries the `postgres` mark,
+    which `make test-unit` leaves to `make test-integration` (it starts a real server).
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+    else:
+        yield request.getfixturevalue("postgres_database")

@@ -6,7 +6,6 @@ against the real broker.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +29,8 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def hop(tmp_path: Path) -> tuple[EventConsumer, Database, FakeConsumer]:
-    db = Database(f"sqlite:///{tmp_path}/payment.db")
+def hop(store_url: str) -> tuple[EventConsumer, Database, FakeConsumer]:
+    db = Database(store_url)
     db.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent, *JOURNAL_TABLES])
     seed_accounts(db)
     consumer = FakeConsumer()

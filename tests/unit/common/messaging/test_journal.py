@@ -6,8 +6,6 @@ twice sends two copies with one redrive id, and the hop applies exactly one of t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlmodel import col, select
 
@@ -40,8 +38,8 @@ ORDER_ID = "order-poison-1"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path}/payment.db", instance="payment-7")
+def db(store_url: str) -> Database:
+    database = Database(store_url, instance="payment-7")
     database.create_tables([Account, Payment, Transaction, OutboxRecord, ProcessedEvent, *TABLES])
     return database
 

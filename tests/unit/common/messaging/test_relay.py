@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,8 +54,8 @@ class FakeProducer:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path}/relay.db")
+def db(store_url: str) -> Database:
+    database = Database(store_url)
     database.create_tables([OutboxRecord, ParkedRecord, *JOURNAL_TABLES])
     return database
 
@@ -112,7 +111,9 @@ def test_a_refused_record_is_sent_again_and_those_after_it_are_not(db: Database)
     stage(db, "a", "b", "c")
     producer.refuse = {"b": RETRIABLE}
     assert relay.publish_pending() == (2, 1)
-    assert remaining(db) == 2  # a (published, deleted later) and b; c is gone already
+    # SQLite deletes published rows about once a second (a is still there), PostgreSQL in the
+    # round that published them; b waits either way.
+    assert remaining(db) == (2 if db.is_sqlite else 1)
     producer.refuse = {}
     assert relay.publish_pending() == (1, 0)
     assert producer.sent == ["a", "c", "b"]

@@ -4,7 +4,6 @@ nothing is old."""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -28,8 +27,8 @@ def _step(order_id: str, age_days: float) -> SagaStep:
     )
 
 
-def test_old_journal_steps_are_purged_and_young_ones_kept(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path}/journal.db")
+def test_old_journal_steps_are_purged_and_young_ones_kept(store_url: str) -> None:
+    db = Database(store_url)
     db.create_tables([SagaStep])
     with db.write() as session:  # ids grow with time, as the services write them
         session.add_all([_step(f"old-{i}", 100 - i) for i in range(5)])

@@ -1,35 +1,10 @@
-"""Domain rules of both services: plain functions, no I/O."""
+"""The Order service's domain rules: plain functions, no I/O."""
 
 import pytest
 
-from services.common.money import format_cents
 from services.order.domain import InvalidOrderRequest, Status, check_order_request, next_status
-from services.payment.domain import decide_payment
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.mark.parametrize(
-    ("cents", "text"),
-    [(5000, "50.00"), (0, "0.00"), (7, "0.07"), (-125, "-1.25"), (100001, "1000.01")],
-)
-def test_format_cents(cents: int, text: str) -> None:
-    assert format_cents(cents) == text
-
-
-def test_payment_approved_when_balance_covers_price() -> None:
-    assert decide_payment(user_id=1, balance_cents=5000, amount_cents=5000).approved
-
-
-def test_payment_declined_with_reason_when_balance_too_low() -> None:
-    decision = decide_payment(user_id=1, balance_cents=5000, amount_cents=100000)
-    assert not decision.approved
-    assert decision.reason == "insufficient balance: 50.00 < 1000.00"
-
-
-def test_payment_declined_for_unknown_user() -> None:
-    decision = decide_payment(user_id=9, balance_cents=None, amount_cents=5000)
-    assert (decision.approved, decision.reason) == (False, "unknown user 9")
 
 
 @pytest.mark.parametrize(
