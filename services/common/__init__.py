@@ -8,7 +8,8 @@ checks this in `make lint`):
     security       identity, tokens, authorization, TLS, the start-up policy
     serving        the gRPC app, error mapping, page tokens
     messaging      topics as a type, CloudEvents, Kafka clients, inbox, outbox, journal,
-                   consumer, relay
+                   consumer (Kafka side), apply (transactions, dead letters), relay,
+                   claims (one strategy per database), delivery (error classes)
     persistence    database, migrations, group commit, column types
     observability  metrics, traces, logs, gRPC telemetry (hooks the layers above call)
     (leaves)       settings, headers, time, money, crash points, workers: import nothing here
