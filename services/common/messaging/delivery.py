@@ -1,11 +1,15 @@
 """Why Kafka did not take an outbox row, and whether that ever can change.
 
-A row Kafka refuses for good (an error code that no retry can change: too large, an
-invalid record, a denied topic; or produce() raising anything but BufferError) is
-permanent: the relay parks it at once. Errors that mean "the cluster is not reachable
-right now" never count towards the attempts after which a row is parked; any other
-failure does. (confluent-kafka leaves KafkaError.retriable() unset on delivery reports,
-so errors are classified by code.)
+A row Kafka refuses for good is **permanent**: the relay parks it at once. Only the record
+itself can be at fault for that: too large, an invalid record, a record the client cannot
+serialize (an error code that no retry can change, or produce() raising ValueError or
+TypeError). Everything else may be transient and is retried with backoff: a topic missing
+from the metadata, a denied or failed authorization (an ACL being granted, a credential
+being rotated), produce() raising anything else. Such a row is parked only once it has
+failed `max_attempts` times and is older than `stale_after_s` (the relay's rule). Errors
+that mean "the cluster is not reachable right now" (and a full local queue) never count
+towards those attempts. (confluent-kafka leaves KafkaError.retriable() unset on delivery
+reports, so errors are classified by code.)
 """
 
 from __future__ import annotations
@@ -33,20 +37,42 @@ _UNREACHABLE = {
 }
 
 
-#: Errors no retry can cure: the record (or our right to write it) is wrong.
+#: Errors no retry can cure: the record itself is wrong, or cannot be serialized.
 _PERMANENT = {
     KafkaError.MSG_SIZE_TOO_LARGE,
     KafkaError.INVALID_MSG,
     KafkaError.INVALID_MSG_SIZE,
     KafkaError.INVALID_RECORD,
     KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.TOPIC_EXCEPTION,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TOPIC_EXCEPTION,  # an invalid topic name
     KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
     KafkaError._INVALID_ARG,
+    KafkaError._INVALID_TYPE,
     KafkaError._BAD_MSG,
+    KafkaError._KEY_SERIALIZATION,
+    KafkaError._VALUE_SERIALIZATION,
 }
+
+#: Refusals of who we are, not of the record: an ACL or a credential an operator can fix
+#: while the row waits. Retried like any other transient error, never parked at once.
+_DENIED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+    }
+)
+
+_DENIED_HINT = (
+    " (Kafka refused this service's credentials or ACLs: check its KAFKA_SASL_* settings "
+    "and its WRITE permission on the topic; the row is retried meanwhile)"
+)
+
+#: Exceptions of produce() that say the record cannot be sent as it is (not serializable).
+_UNSENDABLE = (ValueError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -68,13 +94,19 @@ class Failure:
             return cls(str(err), permanent=False, counts=False, fatal=True)
         if code in _UNREACHABLE:
             return cls(str(err), permanent=False, counts=False)
+        if code in _DENIED:
+            return cls(f"{err}{_DENIED_HINT}", permanent=False, counts=True)
         return cls(str(err), permanent=code in _PERMANENT, counts=True)
 
     @classmethod
     def of_exception(cls, exc: Exception) -> Failure:
-        if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+        """The failure of a produce() call that raised `exc`."""
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
             return cls.of_kafka(exc.args[0])
-        return cls(f"{type(exc).__name__}: {exc}", permanent=True, counts=True)
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, BufferError):  # the local queue is full: the cluster is slow
+            return cls(error, permanent=False, counts=False)
+        return cls(error, permanent=isinstance(exc, _UNSENDABLE), counts=True)
 
 
 def record_failure(seq: int, failures: dict[int, Failure]) -> DeliveryCallback:

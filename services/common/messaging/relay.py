@@ -1,17 +1,19 @@
 """The outbox relay: publishes committed outbox rows with an idempotent producer, in order.
 
 Each round takes the next rows (how depends on the database: services.common.messaging.claims),
-publishes them and waits for the broker's confirmations. A row Kafka refuses for good is
-parked at once: moved to `outbox_parked` with its error, so the rows after it flow on. A row
-that fails otherwise is retried with backoff, and parked only once it has failed
-`max_attempts` times AND is older than `stale_after_s` (a topic missing from the metadata
-for a moment during a rolling restart must not park anything); errors that mean "the
-cluster is not reachable right now" never count (services.common.messaging.delivery says
-which are which). A crash publishes some rows again (never loses one); consumers drop the
-duplicates by event id. An operator puts a parked row back with a new seq:
-`INSERT INTO outbox (event_id, topic, key, value, headers, created_at, attempts,
-last_error) SELECT event_id, topic, key, value, headers, created_at, 0, '' FROM
-outbox_parked WHERE seq = …` (then delete it from outbox_parked).
+publishes them and waits for the broker's confirmations. A row Kafka refuses for good (the
+record itself is at fault: too large, invalid, not serializable) is parked at once: moved to
+`outbox_parked` with its error, so the rows after it flow on. A row that fails otherwise
+(authorization refusals and produce() exceptions included) is retried with backoff, and
+parked only once it has failed `max_attempts` times AND is older than `stale_after_s` (a
+topic missing from the metadata for a moment during a rolling restart, or an ACL granted a
+moment late, must not park anything); errors that mean "the cluster is not reachable right
+now" never count (services.common.messaging.delivery says which are which). A crash
+publishes some rows again (never loses one); consumers drop the duplicates by event id. An
+operator puts a parked row back with a new seq: `INSERT INTO outbox (event_id, topic, key,
+value, headers, created_at, attempts, last_error) SELECT event_id, topic, key, value,
+headers, created_at, 0, '' FROM outbox_parked WHERE seq = …` (then delete it from
+outbox_parked).
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class OutboxRelay(BackgroundWorker):
                 )
                 self.producer.poll(0)
                 return
-            except BufferError:
+            except BufferError:  # the local queue is full: wait for the broker to drain it
                 self.producer.poll(0.1)
 
     def settle_failures(

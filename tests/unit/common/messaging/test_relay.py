@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from sqlmodel import select
 
 from paysaga.v1 import events_pb2
+from services.common.messaging.delivery import Failure
 from services.common.messaging.journal import TABLES as JOURNAL_TABLES
 from services.common.messaging.outbox import OutboxRecord, OutboxWriter, ParkedRecord
 from services.common.messaging.relay import OutboxRelay
@@ -22,20 +23,26 @@ RETRIABLE = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "unknown topic")
 TOO_LARGE = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "message too large")
 UNREACHABLE = KafkaError(KafkaError._MSG_TIMED_OUT, "timed out")
 FATAL = KafkaError(KafkaError._FATAL, "idempotent producer fenced")
+TOPIC_DENIED = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "topic authorization failed")
 
 
 class FakeProducer:
     """Confirms every record on flush, except those whose order id is in `refuse` (with the
-    error given there) or in `raise_on_produce` (produce() raises that exception)."""
+    error given there) or in `raise_on_produce` (produce() raises that exception); the first
+    `queue_full` produce() calls raise BufferError (librdkafka's local queue is full)."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.refuse: dict[str, KafkaError] = {}
         self.raise_on_produce: dict[str, Exception] = {}
+        self.queue_full = 0
         self._pending: list[tuple[str, Any]] = []
 
     def produce(self, topic: str, key: bytes, value: bytes, headers: Any, on_delivery: Any) -> None:
         order_id = events_pb2.OrderPurchased.FromString(value).order_id
+        if self.queue_full > 0:
+            self.queue_full -= 1
+            raise BufferError("Local: Queue full")
         if order_id in self.raise_on_produce:
             raise self.raise_on_produce[order_id]
         self._pending.append((order_id, on_delivery))
@@ -217,3 +224,98 @@ def test_a_stale_backlog_is_reported(db: Database) -> None:
     assert "oldest unpublished outbox record" in (relay.problem() or "")
     relay.publish_pending()
     assert relay.problem() is None
+
+
+# -- transient refusals: retried by the attempts-and-age rule, never parked at once ----------
+
+DENIALS = [
+    KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "topic authorization failed"),
+    KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED, "cluster authorization failed"),
+    KafkaError(KafkaError.SASL_AUTHENTICATION_FAILED, "SASL authentication failed"),
+    KafkaError(KafkaError._AUTHENTICATION, "authentication failure"),
+]
+
+
+@pytest.mark.parametrize("denied", DENIALS, ids=lambda e: e.name())
+def test_an_authorization_refusal_is_retried_until_the_acl_is_granted(
+    db: Database, denied: KafkaError
+) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=2, stale_after_s=3600)
+    stage(db, "refund", "b")
+    producer.refuse = {"refund": denied}
+    for _ in range(4):
+        assert relay.publish_pending()[1] == 1  # counted, retried, not parked: the row is young
+    assert parked(db) == []
+    producer.refuse = {}  # the ACL is granted
+    assert relay.publish_pending() == (1, 0)
+    assert producer.sent == ["b", "refund"] and parked(db) == []
+
+
+def test_an_authorization_refusal_that_lasts_is_parked_by_the_retriable_rule(
+    db: Database,
+) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=3, stale_after_s=0.0)
+    stage(db, "a")
+    producer.refuse = {"a": TOPIC_DENIED}
+    assert relay.publish_pending() == (0, 1)
+    assert relay.publish_pending() == (0, 1)  # not at its first failure
+    assert relay.publish_pending() == (1, 0)
+    [row] = parked(db)
+    assert row.attempts == 3
+    assert "TOPIC_AUTHORIZATION_FAILED" in row.error and "WRITE permission" in row.error
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KafkaException(TOPIC_DENIED),
+        KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, "unknown topic")),
+        RuntimeError("librdkafka said something new"),
+    ],
+    ids=["denied", "unknown-topic", "unexpected"],
+)
+def test_produce_raising_what_may_pass_is_retried_not_parked(db: Database, exc: Exception) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=2, stale_after_s=3600)
+    stage(db, "a", "b")
+    producer.raise_on_produce = {"a": exc}
+    assert relay.publish_pending() == (1, 1)
+    assert relay.publish_pending() == (0, 1)
+    assert parked(db) == []
+    producer.raise_on_produce = {}
+    assert relay.publish_pending() == (1, 0)
+    assert producer.sent == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ValueError("headers must be a list of tuples"), TypeError("value must be bytes")],
+    ids=["ValueError", "TypeError"],
+)
+def test_produce_raising_for_a_record_it_cannot_send_parks_it_at_once(
+    db: Database, exc: Exception
+) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=5, stale_after_s=3600)
+    stage(db, "bad", "b")
+    producer.raise_on_produce = {"bad": exc}
+    assert relay.publish_pending() == (2, 0)
+    [row] = parked(db)
+    assert row.error == f"{type(exc).__name__}: {exc}" and row.attempts == 1
+    assert producer.sent == ["b"]
+
+
+def test_a_full_local_queue_waits_and_sends_the_row_once(db: Database) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer, max_attempts=1, stale_after_s=0.0)
+    stage(db, "a", "b")
+    producer.queue_full = 3
+    assert relay.publish_pending() == (2, 0)
+    assert producer.sent == ["a", "b"] and parked(db) == []
+
+
+def test_a_full_local_queue_never_counts_towards_parking() -> None:
+    failure = Failure.of_exception(BufferError("Local: Queue full"))
+    assert (failure.permanent, failure.counts) == (False, False)
