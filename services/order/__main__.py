@@ -44,7 +44,13 @@ def build(settings: OrderSettings) -> GrpcApp:
     )
     admin = order_admin(db, settings)
     feed = OrderFeed(settings.watch_history, settings.watch_max_backlog)
-    streams = WatchStreams(db, feed, max_streams=settings.watch_max_streams)
+    streams = WatchStreams(
+        db,
+        feed,
+        max_streams=settings.watch_max_streams,
+        max_streams_per_caller=settings.watch_max_streams_per_caller,
+        max_streams_per_operator=settings.watch_max_streams_per_operator,
+    )
     servicer = OrderServicer(db, streams, deadline_s=settings.saga_deadline_s)
     tail_config = consumer_config(
         settings.kafka_bootstrap_servers,

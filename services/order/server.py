@@ -18,7 +18,7 @@ from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.persistence.db import Database
 from services.common.persistence.group_commit import GroupCommitter, ShuttingDown
 from services.common.security import authz
-from services.common.serving.grpc_errors import abort, abort_async
+from services.common.serving.grpc_errors import abort, abort_async, echo
 from services.common.serving.paging import BadPageRequest, parse_page, split_page
 from services.order import store
 from services.order.changes import STATUS_FROM_PROTO, order_to_proto
@@ -73,7 +73,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"order_id must be an order id (a UUID), got {request.order_id!r}",
+                f"order_id must be an order id (a UUID), got {echo(request.order_id)}",
             )
         with self.db.read() as session:
             order = session.get(Order, request.order_id)

@@ -1,5 +1,6 @@
 """Order service settings: ORDER_* environment variables (and KAFKA_BOOTSTRAP_SERVERS)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -21,6 +22,12 @@ class OrderSettings(ServiceSettings):
     deadline_poll_s: float = 1.0
     #: Most WatchOrders streams open at once in one process; more get RESOURCE_EXHAUSTED.
     watch_max_streams: int = 10_000
+    #: Most WatchOrders streams one authenticated caller (a token's subject) may hold open
+    #: in one process, so that no caller takes every slot; more get RESOURCE_EXHAUSTED. With
+    #: auth off callers are not told apart: only watch_max_streams applies.
+    watch_max_streams_per_caller: int = Field(default=100, ge=1)
+    #: The same for a caller with the operator scope (dashboards watching every user).
+    watch_max_streams_per_operator: int = Field(default=1_000, ge=1)
     #: Changes queued for one stream before it is ended as too slow (RESOURCE_EXHAUSTED).
     watch_max_backlog: int = 1_000
     #: Recent order changes held (and read back at start) to resume streams from a token.

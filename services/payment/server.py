@@ -9,7 +9,7 @@ import grpc
 from paysaga.v1 import payments_pb2, payments_pb2_grpc
 from services.common.persistence.db import Database
 from services.common.security import authz
-from services.common.serving.grpc_errors import abort
+from services.common.serving.grpc_errors import abort, echo
 from services.common.serving.paging import BadPageRequest, parse_page, split_page
 from services.common.timeutil import to_timestamp
 from services.payment import store
@@ -36,7 +36,9 @@ def _check_uuid(context: grpc.ServicerContext, name: str, value: str) -> None:
     try:
         uuid.UUID(value)
     except ValueError:
-        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a UUID, got {value!r}")
+        abort(
+            context, grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a UUID, got {echo(value)}"
+        )
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):

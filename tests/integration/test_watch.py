@@ -1,18 +1,30 @@
-"""WatchOrders a client can trust: initial state first, every change once, resumable."""
+"""WatchOrders a client can trust: initial state first, every change once, resumable; and
+with auth on, one caller's streams cannot crowd out another's."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paysaga.v1 import orders_pb2
+from deploy.stack.processes import is_serving
+from paysaga.v1 import orders_pb2, orders_pb2_grpc
+from services.common.persistence.migrate import migrate
+from services.common.security.auth_settings import AuthSettings
+from services.common.security.tokens import mint_token
 from services.common.timeutil import utcnow
+from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
+from services.order.__main__ import WATCH_HEALTH
+from services.order.__main__ import build as build_order
 from services.order.models import Order
+from services.order.settings import OrderSettings
 from tests.integration.conftest import Saga
-from tests.support import wait_terminal
+from tests.support import pin_groups_to_end, wait_for, wait_terminal
 
 TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 
@@ -133,3 +145,95 @@ def test_a_bad_watch_request_says_what_to_fix(
         next(stream)
     assert failed.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
     assert message in (failed.value.details() or "")
+
+
+# -- per-caller allowance, with auth on ---------------------------------------------------
+
+#: The allowance of the guarded Order service below: small, so a test can take it whole.
+PER_CALLER = 3
+
+
+def _watch_ready(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=WATCH_HEALTH), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture
+def guarded_orders(
+    kafka_broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[orders_pb2_grpc.OrderServiceStub, AuthSettings]]:
+    """An Order service of its own with auth on (bearer tokens, HS256) and a per-caller
+    allowance of PER_CALLER streams, on SQLite and the session's broker."""
+    secret = "watch-allowance-" + "s" * 32
+    monkeypatch.setenv("PAYSAGA_AUTH_ENABLED", "1")
+    monkeypatch.setenv("PAYSAGA_AUTH_HS256_SECRET", secret)
+    url = f"sqlite:///{tmp_path}/order.db"
+    migrate(url, ORDER_MIGRATIONS)
+    group = f"it-watch-auth-{uuid.uuid4().hex[:6]}"
+    pin_groups_to_end(kafka_broker.bootstrap_servers, {group: ["transactions"]})
+    app = build_order(
+        OrderSettings(
+            database_url=url,
+            consumer_group=group,
+            kafka_bootstrap_servers=kafka_broker.bootstrap_servers,
+            grpc_address="127.0.0.1:0",
+            log_format="text",
+            watch_max_streams_per_caller=PER_CALLER,
+        )
+    )
+    app.start()
+    try:
+        wait_for("the guarded Order service to be SERVING", lambda: is_serving(app.address))
+        wait_for("it to follow order-updates", lambda: _watch_ready(app.address))
+        with grpc.insecure_channel(app.address) as channel:
+            yield orders_pb2_grpc.OrderServiceStub(channel), AuthSettings(hs256_secret=secret)
+    finally:
+        app.stop()
+
+
+def test_a_second_user_can_watch_while_one_holds_their_whole_allowance(
+    guarded_orders: tuple[orders_pb2_grpc.OrderServiceStub, AuthSettings],
+) -> None:
+    orders, auth = guarded_orders
+
+    def watch(user: int) -> Any:
+        token = mint_token(auth, subject=str(user))
+        return orders.WatchOrders(
+            orders_pb2.WatchOrdersRequest(user_id=user),
+            metadata=[("authorization", f"Bearer {token}")],
+            timeout=60,
+        )
+
+    subscribed = ("paysaga-watch", "subscribed")
+    held = [watch(2) for _ in range(PER_CALLER)]
+    try:
+        assert all(subscribed in stream.initial_metadata() for stream in held)
+        over = watch(2)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(over)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = refused.value.details() or ""
+        assert "ORDER_WATCH_MAX_STREAMS_PER_CALLER" in details
+        assert "close some of your streams" in details
+        other = watch(3)  # user 2 holds every stream they may: user 3 still gets one
+        assert subscribed in other.initial_metadata()
+        other.cancel()
+        held.pop().cancel()  # a stream user 2 closes is theirs to open again
+        again = wait_for("user 2's slot to come back", lambda: _opened(watch(2)), timeout_s=10)
+        again.cancel()
+    finally:
+        for stream in held:
+            stream.cancel()
+
+
+def _opened(stream: Any) -> Any:
+    """`stream` if the server subscribed it, else None (it was refused: cancelled meanwhile)."""
+    if ("paysaga-watch", "subscribed") in stream.initial_metadata():
+        return stream
+    return None

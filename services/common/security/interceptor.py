@@ -1,7 +1,8 @@
 """The server interceptor that authenticates every gRPC call and runs it as its caller.
 
 `Authenticate` takes the call's bearer token to services.common.security.tokens: a call
-without valid credentials ends with UNAUTHENTICATED and a message that says what is wrong;
+without valid credentials, whatever is wrong with them, ends with UNAUTHENTICATED and a
+message that says what is wrong (and nothing of the server's keys);
 a verified caller runs the servicer method as `current_caller()`
 (services.common.security.identity), and a `PermissionDenied` it raises
 (services.common.security.authz) ends the call with PERMISSION_DENIED. Operator-only services
@@ -11,6 +12,7 @@ need the operator scope. With auth off every call runs as `LOCAL_CALLER`.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,8 +21,15 @@ import grpc
 from services.common.security.auth_settings import ADMIN_SERVICES, AuthSettings
 from services.common.security.authz import PermissionDenied
 from services.common.security.identity import LOCAL_CALLER, Caller, acting_as
-from services.common.security.tokens import InvalidCredentials, TokenVerifier, bearer_token
+from services.common.security.tokens import (
+    UNVERIFIABLE,
+    InvalidCredentials,
+    TokenVerifier,
+    bearer_token,
+)
 from services.common.serving.grpc_errors import abort, abort_async
+
+log = logging.getLogger(__name__)
 
 #: Reflection and health: the methods a setting may leave open to callers without a token.
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -106,6 +115,9 @@ class Authenticate(grpc.aio.ServerInterceptor):
             caller = self.verifier.verify(bearer_token(metadata))
         except InvalidCredentials as exc:
             raise _Deny(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        except Exception:  # never UNKNOWN, nor a library's text, for a token
+            log.exception("verifying a token failed unexpectedly")
+            raise _Deny(grpc.StatusCode.UNAUTHENTICATED, UNVERIFIABLE) from None
         if not caller.operator and any(_matches(method, p) for p in self.operator_services):
             raise _Deny(
                 grpc.StatusCode.PERMISSION_DENIED,

@@ -1,43 +1,61 @@
 """Bearer tokens (JWT): verifying the one a call brings, and issuing development ones.
 
 A caller sends `authorization: Bearer <JWT>`. `TokenVerifier` checks it with PyJWT against the
-configured key (an HS256 shared secret for development; an RS256/ES256 public key or a JWKS
-file otherwise): signature, `exp`, `nbf`, `iss` and `aud`. Its subject is the user id; the
-operator scope (`scope` claim, space-separated) lets a caller act on every user's data.
-What is wrong with a token is said by `InvalidCredentials`, a key that cannot be used by
-`KeyConfigError`. `mint_token` signs a token with the settings' development key.
+configured key (an HS256 shared secret for development; a public key or a JWKS file
+otherwise, each taking the algorithms of its kind: services.common.security.keys): signature,
+`exp`, `nbf`, `iat`, `iss`, `aud`, and a lifetime no longer than
+PAYSAGA_AUTH_MAX_TOKEN_LIFETIME_S. Its subject is the user id; the operator scope (`scope`
+claim, separated by ASCII spaces as OAuth defines it) lets a caller act on every user's data.
+Every way a token can be wrong is an `InvalidCredentials` whose message speaks of the token,
+never of the server's keys; a key that cannot be used is a `KeyConfigError`. `mint_token`
+signs a token with the settings' development key.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 
 from services.common.security.auth_settings import AuthSettings
 from services.common.security.identity import Caller
+from services.common.security.keys import (
+    HMAC_ALGORITHMS,
+    Key,
+    KeyConfigError,
+    load_jwks,
+    load_public_key,
+    load_signing_key,
+)
+from services.common.serving.grpc_errors import echo
 
-#: Algorithms accepted per kind of key. `none` is never accepted, nor HS* with a public key.
-HMAC_ALGORITHMS = ("HS256",)
-PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
+log = logging.getLogger(__name__)
 
 
 class InvalidCredentials(Exception):
     """Missing or bad credentials; the message says what is wrong (for UNAUTHENTICATED)."""
 
 
-class KeyConfigError(ValueError):
-    """The auth settings name no usable key, or a key that cannot be read."""
-
-
 #: Verified tokens remembered (a few MB at most): each costs a signature check only once.
 VERIFIED_CACHE_SIZE = 10_000
+
+#: The answer to a token whose algorithm or signature does not match a trusted key: the same
+#: whichever it is, so that it says nothing of the keys (their kind, their algorithms).
+NOT_SIGNED_BY_A_TRUSTED_KEY = (
+    "the token's signature does not verify: it was not signed by a key this service trusts"
+)
+#: The answer to a token that makes the verification fail in a way not foreseen below.
+UNVERIFIABLE = "the token cannot be verified: send a JWT issued for this service"
+
+#: The operator scope's separator (RFC 6749, 3.3: scopes are separated by the space, %x20).
+_SCOPE_SEPARATOR = " "
 
 
 @dataclass(frozen=True)
@@ -54,38 +72,31 @@ class TokenVerifier:
         self.settings = settings
         #: Tokens verified already (touched on the server's event loop only).
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
-        self._keys: dict[str | None, tuple[Any, tuple[str, ...]]] = {}
+        self._keys: dict[str | None, tuple[Key, tuple[str, ...]]] = {}
         secret = settings.secret()
         if secret:
             if len(secret) < 32:
                 raise KeyConfigError("the HS256 secret must be at least 32 characters long")
             self._keys[None] = (secret, HMAC_ALGORITHMS)
         elif settings.public_key_file:
-            pem = Path(settings.public_key_file).read_bytes()
-            self._keys[None] = (pem, PUBLIC_KEY_ALGORITHMS)
+            self._keys[None] = load_public_key(settings.public_key_file)
         elif settings.jwks_file:
-            jwks = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text())
-            for key in jwks.keys:
-                algorithm = key.algorithm_name
-                if algorithm not in PUBLIC_KEY_ALGORITHMS:
-                    raise KeyConfigError(
-                        f"JWKS key {key.key_id!r} uses {algorithm}: only "
-                        f"{', '.join(PUBLIC_KEY_ALGORITHMS)} public keys are accepted"
-                    )
-                self._keys[key.key_id] = (key.key, (algorithm,))
+            self._keys = load_jwks(settings.jwks_file)
         if not self._keys:
             raise KeyConfigError(
                 "authentication is on but no key is configured: set PAYSAGA_AUTH_HS256_SECRET_FILE "
                 "(development), PAYSAGA_AUTH_PUBLIC_KEY_FILE or PAYSAGA_AUTH_JWKS_FILE"
             )
 
-    def _key_for(self, header: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
+    def _key_for(self, header: dict[str, Any]) -> tuple[Key, tuple[str, ...]]:
         if None in self._keys:
             return self._keys[None]
         kid = header.get("kid")
-        if kid in self._keys:
+        if isinstance(kid, str) and kid in self._keys:
             return self._keys[kid]
-        raise InvalidCredentials(f"the token's key id (kid) {kid!r} is not one of the known keys")
+        raise InvalidCredentials(
+            f"the token's key id (kid) {echo(str(kid))} is not one of the keys this service trusts"
+        )
 
     def verify(self, token: str) -> Caller:
         """The caller a token names; InvalidCredentials says what is wrong with it.
@@ -98,24 +109,33 @@ class TokenVerifier:
         leeway = self.settings.leeway_s
         if hit is not None and hit.not_before - leeway <= now < hit.expires + leeway:
             return hit.caller
-        caller, claims = self._verify(token)
-        self._verified[token] = _Verified(caller, float(claims.get("nbf", 0)), float(claims["exp"]))
+        try:
+            verified = self._verify(token, now)
+        except InvalidCredentials:
+            raise
+        except Exception as exc:  # whatever else a crafted token makes a library raise
+            log.info("token refused", extra={"error": type(exc).__name__})
+            raise InvalidCredentials(UNVERIFIABLE) from None
+        self._verified[token] = verified
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)  # the oldest
-        return caller
+        return verified.caller
 
-    def _verify(self, token: str) -> tuple[Caller, dict[str, Any]]:
+    def _verify(self, token: str, now: float) -> _Verified:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            raise InvalidCredentials(f"the token is malformed (not a JWT): {exc}") from None
-        key, algorithms = self._key_for(header)
-        algorithm = header.get("alg")
-        if algorithm not in algorithms:
+        except jwt.DecodeError:
             raise InvalidCredentials(
-                f"the token is signed with algorithm {algorithm!r}, which is not accepted "
-                f"here (accepted: {', '.join(algorithms)})"
-            )
+                "the token is malformed: it is not a JWT (header.payload.signature)"
+            ) from None
+        except jwt.InvalidTokenError as exc:
+            raise InvalidCredentials(f"the token's header is invalid: {echo(str(exc))}") from None
+        algorithm = header.get("alg")
+        if isinstance(algorithm, str) and algorithm.lower() == "none":
+            raise InvalidCredentials("the token is not signed (its alg is 'none'): sign it")
+        key, algorithms = self._key_for(header)
+        if algorithm not in algorithms:
+            raise InvalidCredentials(NOT_SIGNED_BY_A_TRUSTED_KEY)
         try:
             claims = jwt.decode(
                 token,
@@ -124,14 +144,15 @@ class TokenVerifier:
                 audience=self.settings.audience,
                 issuer=self.settings.issuer,
                 leeway=self.settings.leeway_s,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                # iat and nbf are checked below, each with its own answer.
+                options={
+                    "require": ["exp", "iss", "aud", "sub"],
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise InvalidCredentials("the token has expired: get a new one") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidCredentials(
-                "the token is not valid yet (its nbf is in the future)"
-            ) from None
         except jwt.InvalidAudienceError:
             raise InvalidCredentials(
                 f"the token is for another audience: its aud must be {self.settings.audience!r}"
@@ -141,25 +162,69 @@ class TokenVerifier:
                 f"the token is from another issuer: its iss must be {self.settings.issuer!r}"
             ) from None
         except jwt.InvalidSignatureError:
-            raise InvalidCredentials(
-                "the token's signature does not verify: it was signed with another key"
-            ) from None
+            raise InvalidCredentials(NOT_SIGNED_BY_A_TRUSTED_KEY) from None
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidCredentials(f"the token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError as exc:
-            raise InvalidCredentials(f"the token is invalid: {exc}") from None
-        return self._caller(claims), claims
+            raise InvalidCredentials(f"the token is invalid: {echo(str(exc))}") from None
+        not_before, expires = self._check_times(claims, now)
+        return _Verified(self._caller(claims), not_before, expires)
+
+    def _check_times(self, claims: dict[str, Any], now: float) -> tuple[float, float]:
+        """The token's (not before, expiry) once its times are sound: not issued in the
+        future, valid now, and living no longer than the settings allow."""
+        leeway = self.settings.leeway_s
+        expires = _numeric_date(claims, "exp")
+        issued = _numeric_date(claims, "iat")
+        not_before = _numeric_date(claims, "nbf")
+        assert expires is not None  # a required claim
+        if issued is not None and issued > now + leeway:
+            raise InvalidCredentials(
+                "the token was issued in the future (its iat is ahead of this server's clock "
+                "by more than the allowed skew): check the issuer's clock"
+            )
+        if not_before is not None and not_before > now + leeway:
+            raise InvalidCredentials("the token is not valid yet (its nbf is in the future)")
+        longest = self.settings.max_token_lifetime_s
+        if expires - (now if issued is None else issued) > longest:
+            measured = "exp - now" if issued is None else "exp - iat"
+            raise InvalidCredentials(
+                f"the token lives too long: its lifetime ({measured}) is over the {longest:g} s "
+                "this service accepts (PAYSAGA_AUTH_MAX_TOKEN_LIFETIME_S): get a shorter-lived one"
+            )
+        return (not_before or 0.0), expires
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
         subject = str(claims["sub"])
-        scopes = str(claims.get("scope", "")).split()
-        operator = self.settings.operator_scope in scopes
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise InvalidCredentials(
+                "the token's scope claim must be a string of scopes separated by spaces"
+            )
+        operator = self.settings.operator_scope in scope.split(_SCOPE_SEPARATOR)
         user_id = int(subject) if re.fullmatch(r"[1-9][0-9]{0,18}", subject) else None
         if user_id is None and not operator:
             raise InvalidCredentials(
-                f"the token's subject {subject!r} is not a user id (a positive integer)"
+                f"the token's subject {echo(subject)} is not a user id (a positive integer)"
             )
         return Caller(subject=subject, user_id=user_id, operator=operator)
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """The claim `name` as seconds since the epoch (None if absent); InvalidCredentials if it
+    is not a finite number (RFC 7519's NumericDate)."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidCredentials(f"the token's {name} claim must be a number of seconds")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise InvalidCredentials(f"the token's {name} claim is not a usable time")
+    return seconds
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
@@ -185,7 +250,13 @@ def mint_token(
     ttl_s: int = 3600,
     now: float | None = None,
 ) -> str:
-    """A token for `subject` signed with the settings' HS256 secret or private key."""
+    """A token for `subject` signed with the settings' HS256 secret or private key; a
+    ValueError if the services would refuse it for living too long."""
+    if ttl_s > settings.max_token_lifetime_s:
+        raise ValueError(
+            f"a token living {ttl_s} s would be refused: the services accept at most "
+            f"{settings.max_token_lifetime_s:g} s (PAYSAGA_AUTH_MAX_TOKEN_LIFETIME_S)"
+        )
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": subject,
@@ -198,9 +269,8 @@ def mint_token(
     if operator:
         claims["scope"] = settings.operator_scope
     if settings.private_key_file:
-        pem = Path(settings.private_key_file).read_bytes()
-        algorithm = "ES256" if b"EC PRIVATE" in pem or _is_ec(pem) else "RS256"
-        return jwt.encode(claims, pem, algorithm=algorithm)
+        key, algorithm = load_signing_key(settings.private_key_file)
+        return jwt.encode(claims, key, algorithm=algorithm)
     secret = settings.secret()
     if not secret:
         raise KeyConfigError(
@@ -208,10 +278,3 @@ def mint_token(
             "var/secrets/jwt-hs256.secret, made by `make secrets`) or PAYSAGA_AUTH_PRIVATE_KEY_FILE"
         )
     return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def _is_ec(pem: bytes) -> bool:
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    return isinstance(load_pem_private_key(pem, password=None), ec.EllipticCurvePrivateKey)

@@ -1,7 +1,8 @@
 """gRPC errors: `abort` for the ones a caller must fix, and a guard for the unexpected ones.
 
 An unexpected exception in a servicer ends the call with INTERNAL and a generic message;
-the details (which may hold SQL or data) go to the log, never to the client.
+the details (which may hold SQL or data) go to the log, never to the client. A message that
+repeats what the caller sent repeats it through `echo`: quoted and cut to a short prefix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ import grpc
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error: the server logged the details; retry later"
+
+#: Most characters of a caller's input that an error message repeats.
+ECHO_LIMIT = 64
+
+
+def echo(value: str, limit: int = ECHO_LIMIT) -> str:
+    """`value`, sent by a caller, as an error message repeats it: quoted (control characters
+    escaped), and cut to its first `limit` characters with its length when longer."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}…({len(value)} characters)"
 
 
 def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

@@ -7,11 +7,16 @@ services need the operator scope.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.security import authz, tls
@@ -183,3 +188,38 @@ def test_a_channel_with_a_token_sends_it_on_every_call(address: str) -> None:
     """security.tls.channel (the paysaga command's): PAYSAGA_TOKEN on a plaintext one."""
     with tls.channel(address, tls.TlsSettings(), token=token("2")) as with_token:
         assert with_token.unary_unary("/t.T/WhoAmI")(b"2", timeout=5) == b"2"
+
+
+def test_every_token_error_in_public_key_mode_is_unauthenticated(tmp_path: Path) -> None:
+    """An RSA server key: an ES256 token, an HS256 one, crafted ones all get UNAUTHENTICATED
+    with a message that names no kind of key."""
+    server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "rsa.pub").write_bytes(
+        server_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    settings = AuthSettings(enabled=True, public_key_file=str(tmp_path / "rsa.pub"))
+    now = int(time.time())
+    claims = {"sub": "2", "iss": "paysaga-dev", "aud": "paysaga", "iat": now, "exp": now + 600}
+    tokens = {
+        "es256": jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"),
+        "eddsa": jwt.encode(claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA"),
+        "hs256": jwt.encode(claims, "k" * 40, algorithm="HS256"),
+        "crafted-kid": jwt.encode(claims, server_key, algorithm="RS256", headers={"kid": "x"})[:-4]
+        + "AAAA",
+        "forever": jwt.encode({**claims, "exp": 1e300}, server_key, algorithm="RS256"),
+        "garbage": "a.b.c",
+    }
+    app = _app(settings)
+    app.start()
+    try:
+        with grpc.insecure_channel(app.address) as chan:
+            for name, forged in tokens.items():
+                code, message = call(chan, "/t.T/WhoAmIAsync", "2", forged)
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (name, message)
+                assert not any(word in message for word in ("RSA", "RS256", "Elliptic")), message
+            good = jwt.encode(claims, server_key, algorithm="PS256")
+            assert call(chan, "/t.T/WhoAmIAsync", "2", good) == (grpc.StatusCode.OK, "2")
+    finally:
+        app.stop()

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from services.common.serving.grpc_app import GrpcApp
-from services.common.serving.grpc_errors import INTERNAL_MESSAGE, abort, abort_async
+from services.common.serving.grpc_errors import INTERNAL_MESSAGE, abort, abort_async, echo
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +89,16 @@ def test_unexpected_error_in_a_stream_is_internal(channel: grpc.Channel) -> None
         next(replies)
     assert err.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (err.value.details() or "")
+
+
+def test_echo_repeats_short_input_quoted() -> None:
+    assert echo("not-a-uuid") == "'not-a-uuid'"
+    assert echo("a\nb\x00") == "'a\\nb\\x00'"  # control characters never reach a terminal raw
+
+
+def test_echo_cuts_long_input_to_a_prefix_and_says_how_long_it_was() -> None:
+    sixty_kb = "x" * 60_000
+    echoed = echo(sixty_kb)
+    assert echoed == f"{'x' * 64!r}…(60000 characters)"
+    assert echo("y" * 65, limit=64).endswith("…(65 characters)")
+    assert echo("z" * 64) == repr("z" * 64)
