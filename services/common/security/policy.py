@@ -64,7 +64,7 @@ class Security:
         raise InsecureStart(
             f"refusing to serve {address} without {what}: anyone who reaches it could move "
             "money. Set PAYSAGA_TLS_CERT_FILE/PAYSAGA_TLS_KEY_FILE and PAYSAGA_AUTH_ENABLED=1 "
-            "with a key (see README, Security), bind to 127.0.0.1, or set PAYSAGA_INSECURE=1 "
+            "with a key (see docs/security.md), bind to 127.0.0.1, or set PAYSAGA_INSECURE=1 "
             "if this network is trusted"
         )
 
