@@ -51,6 +51,9 @@ class ServiceSettings(BaseSettings):
     #: Seconds in-flight RPCs get to finish on SIGTERM, and as much again for the workers
     #: (consumer, relay) to stop.
     shutdown_grace_s: float = 10.0
+    #: A second, plaintext port answering only grpc.health.v1 (e.g. "0.0.0.0:8081"), for
+    #: probes that speak no TLS (Kubernetes' gRPC probes); empty: none.
+    health_address: str = ""
     #: Where Prometheus scrapes this process (http://<address>/metrics); "0" or empty
     #: switches metrics off (nothing is recorded then either).
     metrics_address: str = ""

@@ -99,6 +99,7 @@ def build_app(
         max_request_bytes=settings.grpc_max_request_bytes,
         grace_s=settings.shutdown_grace_s,
         drain_s=settings.shutdown_drain_s,
+        health_address=settings.health_address,
         interceptors=security.interceptors(),
         credentials=security.credentials(),
         reflection=security.reflection,

@@ -10,6 +10,8 @@ checks pass: the service can answer its RPCs; re-checked every few seconds);
 "paysaga.liveness" reports that the process and all its workers run (a probe that restarts
 the process should use this one, never readiness); each status check (e.g.
 "paysaga.kafka") reports one part that needs an operator while the service still serves.
+With `health_address`, the same health names are also answered on a plaintext port that
+serves nothing else: Kubernetes' gRPC probes speak no TLS (deploy/helm/paysaga).
 
 On SIGTERM/SIGINT: NOT_SERVING first, a pause for load balancers (`drain_s`), the
 `on_drain` hooks (which end watch streams with a status that says to reconnect elsewhere),
@@ -80,6 +82,7 @@ class GrpcApp:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         credentials: grpc.ServerCredentials | None = None,
         reflection: bool = True,
+        health_address: str = "",
     ) -> None:
         self.service_names = list(service_names)
         self.workers = list(workers)
@@ -128,6 +131,11 @@ class GrpcApp:
             raise AddressInUse(f"cannot listen on {address}: {exc}") from exc
         if self.port == 0:
             raise AddressInUse(f"cannot listen on {address}: address already in use?")
+        #: The plaintext health-only server (None without `health_address`) and its port.
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
+        if health_address:
+            self.health_server = self._loop.run_until_complete(self._build_health(health_address))
         self.host = address.rsplit(":", 1)[0]
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
         self._stopping = False
@@ -161,6 +169,17 @@ class GrpcApp:
             await self.health.set(name, SERVING)
         return server
 
+    async def _build_health(self, address: str) -> grpc.aio.Server:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            self.health_port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise AddressInUse(f"cannot listen on {address} (health): {exc}") from exc
+        if self.health_port == 0:
+            raise AddressInUse(f"cannot listen on {address} (health): address already in use?")
+        return server
+
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
@@ -174,6 +193,8 @@ class GrpcApp:
     def start(self) -> None:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        if self.health_server is not None:
+            asyncio.run_coroutine_threadsafe(self.health_server.start(), self._loop).result()
         for worker in self.workers:
             worker.start()
         asyncio.run_coroutine_threadsafe(self._watch_readiness(), self._loop)
@@ -230,6 +251,9 @@ class GrpcApp:
         for worker in reversed(self.workers):
             worker.stop(max(0.1, deadline - time.monotonic()))
         if self._thread.is_alive():
+            if self.health_server is not None:  # answered NOT_SERVING until the end
+                stopping = self.health_server.stop(None)
+                asyncio.run_coroutine_threadsafe(stopping, self._loop).result()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
         self._pool.shutdown(wait=False, cancel_futures=True)
