@@ -158,26 +158,27 @@ def _stage_new_orders(
     deadline_s: float,
     traces: dict[tuple[int, str], tuple[tuple[str, bytes], ...]],
 ) -> None:
-    """The new orders' OrderPurchased and OrderUpdated events, and their saga deadlines;
-    each order's events carry the trace context of its CreateOrder call (`traces`)."""
+    """The new orders' OrderPurchased and OrderUpdated events, and their saga deadlines (which
+    each OrderPurchased carries too); each order's events carry the trace context of its
+    CreateOrder call (`traces`)."""
     if not created:
         return
     outbox = OutboxWriter(SAGA_TOPICS)
-    for order in created:
+    lifetime = timedelta(seconds=deadline_s)
+    due = [{"order_id": o["id"], "due_at": o["created_at"] + lifetime} for o in created]
+    for order, deadline in zip(created, due, strict=True):
         event = events_pb2.OrderPurchased(
             order_id=order["id"],
             user_id=order["user_id"],
             product_id=order["product_id"],
             amount_cents=order["price_cents"],
             create_time=to_timestamp(order["created_at"]),
+            # The Payment service never charges a purchase that reaches it after this.
+            deadline_time=to_timestamp(deadline["due_at"]),
         )
         trace = traces.get((order["user_id"], order["request_id"]), ())
         outbox.add_event(event, key=order["user_id"], subject=order["id"], trace=trace)
         announce(outbox, order, trace=trace)
-    due = [
-        {"order_id": o["id"], "due_at": o["created_at"] + timedelta(seconds=deadline_s)}
-        for o in created
-    ]
     session.execute(_INSERT_DEADLINES, due)
     outbox.write(session)
     metrics.orders_created_after_commit(session, len(created))

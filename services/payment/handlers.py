@@ -24,7 +24,7 @@ from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
 from services.common.timeutil import utcnow
 from services.payment import metrics
-from services.payment.domain import decide_payment
+from services.payment.domain import Decision, decide_payment
 from services.payment.models import CHARGE, REFUND, Account, Payment, Transaction
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ _SELECT_CHARGES = select(_TRANSACTIONS.c.order_id, _TRANSACTIONS.c.id).where(
 )
 
 _ORDER_EVENTS = (events_pb2.OrderPurchased, events_pb2.OrderFailed)
+
+#: Why a purchase that reached the Payment service after its saga deadline was declined.
+LATE_PURCHASE = "arrived after the saga deadline"
 
 _PAYMENT_OUTCOMES = {
     events_pb2.PAYMENT_STATUS_APPROVED: True,
@@ -113,7 +116,10 @@ class ChargeOrders:
     """Topic `orders`: charge each OrderPurchased; give the money back for each OrderFailed.
 
     OrderPurchased: debit the price if the balance covers it; announce APPROVED or
-    DECLINED. An order is decided once: its Payment row (keyed by order id) says it was.
+    DECLINED. A purchase that arrives after its saga deadline (`deadline_time`, the moment
+    the Order service may fail the order) is declined without a charge: its order fails
+    anyway, and charging it would only hold the money until the refund. An order is
+    decided once: its Payment row (keyed by order id) says it was.
     OrderFailed: if money was taken for the order and not yet given back, credit it back,
     record a REFUND transaction and announce it; if the order was not decided yet, record
     a declined Payment so a late OrderPurchased never charges it. Both events of one order
@@ -141,6 +147,8 @@ class ChargeOrders:
         self.charges: list[dict[str, Any]] = []
         #: Decisions on OrderPurchased events, counted once the transaction commits.
         self.decisions = {"approved": 0, "declined": 0}
+        #: Purchases whose deadline is before this arrived too late (one clock read a batch).
+        self.now_seconds = utcnow().timestamp()
 
     def apply(self, event: Message, meta: EventMeta) -> None:
         if isinstance(event, events_pb2.OrderFailed):
@@ -155,9 +163,13 @@ class ChargeOrders:
             log.info("order already charged or declined; event ignored", extra=fields)
             return
         balance = self.balances.get(event.user_id)
-        decision = decide_payment(
-            user_id=event.user_id, balance_cents=balance, amount_cents=event.amount_cents
-        )
+        if self._past_deadline(event):
+            # Its order fails by its deadline anyway: the money stays with the user.
+            decision = Decision(False, LATE_PURCHASE)
+        else:
+            decision = decide_payment(
+                user_id=event.user_id, balance_cents=balance, amount_cents=event.amount_cents
+            )
         if decision.approved and balance is not None:
             self.balances[event.user_id] = balance - event.amount_cents
             self.changed_accounts.add(event.user_id)
@@ -189,6 +201,14 @@ class ChargeOrders:
             "payment decided",
             extra={**fields, "approved": decision.approved, "reason": decision.reason},
         )
+
+    def _past_deadline(self, event: events_pb2.OrderPurchased) -> bool:
+        """Did the purchase arrive after its saga deadline? (Never, for a purchase without
+        one: those of producers older than the field are charged as before.)"""
+        if not event.HasField("deadline_time"):
+            return False
+        deadline = event.deadline_time
+        return deadline.seconds + deadline.nanos / 1e9 < self.now_seconds
 
     def _decide(
         self, order_id: str, user_id: int, amount: int, approved: bool, reason: str

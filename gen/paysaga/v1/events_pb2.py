@@ -27,25 +27,25 @@ from paysaga.v1 import orders_pb2 as paysaga_dot_v1_dot_orders__pb2
 from paysaga.v1 import payments_pb2 as paysaga_dot_v1_dot_payments__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paysaga/v1/events.proto\x12\npaysaga.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paysaga/v1/orders.proto\x1a\x19paysaga/v1/payments.proto\"\x8e\x01\n\x0eOrderPurchased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x12\n\nproduct_id\x18\x03 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\x10PaymentProcessed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.paysaga.v1.PaymentStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xd0\x01\n\x13TransactionRecorded\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12-\n\x06status\x18\x04 \x01(\x0e\x32\x1d.paysaga.v1.TransactionStatus\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12)\n\x04kind\x18\x07 \x01(\x0e\x32\x1b.paysaga.v1.TransactionKind\"\x85\x01\n\x0bOrderFailed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12-\n\tfail_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0cOrderUpdated\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order*i\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PAYMENT_STATUS_APPROVED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02*\x7f\n\x11TransactionStatus\x12\"\n\x1eTRANSACTION_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dTRANSACTION_STATUS_SUCCESSFUL\x10\x01\x12#\n\x1fTRANSACTION_STATUS_UNSUCCESSFUL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17paysaga/v1/events.proto\x12\npaysaga.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17paysaga/v1/orders.proto\x1a\x19paysaga/v1/payments.proto\"\xc1\x01\n\x0eOrderPurchased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x12\n\nproduct_id\x18\x03 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rdeadline_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\x10PaymentProcessed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.paysaga.v1.PaymentStatus\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xd0\x01\n\x13TransactionRecorded\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12-\n\x06status\x18\x04 \x01(\x0e\x32\x1d.paysaga.v1.TransactionStatus\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12)\n\x04kind\x18\x07 \x01(\x0e\x32\x1b.paysaga.v1.TransactionKind\"\x85\x01\n\x0bOrderFailed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12-\n\tfail_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"0\n\x0cOrderUpdated\x12 \n\x05order\x18\x01 \x01(\x0b\x32\x11.paysaga.v1.Order*i\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PAYMENT_STATUS_APPROVED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02*\x7f\n\x11TransactionStatus\x12\"\n\x1eTRANSACTION_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dTRANSACTION_STATUS_SUCCESSFUL\x10\x01\x12#\n\x1fTRANSACTION_STATUS_UNSUCCESSFUL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paysaga.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=803
-  _globals['_PAYMENTSTATUS']._serialized_end=908
-  _globals['_TRANSACTIONSTATUS']._serialized_start=910
-  _globals['_TRANSACTIONSTATUS']._serialized_end=1037
+  _globals['_PAYMENTSTATUS']._serialized_start=854
+  _globals['_PAYMENTSTATUS']._serialized_end=959
+  _globals['_TRANSACTIONSTATUS']._serialized_start=961
+  _globals['_TRANSACTIONSTATUS']._serialized_end=1088
   _globals['_ORDERPURCHASED']._serialized_start=125
-  _globals['_ORDERPURCHASED']._serialized_end=267
-  _globals['_PAYMENTPROCESSED']._serialized_start=270
-  _globals['_PAYMENTPROCESSED']._serialized_end=404
-  _globals['_TRANSACTIONRECORDED']._serialized_start=407
-  _globals['_TRANSACTIONRECORDED']._serialized_end=615
-  _globals['_ORDERFAILED']._serialized_start=618
-  _globals['_ORDERFAILED']._serialized_end=751
-  _globals['_ORDERUPDATED']._serialized_start=753
-  _globals['_ORDERUPDATED']._serialized_end=801
+  _globals['_ORDERPURCHASED']._serialized_end=318
+  _globals['_PAYMENTPROCESSED']._serialized_start=321
+  _globals['_PAYMENTPROCESSED']._serialized_end=455
+  _globals['_TRANSACTIONRECORDED']._serialized_start=458
+  _globals['_TRANSACTIONRECORDED']._serialized_end=666
+  _globals['_ORDERFAILED']._serialized_start=669
+  _globals['_ORDERFAILED']._serialized_end=802
+  _globals['_ORDERUPDATED']._serialized_start=804
+  _globals['_ORDERUPDATED']._serialized_end=852
 # @@protoc_insertion_point(module_scope)

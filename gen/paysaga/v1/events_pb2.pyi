@@ -30,18 +30,20 @@ TRANSACTION_STATUS_SUCCESSFUL: TransactionStatus
 TRANSACTION_STATUS_UNSUCCESSFUL: TransactionStatus
 
 class OrderPurchased(_message.Message):
-    __slots__ = ("order_id", "user_id", "product_id", "amount_cents", "create_time")
+    __slots__ = ("order_id", "user_id", "product_id", "amount_cents", "create_time", "deadline_time")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_TIME_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: int
     product_id: int
     amount_cents: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., product_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    deadline_time: _timestamp_pb2.Timestamp
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., product_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PaymentProcessed(_message.Message):
     __slots__ = ("order_id", "user_id", "amount_cents", "status", "reason")

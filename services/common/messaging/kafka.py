@@ -1,24 +1,26 @@
-"""Kafka client settings in one place: idempotent producers, consumers whose offsets move
-only once the application stores them, and the security settings (TLS, SASL) every client
-takes from the environment.
+"""Kafka client settings in one place: idempotent producers that all partition by key alike,
+consumers whose offsets move only once the application stores them, and the security
+settings (TLS, SASL) every client takes from the environment; and reading a topic's high
+watermarks as they are now.
 
 `client_overrides()` reads them: the named variables below (KAFKA_SECURITY_PROTOCOL=SASL_SSL,
 KAFKA_SASL_MECHANISM=SCRAM-SHA-512, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD or
 KAFKA_SASL_PASSWORD_FILE, KAFKA_SSL_CA_LOCATION, ...) and any librdkafka property as
 KAFKA_CONFIG_<NAME> (dots as underscores: KAFKA_CONFIG_SASL_OAUTHBEARER_METHOD=oidc). They
-never replace the settings the delivery guarantees rest on (idempotence, acks, offsets stored
-only by the application).
+never replace the settings the delivery guarantees rest on (idempotence, acks, the
+partitioner, offsets stored only by the application).
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from services.common.observability import metrics
 
@@ -34,6 +36,10 @@ NAMED_SETTINGS = {
     "KAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
     "KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM": "ssl.endpoint.identification.algorithm",
 }
+#: How every producer of the project picks a record's partition: CRC32 of the key modulo the
+#: partition count (librdkafka's default, pinned so that no override changes it):
+#: `partition_for_key` computes the same, e.g. where an outcome keyed by a user will arrive.
+PARTITIONER = "consistent_random"
 #: KAFKA_CONFIG_<NAME>: any librdkafka property, its dots written as underscores.
 GENERIC_PREFIX = "KAFKA_CONFIG_"
 #: A file holding the SASL password (instead of KAFKA_SASL_PASSWORD in the environment).
@@ -70,6 +76,7 @@ def producer_config(bootstrap_servers: str, client_id: str) -> dict[str, Any]:
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
+            "partitioner": PARTITIONER,
             "linger.ms": 2,
             "batch.num.messages": 10000,
             "delivery.timeout.ms": 30000,
@@ -117,6 +124,41 @@ def consumer_config(
 
 def new_producer(bootstrap_servers: str, client_id: str) -> Producer:
     return Producer(producer_config(bootstrap_servers, client_id))
+
+
+def partition_for_key(key: bytes, partition_count: int) -> int:
+    """The partition the project's producers (PARTITIONER) give a record with this non-empty
+    key, on a topic of `partition_count` partitions."""
+    return zlib.crc32(key) % partition_count
+
+
+class HighWatermarks:
+    """Reads a topic's high watermarks as they are now, over a connection of its own.
+
+    (A consumer's own connection serves such a request only after its pending fetch,
+    which waits up to fetch.wait.max.ms for records.) The admin client is made on the
+    first call: a process that never asks opens nothing.
+    """
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float = 5.0) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_s = timeout_s
+        self._admin: AdminClient | None = None
+
+    def __call__(self, topic: str) -> dict[int, int]:
+        """Partition -> high watermark, for every partition of `topic`; raises if Kafka
+        cannot say (the topic is missing, no broker answers in time)."""
+        if self._admin is None:
+            self._admin = AdminClient(admin_config(self.bootstrap_servers))
+        metadata = self._admin.list_topics(topic, timeout=self.timeout_s).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise LookupError(f"topic {topic!r} has no partitions: {metadata and metadata.error}")
+        latest = OffsetSpec.latest()
+        futures = self._admin.list_offsets(
+            {TopicPartition(topic, p): latest for p in metadata.partitions},
+            request_timeout=self.timeout_s,
+        )
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
 
 
 class KafkaProbe:
