@@ -1,5 +1,6 @@
 """`paysaga`: the operators' command. It calls each service's admin API (paysaga.admin.v1)
-on its gRPC port: per-order timelines, stuck sagas, dead letters, and each replica's status.
+on its gRPC port: per-order timelines, stuck sagas, held money, dead letters, and each
+replica's status.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from services.cli import commands
+from services.cli import commands, deadletters, orders
 from services.cli.client import Client, CommandError
 from services.cli.targets import CONSUMER_OF, DEFAULTS, ENV, BadAddress, resolve
 from services.common.security.devtokens import token_command
@@ -114,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(timeline)
     timeline.set_defaults(run=commands.order_timeline)
 
-    orders = sub.add_parser("orders", help="many orders").add_subparsers(
+    orders_sub = sub.add_parser("orders", help="many orders").add_subparsers(
         dest="orders_command", required=True, metavar="SUBCOMMAND"
     )
-    stuck = orders.add_parser(
+    stuck = orders_sub.add_parser(
         "stuck",
         help="orders not terminal past a threshold, with what each waits for",
         description="Orders still CREATED longer than --older-than, oldest first.",
@@ -131,7 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stuck.add_argument("--limit", type=_positive_int, default=100, help="default 100")
     _add_json(stuck)
-    stuck.set_defaults(run=commands.orders_stuck)
+    stuck.set_defaults(run=orders.orders_stuck)
+
+    held = orders_sub.add_parser(
+        "held",
+        help="FAILED orders charged and not refunded, from what both services know",
+        description="FAILED orders whose charge the Order service has seen and whose refund "
+        "it has not, held longer than --older-than (oldest first), each with whether the "
+        "Payment service holds money for it, and when its OrderFailed was last announced "
+        "again (ORDER_REFUND_REANNOUNCE_S).",
+    )
+    held.add_argument(
+        "--older-than",
+        type=parse_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="default 30s",
+    )
+    held.add_argument("--limit", type=_positive_int, default=100, help="default 100")
+    _add_json(held)
+    held.set_defaults(run=orders.orders_held)
 
     dlq = sub.add_parser("dlq", help="dead letters").add_subparsers(
         dest="dlq_command", required=True, metavar="SUBCOMMAND"
@@ -145,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=_positive_int, default=100, help="default 100")
     _add_json(listing)
-    listing.set_defaults(run=commands.dlq_list)
+    listing.set_defaults(run=deadletters.dlq_list)
 
     show = dlq.add_parser(
         "show",
@@ -155,13 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("id", metavar="ID", help="e.g. payments:3:17 (see `dlq list`)")
     _add_json(show)
-    show.set_defaults(run=commands.dlq_show)
+    show.set_defaults(run=deadletters.dlq_show)
 
     redrive = dlq.add_parser(
         "redrive",
         help="send dead letters back to their topic, to be applied once",
-        description="Send dead letters back to their original topic. Each is applied at "
-        "most once, however often it is redriven; who and when is recorded.",
+        description="Send dead letters back to their original topic, oldest first (per "
+        "partition in the original records' order). Each is applied at most once, however "
+        "often it is redriven; who and when is recorded. A record redriven <SVC>_REDRIVE_MAX "
+        "times (3) is refused (--all leaves it out and says so).",
     )
     redrive.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids")
     redrive.add_argument(
@@ -169,18 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redrive.add_argument("--topic", type=_topic, help="with --all: the original topic")
     redrive.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing: show what would be sent, in order, and why",
+    )
+    redrive.add_argument(
         "--by",
         default=os.environ.get("USER") or _user(),
         help="who asks, recorded with the redrive (default $USER)",
     )
     _add_json(redrive)
-    redrive.set_defaults(run=commands.dlq_redrive)
+    redrive.set_defaults(run=deadletters.dlq_redrive)
 
     state = sub.add_parser(
         "status",
         help="every replica: health, outbox, lag, dead letters, last batch",
         description="Every replica of both services: its gRPC health per name, outbox rows "
-        "pending and parked, consumer lag, dead letters, last batch applied, and what "
+        "pending and parked, consumer lag, dead letters, held money (HELD: FAILED orders "
+        "charged and not refunded, as the Order service sees them; on a payment row, how "
+        "many of those the Payment service holds money for), last batch applied, and what "
         "looks stuck. Exit status 1 if a replica cannot be reached.",
     )
     _add_json(state)

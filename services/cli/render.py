@@ -66,6 +66,11 @@ def duration(seconds: float) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
+def event_name(event_type: str) -> str:
+    """paysaga.v1.OrderPurchased -> OrderPurchased."""
+    return event_type.rsplit(".", 1)[-1]
+
+
 def short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 

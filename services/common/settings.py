@@ -68,6 +68,9 @@ class ServiceSettings(BaseSettings):
     #: Saga journal steps (what `paysaga order timeline` shows) are purged after this many
     #: days: <SVC>_JOURNAL_RETENTION_DAYS. Dead letters are kept until redriven and beyond.
     journal_retention_days: float = 90.0
+    #: Most times one record may be redriven (`paysaga dlq redrive`), counting the redrives
+    #: of the dead letters it became again: <SVC>_REDRIVE_MAX. More are refused.
+    redrive_max: int = Field(default=3, ge=1)
 
     @property
     def inbox_retention(self) -> float:

@@ -22,6 +22,7 @@ from services.order.admin import order_admin
 from services.order.deadlines import SagaDeadlines
 from services.order.feed import OrderFeed
 from services.order.handlers import FinishOrders
+from services.order.refunds import HeldMoney
 from services.order.server import OrderServicer
 from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
@@ -69,6 +70,11 @@ def build(settings: OrderSettings) -> GrpcApp:
         SagaDeadlines(db, deadline_s=settings.saga_deadline_s, consumer_caught_up=caught_up.is_set),
         settings.deadline_poll_s,
     )
+    held_money = PeriodicWorker(
+        "held-money",
+        HeldMoney(db, after_s=settings.refund_reannounce_s),
+        min(settings.refund_reannounce_s, 5.0),
+    )
 
     def register(server: grpc.aio.Server) -> None:
         orders_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
@@ -83,7 +89,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         handlers={TRANSACTIONS.name: FinishOrders},
         service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME],
         register=register,
-        writers=[servicer.writes, deadlines, admin.retention_worker()],
+        writers=[servicer.writes, deadlines, held_money, admin.retention_worker()],
         readers=[tail],
         consumer_caught_up=caught_up,
         status_checks={WATCH_HEALTH: tail.problem},

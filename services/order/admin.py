@@ -1,9 +1,13 @@
-"""The Order service's admin API: the shared one plus its orders (timeline head, stuck sagas).
+"""The Order service's admin API: the shared one plus its orders (timeline head, stuck sagas,
+held money).
 
 A stuck order is one still CREATED past the threshold. What it waits for is read from
 this service's own records, so it answers even while the Payment service is down: its
 OrderPurchased still in the outbox (unpublished or parked: the relay or Kafka), or
 published and no outcome applied yet (the Payment service's decision).
+
+A held order is one FAILED whose charge this service has seen and whose refund it has not
+(services.order.refunds announces its OrderFailed again); GetStatus counts them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from paysaga.admin.v1 import admin_pb2
@@ -24,11 +28,13 @@ from services.common.serving.grpc_errors import abort
 from services.common.timeutil import to_timestamp, utcnow
 from services.order.domain import Status
 from services.order.models import ORDERS_TABLE, SagaDeadline
+from services.order.refunds import HELD
 from services.order.settings import OrderSettings
 from services.saga.topics import SAGA_TOPICS, TRANSACTIONS
 
 _PURCHASED = events_pb2.OrderPurchased.DESCRIPTOR.full_name
 _DEFAULT_OLDER_THAN_S = 30.0
+_MAX_ORDER_IDS = 1000
 
 
 def _aware(moment: datetime) -> datetime:
@@ -106,6 +112,59 @@ class OrderAdmin(AdminServicer):
             stuck.append(item)
         return admin_pb2.ListStuckOrdersResponse(orders=stuck)
 
+    def ListHeldOrders(
+        self, request: admin_pb2.ListHeldOrdersRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListHeldOrdersResponse:
+        if request.older_than_seconds < 0:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "older_than_seconds must be 0 (the default, 30 s) or more",
+            )
+        if len(request.order_ids) > _MAX_ORDER_IDS:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {_MAX_ORDER_IDS} order_ids at once, got {len(request.order_ids)}",
+            )
+        older_than = request.older_than_seconds or _DEFAULT_OLDER_THAN_S
+        limit = min(request.limit, 1000) if request.limit > 0 else 100
+        query = (
+            select(ORDERS_TABLE)
+            .where(HELD)
+            .where(ORDERS_TABLE.c.charged_at < utcnow() - timedelta(seconds=older_than))
+        )
+        if request.order_ids:
+            query = query.where(ORDERS_TABLE.c.id.in_(set(request.order_ids)))
+        with self.db.read() as session:
+            orders = (
+                session.execute(query.order_by(ORDERS_TABLE.c.charged_at).limit(limit))
+                .mappings()
+                .all()
+            )
+        held = []
+        for order in orders:
+            item = admin_pb2.HeldOrder(
+                order_id=order["id"],
+                user_id=order["user_id"],
+                amount_cents=order["price_cents"],
+                charge_time=to_timestamp(order["charged_at"]),
+                failure_reason=order["failure_reason"],
+            )
+            if order["refund_reannounced_at"] is not None:
+                item.reannounce_time.CopyFrom(to_timestamp(order["refund_reannounced_at"]))
+            held.append(item)
+        return admin_pb2.ListHeldOrdersResponse(orders=held)
+
+    def status(self) -> admin_pb2.GetStatusResponse:
+        """The shared status, with the orders whose money is held (any age)."""
+        response = super().status()
+        with self.db.read() as session:
+            response.held_orders = session.execute(
+                select(func.count()).select_from(ORDERS_TABLE).where(HELD)
+            ).scalar_one()
+        return response
+
 
 def _waiting_for(session: Session, order_ids: list[str], now: datetime) -> dict[str, str]:
     """order id -> the step it waits for, in words (one query per table for all orders)."""
@@ -162,4 +221,5 @@ def order_admin(db: Database, settings: OrderSettings) -> OrderAdmin:
         topic_table=SAGA_TOPICS,
         inbox_retention_days=settings.inbox_retention,
         journal_retention_days=settings.journal_retention_days,
+        redrive_max=settings.redrive_max,
     )

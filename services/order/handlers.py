@@ -4,6 +4,10 @@ A CHARGE outcome ends a CREATED order: COMPLETED when the transaction was record
 otherwise. A REFUND says the money taken for a FAILED order was given back: the order
 stays FAILED and its reason names the refund. Every change is announced through the
 outbox (services.order.changes) and ends the order's saga deadline.
+
+The order also records the money it has seen (`charged_at`, `refunded_at`), in the same
+UPDATE, even when a charge arrives for an order that had FAILED already: a FAILED order
+charged and not refunded is money held, which services.order.refunds heals.
 """
 
 from __future__ import annotations
@@ -42,7 +46,16 @@ _UPDATE_ORDER = (
         failure_reason=bindparam("failure_reason"),
         updated_at=bindparam("updated_at"),
         version=bindparam("version"),
+        charged_at=bindparam("charged_at"),
+        refunded_at=bindparam("refunded_at"),
     )
+)
+# Only for an order whose money changed and nothing else (a charge after it FAILED, a
+# refund noted before these columns existed): no new version, nothing to announce.
+_NOTE_MONEY = (
+    update(ORDERS_TABLE)
+    .where(ORDERS_TABLE.c.id == bindparam("order_id"))
+    .values(charged_at=bindparam("charged_at"), refunded_at=bindparam("refunded_at"))
 )
 _END_DEADLINES = delete(DEADLINES_TABLE).where(
     DEADLINES_TABLE.c.order_id.in_(bindparam("order_ids", expanding=True))
@@ -95,6 +108,8 @@ class FinishOrders:
         self.orders: dict[str, OrderRow] = {row["id"]: dict(row) for row in found.mappings()}
         self.changed: dict[str, OrderRow] = {}
         self.failed_now: set[str] = set()
+        #: Orders whose charge or refund was first seen in this batch.
+        self.money_seen: dict[str, OrderRow] = {}
 
     def apply(self, event: Message, meta: EventMeta) -> None:
         assert isinstance(event, events_pb2.TransactionRecorded)
@@ -129,12 +144,20 @@ class FinishOrders:
         self, order: OrderRow, event: events_pb2.TransactionRecorded, meta: EventMeta
     ) -> None:
         fields = {"order_id": order["id"], "event_id": meta.id}
-        change = next_status(Status(order["status"]), _OUTCOMES[event.status], event.reason)
+        charged = _OUTCOMES[event.status]
+        now = utcnow()
+        if charged and order["charged_at"] is None:
+            order["charged_at"] = now
+            self.money_seen[order["id"]] = order
+        change = next_status(Status(order["status"]), charged, event.reason)
         if change is None:
-            log.info("order already terminal; event ignored", extra=fields)
+            if charged and order["status"] == Status.FAILED.value:
+                log.warning("a FAILED order was charged; its refund is due", extra=fields)
+            else:
+                log.info("order already terminal; event ignored", extra=fields)
             return
         status, reason = change
-        order.update(status=status.value, failure_reason=reason, updated_at=utcnow())
+        order.update(status=status.value, failure_reason=reason, updated_at=now)
         self.changed[order["id"]] = order
         if status is Status.FAILED:
             self.failed_now.add(order["id"])
@@ -149,15 +172,32 @@ class FinishOrders:
             # never changes again: this cannot happen unless the data was altered.
             log.critical("refund recorded for an order that is not FAILED", extra=fields)
             raise InvalidEvent(f"refund for order {order['id']} which is {order['status']}")
+        now = utcnow()
+        if order["refunded_at"] is None:
+            order["refunded_at"] = now
+            self.money_seen[order["id"]] = order
         note = refund_note(
             order["failure_reason"], format_cents(event.amount_cents), event.transaction_id
         )
         if order["failure_reason"] == note or "; refunded " in order["failure_reason"]:
             log.info("refund already noted; event ignored", extra=fields)
             return
-        order.update(failure_reason=note, updated_at=utcnow())
+        order.update(failure_reason=note, updated_at=now)
         self.changed[order["id"]] = order
         log.info("order refunded", extra={**fields, "transaction_id": event.transaction_id})
 
     def write(self) -> None:
         write_order_changes(self.session, self.outbox, list(self.changed.values()), self.failed_now)
+        money_only = [o for i, o in self.money_seen.items() if i not in self.changed]
+        if money_only:
+            self.session.execute(
+                _NOTE_MONEY,
+                [
+                    {
+                        "order_id": o["id"],
+                        "charged_at": o["charged_at"],
+                        "refunded_at": o["refunded_at"],
+                    }
+                    for o in money_only
+                ],
+            )

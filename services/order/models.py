@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
 from services.common.persistence.columns import int64
@@ -23,6 +23,10 @@ class Product(SQLModel, table=True):
     price_cents: int = int64()
 
 
+#: A FAILED order whose charge the service has seen and whose refund it has not: money held.
+HELD_MONEY = "status = 'FAILED' AND charged_at IS NOT NULL AND refunded_at IS NULL"
+
+
 class Order(SQLModel, table=True):
     """One order and where it stands in its saga."""
 
@@ -30,6 +34,14 @@ class Order(SQLModel, table=True):
     __table_args__ = (
         Index("ix_orders_created", "created_at", "id"),
         Index("ix_orders_user_created", "user_id", "created_at", "id"),
+        # Holds only the orders whose money is held (normally none): the re-announcement
+        # worker and `paysaga orders held` read it without scanning the FAILED orders.
+        Index(
+            "ix_orders_held",
+            "charged_at",
+            postgresql_where=text(HELD_MONEY),
+            sqlite_where=text(HELD_MONEY),
+        ),
         # A request_id is the caller's idempotency key, scoped to its user: another
         # user's key never collides, so it reveals nothing about their orders.
         UniqueConstraint("user_id", "request_id", name="uq_orders_user_request"),
@@ -47,6 +59,14 @@ class Order(SQLModel, table=True):
     version: int = int64(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    #: When the Order service applied the CHARGE of this order (null: none seen, or the
+    #: order ended before this column existed).
+    charged_at: datetime | None = None
+    #: When it applied the REFUND of this order's charge (null: none seen).
+    refunded_at: datetime | None = None
+    #: When OrderFailed was last announced again because the charge had no refund
+    #: (services.order.refunds); null: never.
+    refund_reannounced_at: datetime | None = None
 
 
 class SagaDeadline(SQLModel, table=True):

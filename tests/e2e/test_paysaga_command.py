@@ -1,6 +1,7 @@
 """The installed `paysaga` command against the real services in their own processes: help,
-a completed order's timeline, a poison record on `payments` listed, shown and redriven,
-stuck orders while the Payment service is paused, and status during a broker outage."""
+a completed order's timeline, a poison record on `payments` listed, shown, dry-run and
+redriven, stuck orders while the Payment service is paused, held money (none), and status
+during a broker outage."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def test_help_lists_the_commands(stack: GrpcurlStack) -> None:
     sub = subprocess.run([PAYSAGA, "dlq", "--help"], capture_output=True, text=True, timeout=30)
     for command in ("list", "show", "redrive"):
         assert command in sub.stdout
+    orders = subprocess.run(
+        [PAYSAGA, "orders", "--help"], capture_output=True, text=True, timeout=30
+    )
+    for command in ("stuck", "held"):
+        assert command in orders.stdout
+    redrive = subprocess.run(
+        [PAYSAGA, "dlq", "redrive", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert "--dry-run" in redrive.stdout
 
 
 def test_timeline_of_a_completed_order(stack: GrpcurlStack) -> None:
@@ -90,6 +100,13 @@ def test_a_poison_record_on_payments_is_listed_shown_and_redriven_once(
     assert shown.returncode == 0, shown.stderr
     assert f"ce_subject = {order_id}" in shown.stdout and "does not decode" in shown.stdout
     assert "67 61 72 62 61 67 65" in shown.stdout, "the payload in hex"
+
+    dry = paysaga(stack, "dlq", "redrive", letter["id"], "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("dry run, nothing sent: 1 would be redriven")
+    assert letter["id"] in dry.stdout and "named; redrive 1 of its record (at most 3)" in dry.stdout
+    [still] = listed()
+    assert not still["redrive_count"], "a dry run sends and records nothing"
 
     done = paysaga(stack, "dlq", "redrive", letter["id"], "--by", "alice")
     assert done.returncode == 0, done.stderr
@@ -147,6 +164,21 @@ def test_stuck_orders_while_the_payment_service_is_paused(
     os.kill(paused_payment, signal.SIGCONT)
     assert wait_status(stack.order, order_id)["status"] == "ORDER_STATUS_COMPLETED"
     assert stuck() == []
+
+
+def test_held_money_is_listed_and_counted(stack: GrpcurlStack) -> None:
+    """A saga that ends by itself holds no money: `orders held` answers from both services
+    with nothing, and `status` counts nothing held (the integration tests hold money on
+    purpose and watch it heal)."""
+    order_id = new_order(stack, 4, 2, "e2e-held")
+    assert wait_status(stack.order, order_id)["status"] == "ORDER_STATUS_COMPLETED"
+    assert paysaga_json(stack, "orders", "held", "--older-than", "1ms") == []
+    table = paysaga(stack, "orders", "held", "--older-than", "1ms")
+    assert table.returncode == 0, table.stderr
+    assert "0 seen by the order service" in table.stdout and "(none)" in table.stdout
+    replicas = paysaga_json(stack, "status")
+    assert {r["service"]: int(r["held_orders"]) for r in replicas} == {"order": 0, "payment": 0}
+    assert "HELD" in paysaga(stack, "status").stdout
 
 
 def test_status_during_a_broker_outage(stack: GrpcurlStack) -> None:

@@ -4,92 +4,40 @@ dead-lettered, fixed and redriven twice (applied once), status, and the inbox pu
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import grpc
 import pytest
-from confluent_kafka import Producer
 from sqlalchemy import select
 from sqlmodel import col
 
-from paysaga.admin.v1 import admin_pb2, admin_pb2_grpc
-from paysaga.v1 import events_pb2, orders_pb2
+from paysaga.admin.v1 import admin_pb2
+from paysaga.v1 import orders_pb2
 from services.cli import run
-from services.common.messaging.cloudevents import EventMeta
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import SagaStep, StepKind
 from services.common.messaging.outbox import OutboxWriter
-from services.common.operations.admin import AdminServicer
 from services.common.operations.retention import InboxPurge
 from services.common.timeutil import utcnow
-from services.order.admin import order_admin
 from services.order.domain import Status, deadline_reason
 from services.order.handlers import write_order_changes
 from services.order.models import ORDERS_TABLE, Order
-from services.order.settings import OrderSettings
-from services.payment.admin import payment_admin
 from services.payment.models import Payment
-from services.payment.settings import PaymentSettings
-from services.saga.topics import SAGA_TOPICS, TRANSACTIONS
+from services.saga.topics import SAGA_TOPICS
+from tests.integration.admin_support import Admin, poison_transaction, serve_admin
 from tests.integration.conftest import Saga
 from tests.support import wait_for, wait_terminal
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Admin:
-    """The admin API of both services over the saga's databases, and the command."""
-
-    saga: Saga
-    order: admin_pb2_grpc.AdminServiceStub
-    payment: admin_pb2_grpc.AdminServiceStub
-    flags: list[str]
-
-    def cli(self, capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-        """Run `paysaga --json ...` in this process; its parsed output."""
-        capsys.readouterr()
-        code = run([*self.flags, *argv, "--json"])
-        out, err = capsys.readouterr()
-        assert code == 0, err
-        return json.loads(out)
-
-
-def _serve(servicer: AdminServicer) -> tuple[grpc.Server, str]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    servicer.register(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, f"127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def admin(saga: Saga) -> Iterator[Admin]:
-    common = {"kafka_bootstrap_servers": saga.bootstrap}
-    order = order_admin(saga.order_db, OrderSettings(consumer_group=saga.groups["order"], **common))
-    payment = payment_admin(
-        saga.payment_db, PaymentSettings(consumer_group=saga.groups["payment"], **common)
-    )
-    order.attach_app(saga.order_app)
-    payment.attach_app(saga.payment_app)
-    (order_server, order_address), (payment_server, payment_address) = map(_serve, (order, payment))
-    channels = [grpc.insecure_channel(a) for a in (order_address, payment_address)]
-    yield Admin(
-        saga,
-        admin_pb2_grpc.AdminServiceStub(channels[0]),
-        admin_pb2_grpc.AdminServiceStub(channels[1]),
-        ["--order", order_address, "--payment", payment_address],
-    )
-    for channel in channels:
-        channel.close()
-    order_server.stop(None)
-    payment_server.stop(None)
+    with serve_admin(saga) as served:
+        yield served
 
 
 def _kinds(timeline: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -196,36 +144,12 @@ def test_timeline_of_a_refunded_order(admin: Admin, capsys: pytest.CaptureFixtur
     assert timeline["status"] == "FAILED" and "refunded" in timeline["failure_reason"]
 
 
-def _poison_transaction(saga: Saga, order_id: str, user: int) -> str:
-    """A real TransactionRecorded for an order the Order service does not have; its id."""
-    meta = EventMeta.new(ce_type=TRANSACTIONS.ce_type, source=TRANSACTIONS.source, subject=order_id)
-    event = events_pb2.TransactionRecorded(
-        order_id=order_id,
-        user_id=user,
-        amount_cents=5000,
-        status=events_pb2.TRANSACTION_STATUS_SUCCESSFUL,
-        transaction_id=str(uuid.uuid4()),
-    )
-    producer = Producer({"bootstrap.servers": saga.bootstrap})
-    producer.produce(
-        "transactions", key=str(user).encode(), value=event.SerializeToString(),
-        headers=meta.headers(),
-    )  # fmt: skip
-    assert producer.flush(30) == 0
-    return meta.id
-
-
-def _caught_up(admin: Admin) -> bool:
-    status = admin.order.GetStatus(admin_pb2.GetStatusRequest())
-    return not status.lag_error and all(p.lag == 0 for p in status.lag)
-
-
 def test_dead_letter_round_trip_applies_once(
     admin: Admin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     saga = admin.saga
     order_id, user = str(uuid.uuid4()), saga.new_user(0)
-    event_id = _poison_transaction(saga, order_id, user)
+    event_id = poison_transaction(saga, order_id, user)
 
     def listed() -> dict[str, Any] | None:
         found = admin.cli(capsys, "dlq", "list", "--topic", "transactions")
@@ -265,7 +189,7 @@ def test_dead_letter_round_trip_applies_once(
         "the redriven event to complete the order",
         lambda: wait_terminal(saga.orders, order_id).status == orders_pb2.ORDER_STATUS_COMPLETED,
     )
-    wait_for("the copies to be consumed", lambda: _caught_up(admin))
+    wait_for("the copies to be consumed", admin.caught_up)
     applied = _order_steps(saga, order_id, StepKind.APPLIED)
     assert [(s.event_id, s.topic) for s in applied] == [(event_id, "transactions")]
     completions = [

@@ -79,6 +79,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         topic_table: TopicTable,
         inbox_retention_days: float,
         journal_retention_days: float = 90.0,
+        redrive_max: int = 3,
         stalled_after_s: float = 30.0,
         kafka_timeout_s: float = 3.0,
     ) -> None:
@@ -89,6 +90,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.topic_table = topic_table
         self.inbox_retention_days = inbox_retention_days
         self.journal_retention_days = journal_retention_days
+        self.redrive_max = redrive_max
         self.stalled_after_s = stalled_after_s
         self.kafka_timeout_s = kafka_timeout_s
         self.kafka = AdminClient({**admin_config(bootstrap_servers), "log_level": 3})
@@ -315,21 +317,29 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "all needs a topic")
         self._check_topic(context, request.topic)
         try:
-            done = deadletters.redrive(
-                self.db, ids=list(request.ids), topic=request.topic, requested_by=by[:200]
+            plan = deadletters.redrive(
+                self.db,
+                ids=list(request.ids),
+                topic=request.topic,
+                requested_by=by[:200],
+                max_redrives=self.redrive_max,
+                limit_setting=f"{self.service.upper()}_REDRIVE_MAX",
+                dry_run=request.dry_run,
             )
         except deadletters.NoSuchDeadLetter as exc:
             abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-        except deadletters.AlreadyConsumed as exc:
+        except (deadletters.AlreadyConsumed, deadletters.RedriveLimit) as exc:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        log.warning(
-            "dead letters redriven", extra={"ids": [d.id for d in done], "requested_by": by}
-        )
+        if not request.dry_run:
+            sent, left_out = [d.id for d in plan.send], [d.id for d in plan.left_out]
+            log.warning(
+                "dead letters redriven",
+                extra={"ids": sent, "left_out": left_out, "requested_by": by},
+            )
         return admin_pb2.RedriveDeadLettersResponse(
-            redriven=[
-                admin_pb2.Redriven(id=d.id, redrive_id=d.redrive_id, redrive_count=d.redrive_count)
-                for d in done
-            ]
+            redriven=[_redriven(d) for d in plan.send],
+            dry_run=request.dry_run,
+            left_out=[_redriven(d) for d in plan.left_out],
         )
 
     def _decode_payload(self, topic: str, ce_type: str, value: bytes | None) -> tuple[str, str]:
@@ -364,3 +374,23 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if letter.redriven_at is not None:
             message.redrive_time.CopyFrom(to_timestamp(letter.redriven_at))
         return message
+
+
+def _redriven(item: deadletters.Redriven) -> admin_pb2.Redriven:
+    message = admin_pb2.Redriven(
+        id=item.id,
+        redrive_id=item.redrive_id,
+        redrive_count=item.redrive_count,
+        topic=item.topic,
+        partition=item.partition,
+        offset=item.offset,
+        event_id=item.event_id,
+        event_type=item.event_type,
+        reason=item.reason,
+        order_id=item.order_id,
+        note=item.note,
+        record_redrive_count=item.record_redrive_count,
+    )
+    if item.key is not None:
+        message.key = item.key
+    return message

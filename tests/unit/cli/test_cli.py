@@ -9,7 +9,7 @@ import pytest
 
 from services.cli import build_parser, parse_duration, parse_since, run
 from services.cli.client import CommandError
-from services.cli.commands import _owner
+from services.cli.deadletters import owner
 from services.cli.render import duration, hexdump, show_bytes, table
 from services.cli.targets import BadAddress, resolve
 from services.common.operations.backlog import OutboxBacklog, Progress, stall_problems
@@ -59,6 +59,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         [],
         ["order", "timeline"],
         ["orders", "stuck"],
+        ["orders", "held"],
         ["dlq", "list"],
         ["dlq", "show"],
         ["dlq", "redrive"],
@@ -75,12 +76,23 @@ def test_listings_take_json() -> None:
     for argv in (
         ["order", "timeline", "x"],
         ["orders", "stuck"],
+        ["orders", "held"],
         ["dlq", "list"],
         ["dlq", "show", "orders:0:1"],
         ["dlq", "redrive", "orders:0:1"],
+        ["dlq", "redrive", "--dry-run", "--all", "--topic", "orders"],
         ["status"],
     ):
         assert parser.parse_args([*argv, "--json"]).json
+
+
+def test_held_and_dry_run_options() -> None:
+    parser = build_parser()
+    held = parser.parse_args(["orders", "held", "--older-than", "2m", "--limit", "5"])
+    assert (held.older_than, held.limit) == (120, 5)
+    assert parser.parse_args(["orders", "held"]).older_than == 30
+    assert parser.parse_args(["dlq", "redrive", "orders:0:1", "--dry-run"]).dry_run
+    assert not parser.parse_args(["dlq", "redrive", "orders:0:1"]).dry_run
 
 
 def test_bad_input_is_a_message_and_an_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,18 +110,19 @@ def test_bad_input_is_a_message_and_an_exit_status(capsys: pytest.CaptureFixture
 
 def test_a_service_that_does_not_answer_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 1 on loopback: nothing listens there.
-    assert run(["--order", "127.0.0.1:1", "--timeout", "2s", "orders", "stuck"]) == 1
-    err = capsys.readouterr().err
-    assert "cannot reach the order service at 127.0.0.1:1" in err and "Traceback" not in err
+    for command in (["orders", "stuck"], ["orders", "held"]):
+        assert run(["--order", "127.0.0.1:1", "--timeout", "2s", *command]) == 1
+        err = capsys.readouterr().err
+        assert "cannot reach the order service at 127.0.0.1:1" in err and "Traceback" not in err
 
 
 def test_dead_letter_ids_name_their_service() -> None:
-    assert _owner("orders:0:5") == "payment"
-    assert _owner("payments:3:17") == "payment"
-    assert _owner("transactions:1:2") == "order"
+    assert owner("orders:0:5") == "payment"
+    assert owner("payments:3:17") == "payment"
+    assert owner("transactions:1:2") == "order"
     for bad in ("order-updates:0:1", "payments:3", "payments"):
         with pytest.raises(CommandError):
-            _owner(bad)
+            owner(bad)
 
 
 def test_formatting() -> None:

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpaysaga/admin/v1/admin.proto\x12\x10paysaga.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n\x04Step\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.paysaga.admin.v1.StepKind\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0f\n\x07replica\x18\x04 \x01(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\tpartition\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12\x12\n\nevent_type\x18\t \x01(\t\x12\x31\n\rproduced_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\"\x12\n\x10GetStatusRequest\"t\n\x0cPartitionLag\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tcommitted\x18\x03 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x15\n\rassigned_here\x18\x06 \x01(\x08\"*\n\nTopicCount\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xbb\x03\n\x11GetStatusResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\t\x12\x16\n\x0eoutbox_pending\x18\x03 \x01(\x03\x12!\n\x19outbox_oldest_age_seconds\x18\x04 \x01(\x01\x12\x15\n\routbox_parked\x18\x05 \x01(\x03\x12\x16\n\x0e\x63onsumer_group\x18\x06 \x01(\t\x12+\n\x03lag\x18\x07 \x03(\x0b\x32\x1e.paysaga.admin.v1.PartitionLag\x12\x11\n\tlag_error\x18\x08 \x01(\t\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\t \x03(\x0b\x32\x1c.paysaga.admin.v1.TopicCount\x12\x33\n\x0flast_batch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frecords_applied\x18\x0b \x01(\x03\x12\x14\n\x0chealth_names\x18\x0c \x03(\t\x12\x10\n\x08problems\x18\r \x03(\t\x12\x12\n\ninbox_rows\x18\x0e \x01(\x03\x12\x1c\n\x14inbox_retention_days\x18\x0f \x01(\x01\"+\n\x17GetOrderTimelineRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"i\n\x18GetOrderTimelineResponse\x12%\n\x05steps\x18\x01 \x03(\x0b\x32\x16.paysaga.admin.v1.Step\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\t\"C\n\x16ListStuckOrdersRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x01\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xa8\x01\n\nStuckOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bwaiting_for\x18\x04 \x01(\t\x12\x31\n\rdeadline_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x17ListStuckOrdersResponse\x12,\n\x06orders\x18\x01 \x03(\x0b\x32\x1c.paysaga.admin.v1.StuckOrder\"\xb7\x02\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x12\n\nevent_type\x18\x06 \x01(\t\x12\x10\n\x08order_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_letter_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rredrive_count\x18\n \x01(\x05\x12\x30\n\x0credrive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bredriven_by\x18\x0c \x01(\t\x12\x0f\n\x07service\x18\r \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"a\n\x16ListDeadLettersRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\x05\"M\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.paysaga.admin.v1.DeadLetter\"\"\n\x14GetDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xc5\x01\n\x15GetDeadLetterResponse\x12\x31\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x1c.paysaga.admin.v1.DeadLetter\x12\x10\n\x03key\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05value\x18\x03 \x01(\x0c\x12)\n\x07headers\x18\x04 \x03(\x0b\x32\x18.paysaga.admin.v1.Header\x12\x0f\n\x07\x64\x65\x63oded\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65\x63ode_error\x18\x06 \x01(\tB\x06\n\x04_key\"Z\n\x19RedriveDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x14\n\x0crequested_by\x18\x04 \x01(\t\"A\n\x08Redriven\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nredrive_id\x18\x02 \x01(\t\x12\x15\n\rredrive_count\x18\x03 \x01(\x05\"J\n\x1aRedriveDeadLettersResponse\x12,\n\x08redriven\x18\x01 \x03(\x0b\x32\x1a.paysaga.admin.v1.Redriven*\xa6\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17STEP_KIND_ORDER_CREATED\x10\x01\x12\x16\n\x12STEP_KIND_PRODUCED\x10\x02\x12\x15\n\x11STEP_KIND_APPLIED\x10\x03\x12\x1b\n\x17STEP_KIND_DEAD_LETTERED\x10\x04\x12\x16\n\x12STEP_KIND_REDRIVEN\x10\x05\x32\xf2\x04\n\x0c\x41\x64minService\x12T\n\tGetStatus\x12\".paysaga.admin.v1.GetStatusRequest\x1a#.paysaga.admin.v1.GetStatusResponse\x12i\n\x10GetOrderTimeline\x12).paysaga.admin.v1.GetOrderTimelineRequest\x1a*.paysaga.admin.v1.GetOrderTimelineResponse\x12\x66\n\x0fListStuckOrders\x12(.paysaga.admin.v1.ListStuckOrdersRequest\x1a).paysaga.admin.v1.ListStuckOrdersResponse\x12\x66\n\x0fListDeadLetters\x12(.paysaga.admin.v1.ListDeadLettersRequest\x1a).paysaga.admin.v1.ListDeadLettersResponse\x12`\n\rGetDeadLetter\x12&.paysaga.admin.v1.GetDeadLetterRequest\x1a\'.paysaga.admin.v1.GetDeadLetterResponse\x12o\n\x12RedriveDeadLetters\x12+.paysaga.admin.v1.RedriveDeadLettersRequest\x1a,.paysaga.admin.v1.RedriveDeadLettersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpaysaga/admin/v1/admin.proto\x12\x10paysaga.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n\x04Step\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.paysaga.admin.v1.StepKind\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0f\n\x07replica\x18\x04 \x01(\t\x12\r\n\x05topic\x18\x05 \x01(\t\x12\x11\n\tpartition\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12\x12\n\nevent_type\x18\t \x01(\t\x12\x31\n\rproduced_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\"\x12\n\x10GetStatusRequest\"t\n\x0cPartitionLag\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x11\n\tcommitted\x18\x03 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x15\n\rassigned_here\x18\x06 \x01(\x08\"*\n\nTopicCount\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xd0\x03\n\x11GetStatusResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\t\x12\x16\n\x0eoutbox_pending\x18\x03 \x01(\x03\x12!\n\x19outbox_oldest_age_seconds\x18\x04 \x01(\x01\x12\x15\n\routbox_parked\x18\x05 \x01(\x03\x12\x16\n\x0e\x63onsumer_group\x18\x06 \x01(\t\x12+\n\x03lag\x18\x07 \x03(\x0b\x32\x1e.paysaga.admin.v1.PartitionLag\x12\x11\n\tlag_error\x18\x08 \x01(\t\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\t \x03(\x0b\x32\x1c.paysaga.admin.v1.TopicCount\x12\x33\n\x0flast_batch_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0frecords_applied\x18\x0b \x01(\x03\x12\x14\n\x0chealth_names\x18\x0c \x03(\t\x12\x10\n\x08problems\x18\r \x03(\t\x12\x12\n\ninbox_rows\x18\x0e \x01(\x03\x12\x1c\n\x14inbox_retention_days\x18\x0f \x01(\x01\x12\x13\n\x0bheld_orders\x18\x10 \x01(\x03\"+\n\x17GetOrderTimelineRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"i\n\x18GetOrderTimelineResponse\x12%\n\x05steps\x18\x01 \x03(\x0b\x32\x16.paysaga.admin.v1.Step\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\x03 \x01(\t\"C\n\x16ListStuckOrdersRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x01\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xa8\x01\n\nStuckOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bwaiting_for\x18\x04 \x01(\t\x12\x31\n\rdeadline_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x17ListStuckOrdersResponse\x12,\n\x06orders\x18\x01 \x03(\x0b\x32\x1c.paysaga.admin.v1.StuckOrder\"\xb7\x02\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x12\n\nevent_type\x18\x06 \x01(\t\x12\x10\n\x08order_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_letter_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rredrive_count\x18\n \x01(\x05\x12\x30\n\x0credrive_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bredriven_by\x18\x0c \x01(\t\x12\x0f\n\x07service\x18\r \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"a\n\x16ListDeadLettersRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\x05\"M\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.paysaga.admin.v1.DeadLetter\"\"\n\x14GetDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xc5\x01\n\x15GetDeadLetterResponse\x12\x31\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x1c.paysaga.admin.v1.DeadLetter\x12\x10\n\x03key\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05value\x18\x03 \x01(\x0c\x12)\n\x07headers\x18\x04 \x03(\x0b\x32\x18.paysaga.admin.v1.Header\x12\x0f\n\x07\x64\x65\x63oded\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65\x63ode_error\x18\x06 \x01(\tB\x06\n\x04_key\"k\n\x19RedriveDeadLettersRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x14\n\x0crequested_by\x18\x04 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\x81\x02\n\x08Redriven\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nredrive_id\x18\x02 \x01(\t\x12\x15\n\rredrive_count\x18\x03 \x01(\x05\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t\x12\x12\n\nevent_type\x18\x08 \x01(\t\x12\x10\n\x03key\x18\t \x01(\x0cH\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\n \x01(\t\x12\x10\n\x08order_id\x18\x0b \x01(\t\x12\x0c\n\x04note\x18\x0c \x01(\t\x12\x1c\n\x14record_redrive_count\x18\r \x01(\x05\x42\x06\n\x04_key\"\x89\x01\n\x1aRedriveDeadLettersResponse\x12,\n\x08redriven\x18\x01 \x03(\x0b\x32\x1a.paysaga.admin.v1.Redriven\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12,\n\x08left_out\x18\x03 \x03(\x0b\x32\x1a.paysaga.admin.v1.Redriven\"U\n\x15ListHeldOrdersRequest\x12\x1a\n\x12older_than_seconds\x18\x01 \x01(\x01\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x11\n\torder_ids\x18\x03 \x03(\t\"\xc2\x01\n\tHeldOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12/\n\x0b\x63harge_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x33\n\x0freannounce_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x16ListHeldOrdersResponse\x12+\n\x06orders\x18\x01 \x03(\x0b\x32\x1b.paysaga.admin.v1.HeldOrder*\xa6\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17STEP_KIND_ORDER_CREATED\x10\x01\x12\x16\n\x12STEP_KIND_PRODUCED\x10\x02\x12\x15\n\x11STEP_KIND_APPLIED\x10\x03\x12\x1b\n\x17STEP_KIND_DEAD_LETTERED\x10\x04\x12\x16\n\x12STEP_KIND_REDRIVEN\x10\x05\x32\xd7\x05\n\x0c\x41\x64minService\x12T\n\tGetStatus\x12\".paysaga.admin.v1.GetStatusRequest\x1a#.paysaga.admin.v1.GetStatusResponse\x12i\n\x10GetOrderTimeline\x12).paysaga.admin.v1.GetOrderTimelineRequest\x1a*.paysaga.admin.v1.GetOrderTimelineResponse\x12\x66\n\x0fListStuckOrders\x12(.paysaga.admin.v1.ListStuckOrdersRequest\x1a).paysaga.admin.v1.ListStuckOrdersResponse\x12\x66\n\x0fListDeadLetters\x12(.paysaga.admin.v1.ListDeadLettersRequest\x1a).paysaga.admin.v1.ListDeadLettersResponse\x12`\n\rGetDeadLetter\x12&.paysaga.admin.v1.GetDeadLetterRequest\x1a\'.paysaga.admin.v1.GetDeadLetterResponse\x12o\n\x12RedriveDeadLetters\x12+.paysaga.admin.v1.RedriveDeadLettersRequest\x1a,.paysaga.admin.v1.RedriveDeadLettersResponse\x12\x63\n\x0eListHeldOrders\x12\'.paysaga.admin.v1.ListHeldOrdersRequest\x1a(.paysaga.admin.v1.ListHeldOrdersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paysaga.admin.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STEPKIND']._serialized_start=2461
-  _globals['_STEPKIND']._serialized_end=2627
+  _globals['_STEPKIND']._serialized_start=3111
+  _globals['_STEPKIND']._serialized_end=3277
   _globals['_STEP']._serialized_start=84
   _globals['_STEP']._serialized_end=363
   _globals['_GETSTATUSREQUEST']._serialized_start=365
@@ -43,35 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPICCOUNT']._serialized_start=503
   _globals['_TOPICCOUNT']._serialized_end=545
   _globals['_GETSTATUSRESPONSE']._serialized_start=548
-  _globals['_GETSTATUSRESPONSE']._serialized_end=991
-  _globals['_GETORDERTIMELINEREQUEST']._serialized_start=993
-  _globals['_GETORDERTIMELINEREQUEST']._serialized_end=1036
-  _globals['_GETORDERTIMELINERESPONSE']._serialized_start=1038
-  _globals['_GETORDERTIMELINERESPONSE']._serialized_end=1143
-  _globals['_LISTSTUCKORDERSREQUEST']._serialized_start=1145
-  _globals['_LISTSTUCKORDERSREQUEST']._serialized_end=1212
-  _globals['_STUCKORDER']._serialized_start=1215
-  _globals['_STUCKORDER']._serialized_end=1383
-  _globals['_LISTSTUCKORDERSRESPONSE']._serialized_start=1385
-  _globals['_LISTSTUCKORDERSRESPONSE']._serialized_end=1456
-  _globals['_DEADLETTER']._serialized_start=1459
-  _globals['_DEADLETTER']._serialized_end=1770
-  _globals['_HEADER']._serialized_start=1772
-  _globals['_HEADER']._serialized_end=1809
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1811
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1908
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1910
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1987
-  _globals['_GETDEADLETTERREQUEST']._serialized_start=1989
-  _globals['_GETDEADLETTERREQUEST']._serialized_end=2023
-  _globals['_GETDEADLETTERRESPONSE']._serialized_start=2026
-  _globals['_GETDEADLETTERRESPONSE']._serialized_end=2223
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=2225
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=2315
-  _globals['_REDRIVEN']._serialized_start=2317
-  _globals['_REDRIVEN']._serialized_end=2382
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=2384
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=2458
-  _globals['_ADMINSERVICE']._serialized_start=2630
-  _globals['_ADMINSERVICE']._serialized_end=3256
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1012
+  _globals['_GETORDERTIMELINEREQUEST']._serialized_start=1014
+  _globals['_GETORDERTIMELINEREQUEST']._serialized_end=1057
+  _globals['_GETORDERTIMELINERESPONSE']._serialized_start=1059
+  _globals['_GETORDERTIMELINERESPONSE']._serialized_end=1164
+  _globals['_LISTSTUCKORDERSREQUEST']._serialized_start=1166
+  _globals['_LISTSTUCKORDERSREQUEST']._serialized_end=1233
+  _globals['_STUCKORDER']._serialized_start=1236
+  _globals['_STUCKORDER']._serialized_end=1404
+  _globals['_LISTSTUCKORDERSRESPONSE']._serialized_start=1406
+  _globals['_LISTSTUCKORDERSRESPONSE']._serialized_end=1477
+  _globals['_DEADLETTER']._serialized_start=1480
+  _globals['_DEADLETTER']._serialized_end=1791
+  _globals['_HEADER']._serialized_start=1793
+  _globals['_HEADER']._serialized_end=1830
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1832
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1929
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1931
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2008
+  _globals['_GETDEADLETTERREQUEST']._serialized_start=2010
+  _globals['_GETDEADLETTERREQUEST']._serialized_end=2044
+  _globals['_GETDEADLETTERRESPONSE']._serialized_start=2047
+  _globals['_GETDEADLETTERRESPONSE']._serialized_end=2244
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=2246
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=2353
+  _globals['_REDRIVEN']._serialized_start=2356
+  _globals['_REDRIVEN']._serialized_end=2613
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=2616
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=2753
+  _globals['_LISTHELDORDERSREQUEST']._serialized_start=2755
+  _globals['_LISTHELDORDERSREQUEST']._serialized_end=2840
+  _globals['_HELDORDER']._serialized_start=2843
+  _globals['_HELDORDER']._serialized_end=3037
+  _globals['_LISTHELDORDERSRESPONSE']._serialized_start=3039
+  _globals['_LISTHELDORDERSRESPONSE']._serialized_end=3108
+  _globals['_ADMINSERVICE']._serialized_start=3280
+  _globals['_ADMINSERVICE']._serialized_end=4007
 # @@protoc_insertion_point(module_scope)

@@ -80,7 +80,7 @@ class TopicCount(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("service", "replica", "outbox_pending", "outbox_oldest_age_seconds", "outbox_parked", "consumer_group", "lag", "lag_error", "dead_letters", "last_batch_time", "records_applied", "health_names", "problems", "inbox_rows", "inbox_retention_days")
+    __slots__ = ("service", "replica", "outbox_pending", "outbox_oldest_age_seconds", "outbox_parked", "consumer_group", "lag", "lag_error", "dead_letters", "last_batch_time", "records_applied", "health_names", "problems", "inbox_rows", "inbox_retention_days", "held_orders")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     OUTBOX_PENDING_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class GetStatusResponse(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     INBOX_ROWS_FIELD_NUMBER: _ClassVar[int]
     INBOX_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    HELD_ORDERS_FIELD_NUMBER: _ClassVar[int]
     service: str
     replica: str
     outbox_pending: int
@@ -111,7 +112,8 @@ class GetStatusResponse(_message.Message):
     problems: _containers.RepeatedScalarFieldContainer[str]
     inbox_rows: int
     inbox_retention_days: float
-    def __init__(self, service: _Optional[str] = ..., replica: _Optional[str] = ..., outbox_pending: _Optional[int] = ..., outbox_oldest_age_seconds: _Optional[float] = ..., outbox_parked: _Optional[int] = ..., consumer_group: _Optional[str] = ..., lag: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ..., lag_error: _Optional[str] = ..., dead_letters: _Optional[_Iterable[_Union[TopicCount, _Mapping]]] = ..., last_batch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., records_applied: _Optional[int] = ..., health_names: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ..., inbox_rows: _Optional[int] = ..., inbox_retention_days: _Optional[float] = ...) -> None: ...
+    held_orders: int
+    def __init__(self, service: _Optional[str] = ..., replica: _Optional[str] = ..., outbox_pending: _Optional[int] = ..., outbox_oldest_age_seconds: _Optional[float] = ..., outbox_parked: _Optional[int] = ..., consumer_group: _Optional[str] = ..., lag: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ..., lag_error: _Optional[str] = ..., dead_letters: _Optional[_Iterable[_Union[TopicCount, _Mapping]]] = ..., last_batch_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., records_applied: _Optional[int] = ..., health_names: _Optional[_Iterable[str]] = ..., problems: _Optional[_Iterable[str]] = ..., inbox_rows: _Optional[int] = ..., inbox_retention_days: _Optional[float] = ..., held_orders: _Optional[int] = ...) -> None: ...
 
 class GetOrderTimelineRequest(_message.Message):
     __slots__ = ("order_id",)
@@ -234,29 +236,87 @@ class GetDeadLetterResponse(_message.Message):
     def __init__(self, dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., decoded: _Optional[str] = ..., decode_error: _Optional[str] = ...) -> None: ...
 
 class RedriveDeadLettersRequest(_message.Message):
-    __slots__ = ("ids", "all", "topic", "requested_by")
+    __slots__ = ("ids", "all", "topic", "requested_by", "dry_run")
     IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     all: bool
     topic: str
     requested_by: str
-    def __init__(self, ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., topic: _Optional[str] = ..., requested_by: _Optional[str] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., topic: _Optional[str] = ..., requested_by: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class Redriven(_message.Message):
-    __slots__ = ("id", "redrive_id", "redrive_count")
+    __slots__ = ("id", "redrive_id", "redrive_count", "topic", "partition", "offset", "event_id", "event_type", "key", "reason", "order_id", "note", "record_redrive_count")
     ID_FIELD_NUMBER: _ClassVar[int]
     REDRIVE_ID_FIELD_NUMBER: _ClassVar[int]
     REDRIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_REDRIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     redrive_id: str
     redrive_count: int
-    def __init__(self, id: _Optional[str] = ..., redrive_id: _Optional[str] = ..., redrive_count: _Optional[int] = ...) -> None: ...
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    event_type: str
+    key: bytes
+    reason: str
+    order_id: str
+    note: str
+    record_redrive_count: int
+    def __init__(self, id: _Optional[str] = ..., redrive_id: _Optional[str] = ..., redrive_count: _Optional[int] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., key: _Optional[bytes] = ..., reason: _Optional[str] = ..., order_id: _Optional[str] = ..., note: _Optional[str] = ..., record_redrive_count: _Optional[int] = ...) -> None: ...
 
 class RedriveDeadLettersResponse(_message.Message):
-    __slots__ = ("redriven",)
+    __slots__ = ("redriven", "dry_run", "left_out")
     REDRIVEN_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
     redriven: _containers.RepeatedCompositeFieldContainer[Redriven]
-    def __init__(self, redriven: _Optional[_Iterable[_Union[Redriven, _Mapping]]] = ...) -> None: ...
+    dry_run: bool
+    left_out: _containers.RepeatedCompositeFieldContainer[Redriven]
+    def __init__(self, redriven: _Optional[_Iterable[_Union[Redriven, _Mapping]]] = ..., dry_run: _Optional[bool] = ..., left_out: _Optional[_Iterable[_Union[Redriven, _Mapping]]] = ...) -> None: ...
+
+class ListHeldOrdersRequest(_message.Message):
+    __slots__ = ("older_than_seconds", "limit", "order_ids")
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    older_than_seconds: float
+    limit: int
+    order_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, older_than_seconds: _Optional[float] = ..., limit: _Optional[int] = ..., order_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeldOrder(_message.Message):
+    __slots__ = ("order_id", "user_id", "amount_cents", "charge_time", "failure_reason", "reannounce_time")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CHARGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    REANNOUNCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    user_id: int
+    amount_cents: int
+    charge_time: _timestamp_pb2.Timestamp
+    failure_reason: str
+    reannounce_time: _timestamp_pb2.Timestamp
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., charge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., reannounce_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListHeldOrdersResponse(_message.Message):
+    __slots__ = ("orders",)
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[HeldOrder]
+    def __init__(self, orders: _Optional[_Iterable[_Union[HeldOrder, _Mapping]]] = ...) -> None: ...

@@ -72,6 +72,11 @@ class AdminServiceStub:
                 request_serializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.RedriveDeadLettersRequest.SerializeToString,
                 response_deserializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.RedriveDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.ListHeldOrders = channel.unary_unary(
+                '/paysaga.admin.v1.AdminService/ListHeldOrders',
+                request_serializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.ListHeldOrdersRequest.SerializeToString,
+                response_deserializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.ListHeldOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -129,6 +134,20 @@ class AdminServiceServicer:
         """RedriveDeadLetters sends dead letters back to their original topic, to be applied
         exactly once: a redriven record carries a redrive id derived from the dead letter,
         which the consumer records in its inbox, so redriving one twice applies it once.
+        They are sent oldest first (per partition in the original records' offset order).
+        A record redriven as often as the service allows (<SVC>_REDRIVE_MAX, counting the
+        redrives of the dead letters it became again) is refused with FAILED_PRECONDITION;
+        with dry_run nothing is sent and the answer says what would be.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHeldOrders(self, request, context):
+        """ListHeldOrders lists FAILED orders whose charge has no refund yet, as this service
+        knows them. The Order service: FAILED orders whose charge it has seen and whose
+        refund it has not. The Payment service: of the order ids given (required there: it
+        cannot tell a FAILED order), those it charged and has not refunded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +185,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RedriveDeadLetters,
                     request_deserializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.RedriveDeadLettersRequest.FromString,
                     response_serializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.RedriveDeadLettersResponse.SerializeToString,
+            ),
+            'ListHeldOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHeldOrders,
+                    request_deserializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.ListHeldOrdersRequest.FromString,
+                    response_serializer=paysaga_dot_admin_dot_v1_dot_admin__pb2.ListHeldOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -338,6 +362,33 @@ class AdminService:
             '/paysaga.admin.v1.AdminService/RedriveDeadLetters',
             paysaga_dot_admin_dot_v1_dot_admin__pb2.RedriveDeadLettersRequest.SerializeToString,
             paysaga_dot_admin_dot_v1_dot_admin__pb2.RedriveDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHeldOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paysaga.admin.v1.AdminService/ListHeldOrders',
+            paysaga_dot_admin_dot_v1_dot_admin__pb2.ListHeldOrdersRequest.SerializeToString,
+            paysaga_dot_admin_dot_v1_dot_admin__pb2.ListHeldOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

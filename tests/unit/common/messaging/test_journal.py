@@ -117,7 +117,7 @@ def test_a_redriven_dead_letter_is_applied_once_however_often_redriven(db: Datab
         session.add(Payment(order_id=ORDER_ID, user_id=1, amount_cents=5000, approved=True))
     first = deadletters.redrive(db, ids=["payments:2:17"], requested_by="alice")
     second = deadletters.redrive(db, ids=["payments:2:17"], requested_by="bob")
-    assert [(r.redrive_id, r.redrive_count) for r in first + second] == [
+    assert [(r.redrive_id, r.redrive_count) for r in first.send + second.send] == [
         ("redrive:payments:2:17", 1),
         ("redrive:payments:2:17", 2),
     ]
@@ -148,8 +148,8 @@ def test_redrive_all_of_a_topic_and_unknown_ids(db: Database) -> None:
         deadletters.redrive(db, ids=["payments:2:17", "payments:2:99"], requested_by="alice")
     assert outbox_rows(db, "payments") == [], "nothing sent when an id is unknown"
     done = deadletters.redrive(db, topic="payments", requested_by="alice")
-    assert sorted(r.id for r in done) == ["payments:2:17", "payments:2:18"]
-    assert deadletters.redrive(db, topic="payments", requested_by="alice") == []
+    assert sorted(r.id for r in done.send) == ["payments:2:17", "payments:2:18"]
+    assert deadletters.redrive(db, topic="payments", requested_by="alice").send == []
     with db.read() as session:
         assert all(d.redrive_count == 1 for d in session.exec(select(DeadLetter)))
     assert deadletters.list_dead_letters(db, topic="orders") == []
