@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -64,12 +63,8 @@ def build(settings: OrderSettings) -> GrpcApp:
         feed,
         history=settings.watch_history,
     )
-    caught_up = threading.Event()
-    deadlines = PeriodicWorker(
-        "saga-deadlines",
-        SagaDeadlines(db, deadline_s=settings.saga_deadline_s, consumer_caught_up=caught_up.is_set),
-        settings.deadline_poll_s,
-    )
+    saga_deadlines = SagaDeadlines(db, deadline_s=settings.saga_deadline_s)
+    deadlines = PeriodicWorker("saga-deadlines", saga_deadlines, settings.deadline_poll_s)
     held_money = PeriodicWorker(
         "held-money",
         HeldMoney(db, after_s=settings.refund_reannounce_s),
@@ -91,7 +86,7 @@ def build(settings: OrderSettings) -> GrpcApp:
         register=register,
         writers=[servicer.writes, deadlines, held_money, admin.retention_worker()],
         readers=[tail],
-        consumer_caught_up=caught_up,
+        on_consumer=[saga_deadlines.watch],
         status_checks={WATCH_HEALTH: tail.problem},
         on_loop=[feed.bind],
         on_drain=[feed.close],

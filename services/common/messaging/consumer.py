@@ -12,7 +12,7 @@ inbox makes it effectively once.
 from __future__ import annotations
 
 import logging
-import threading
+import queue
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -22,6 +22,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from services.common.crashpoints import crash_point
 from services.common.messaging.apply import BatchApplier, Handler, coordinates
+from services.common.messaging.catchup import AppliedPositions, CaughtUpPartitions, PositionsRequest
 from services.common.messaging.topics import TopicTable
 from services.common.observability import metrics
 from services.common.persistence.db import Database
@@ -40,6 +41,8 @@ class EventConsumer(BackgroundWorker):
 
     `topics` is the table the handlers' topics are in: how their records decode, where
     the events the handlers stage go. `attempts` and `retry_pause_s`: see BatchApplier.
+    `high_watermarks` reads a topic's high watermarks now (kafka.HighWatermarks), for
+    `caught_up_partitions`.
     """
 
     def __init__(
@@ -53,7 +56,7 @@ class EventConsumer(BackgroundWorker):
         poll_timeout_s: float = 0.2,
         attempts: int = 3,
         retry_pause_s: float = 0.05,
-        caught_up: threading.Event | None = None,
+        high_watermarks: Callable[[str], dict[int, int]] | None = None,
         new_consumer: Callable[[], Consumer] | None = None,
     ) -> None:
         super().__init__("event-consumer")
@@ -72,8 +75,11 @@ class EventConsumer(BackgroundWorker):
         self.assigned: frozenset[tuple[str, int]] = frozenset()
         #: Makes a replacement client after a fatal error (None: the worker dies instead).
         self.new_consumer = new_consumer
-        #: Set once a poll found nothing left to read on an assigned partition.
-        self.caught_up = caught_up or threading.Event()
+        self.high_watermarks = high_watermarks
+        #: Where this consumer stands on the partitions it holds (kept on its thread).
+        self.positions = AppliedPositions()
+        #: Questions about those positions, answered on the consumer's thread between batches.
+        self._position_requests: queue.SimpleQueue[PositionsRequest] = queue.SimpleQueue()
         #: When the consumer last applied a batch or found nothing waiting (monotonic).
         self.progress_at = time.monotonic()
 
@@ -84,6 +90,7 @@ class EventConsumer(BackgroundWorker):
 
     def _subscribe(self) -> None:
         self.assigned = frozenset()
+        self.positions.forget()
         self.consumer.subscribe(
             sorted(self.handlers),
             on_assign=self._on_assign,
@@ -93,15 +100,21 @@ class EventConsumer(BackgroundWorker):
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Incremental (cooperative-sticky): these partitions are added to those held.
-        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
+        added = {(tp.topic, tp.partition) for tp in partitions}
+        self.positions.forget(added)
+        self.assigned = self.assigned | added
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.positions.forget(revoked)
+        self.assigned = self.assigned - revoked
 
     def _run(self) -> None:
         backoff = 0.1
         try:
             while not self._stopping.is_set():
+                if not self._position_requests.empty():
+                    self._answer_position_requests()
                 try:
                     records = [r for r in self._next_batch() if self._usable(r)]
                 except FatalConsumerError as exc:
@@ -109,8 +122,6 @@ class EventConsumer(BackgroundWorker):
                     continue
                 if not records:
                     self.progress_at = time.monotonic()
-                    if not self.caught_up.is_set() and self.consumer.assignment():
-                        self.caught_up.set()
                     continue
                 if self.process_or_rewind(records):
                     self.progress_at = time.monotonic()
@@ -120,6 +131,45 @@ class EventConsumer(BackgroundWorker):
                 backoff = min(backoff * 2, 5.0)
         finally:
             self.consumer.close()
+
+    def caught_up_partitions(
+        self, topic: str, timeout_s: float = 10.0
+    ) -> CaughtUpPartitions | None:
+        """The partitions of `topic` this consumer holds and has applied every record of
+        that was on them when this was called; None if that cannot be told now (no
+        watermark reader, no broker answers, the consumer did not answer in `timeout_s`).
+
+        Asked afresh on every call (a rebalance, an outage or a lag shows at once): the
+        high watermarks are read now, then the consumer's thread says, between two
+        batches, up to where it has applied each partition it holds.
+        """
+        if self.high_watermarks is None or not self.is_alive():
+            return None
+        as_of = utcnow()
+        try:
+            high = self.high_watermarks(topic)
+        except Exception as exc:
+            log.info(
+                "high watermarks unknown; nothing counts as caught up", extra={"error": str(exc)}
+            )
+            return None
+        request = PositionsRequest(topic)
+        self._position_requests.put(request)
+        positions = request.wait(timeout_s)
+        if positions is None:
+            return None
+        caught_up = {p for p, at in positions.items() if p in high and at >= high[p]}
+        return CaughtUpPartitions(topic, len(high), frozenset(caught_up), as_of)
+
+    def _answer_position_requests(self) -> None:
+        while not self._position_requests.empty():
+            request = self._position_requests.get_nowait()
+            held = sorted(k for k in self.assigned if k[0] == request.topic)
+            try:
+                request.answer(self.positions.of(self.consumer, held))
+            except Exception as exc:
+                log.info("positions unknown", extra={"topic": request.topic, "error": str(exc)})
+                request.answer(None)
 
     def stalled(self, after_s: float) -> str | None:
         """A status check: why the consumer is alive but not progressing, or None.
@@ -216,6 +266,7 @@ class EventConsumer(BackgroundWorker):
         next_offsets: dict[tuple[str, int], int] = {}
         for topic, partition, offset in map(coordinates, records):
             next_offsets[(topic, partition)] = offset + 1
+        self.positions.applied(next_offsets)
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
             # Stored now, committed by librdkafka within auto.commit.interval.ms (see

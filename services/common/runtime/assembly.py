@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 from confluent_kafka import Consumer
 
 from services.common.messaging.consumer import EventConsumer, Handler
-from services.common.messaging.kafka import KafkaProbe, consumer_config, new_producer
+from services.common.messaging.kafka import (
+    HighWatermarks,
+    KafkaProbe,
+    consumer_config,
+    new_producer,
+)
 from services.common.messaging.relay import OutboxRelay
 from services.common.messaging.topics import TopicTable
 from services.common.persistence.db import Database
@@ -38,7 +42,7 @@ def build_app(
     register: Callable[[grpc.aio.Server], None],
     writers: Sequence[Worker] = (),
     readers: Sequence[Worker] = (),
-    consumer_caught_up: threading.Event | None = None,
+    on_consumer: Sequence[Callable[[EventConsumer], None]] = (),
     readiness_checks: Sequence[Callable[[], None]] = (),
     status_checks: Mapping[str, Callable[[], str | None]] | None = None,
     on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = (),
@@ -50,9 +54,10 @@ def build_app(
     `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
     after the gRPC server and the consumer, and before the relay publishes the rest.
     `readers` are workers that feed the servicers (e.g. the order-updates tail); they start
-    first and stop last. `consumer_caught_up` is set once the consumer has read what was
-    waiting on its partitions. `on_loop` hooks get the server's event loop before it
-    starts; `on_drain` hooks run on it when the service stops (see GrpcApp).
+    first and stop last. `on_consumer` hooks get the consumer once it is built (e.g. a
+    worker that asks it what it has caught up with). `on_loop` hooks get the server's
+    event loop before it starts; `on_drain` hooks run on it when the service stops (see
+    GrpcApp).
     """
     security = Security()
     security.check_address(settings.grpc_address)
@@ -73,9 +78,11 @@ def build_app(
         handlers,
         topics=topics,
         batch_size=settings.consumer_batch_size,
-        caught_up=consumer_caught_up,
+        high_watermarks=HighWatermarks(bootstrap),
         new_consumer=lambda: Consumer(config),
     )
+    for hook in on_consumer:
+        hook(consumer)
     return GrpcApp(
         address=settings.grpc_address,
         service_names=service_names,
