@@ -3,6 +3,7 @@
 Layers, each importing only those below it (the import contract in `.importlinter`
 checks this in `make lint`):
 
+    auth           `python -m services.common.auth token`, the token command's earlier name
     runtime        assembly, entry point, telemetry: wires a process from the parts below
     operations     admin API, dead letters, backlog, retention: what an operator reaches
     security       identity, tokens, authorization, TLS, the start-up policy
