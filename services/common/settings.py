@@ -38,6 +38,15 @@ class ServiceSettings(BaseSettings):
     grpc_max_request_bytes: int = 64 * 1024
     #: Most events consumed and applied in one database transaction.
     consumer_batch_size: int = 500
+    #: A record whose handler fails (not a rejected or undecodable event) is tried again
+    #: this many times before it is dead-lettered; a transient database error likewise
+    #: before the batch is rewound.
+    handler_retries: int = 3
+    #: The wait before the first such retry, in milliseconds; each later one waits twice as
+    #: long (half of it at random).
+    handler_retry_backoff_ms: float = 100.0
+    #: The most time one consumed batch spends waiting between retries, in seconds.
+    handler_retry_max_s: float = 10.0
     #: Most outbox rows published per relay round.
     relay_batch_size: int = 1000
     #: The relay also looks for unpublished rows this often, even if nobody woke it.

@@ -6,15 +6,18 @@ rejects, or one that cannot be decoded, is dead-lettered), and write the outgoin
 and dead letters to the outbox. If the transaction fails because of an event in it (a
 poison event: a value a column cannot hold, an unforeseen constraint, a bug a rare event
 hits), the batch is narrowed: its halves are applied in order, each in its own
-transaction, down to the single event that still fails, which is dead-lettered alone with
-the error as its reason. If it fails because of the database (unreachable, deadlock),
-nothing is dead-lettered: the error goes up, and the consumer rewinds to the batch.
+transaction, down to the single event that still fails. That event is tried again in
+place, with backoff (services.common.messaging.retries: its trouble may pass), then
+dead-lettered alone with the error as its reason; if even its dead letter cannot be
+written, a last-resort one is (services.common.messaging.last_resort), which parses
+nothing. If the transaction fails because of the database (unreachable, deadlock),
+nothing is dead-lettered: it is tried again, then the error goes up, and the consumer
+rewinds to the batch.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,11 +26,18 @@ from confluent_kafka import Message as KafkaMessage
 from google.protobuf.message import Message
 from sqlmodel import Session
 
-from services.common.headers import Headers, header_text
 from services.common.messaging import inbox
-from services.common.messaging.cloudevents import EventMeta, InvalidEvent, decode
-from services.common.messaging.journal import REDRIVE_HEADER, StepKind, describe
+from services.common.messaging.cloudevents import EventMeta, InvalidEvent
+from services.common.messaging.consumed import (
+    ConsumedRecord,
+    coordinates,
+    decode_record,
+    reason,
+)
+from services.common.messaging.journal import StepKind, describe, storable_text
+from services.common.messaging.last_resort import write_last_resort
 from services.common.messaging.outbox import OutboxWriter
+from services.common.messaging.retries import RetryBudget, RetryPolicy
 from services.common.messaging.topics import TopicTable
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database, is_transient
@@ -54,16 +64,6 @@ class EventBatch(Protocol):
 Handler = Callable[[Session, OutboxWriter, Sequence[Message]], EventBatch]
 
 
-def coordinates(record: KafkaMessage) -> tuple[str, int, int]:
-    """A consumed record's (topic, partition, offset)."""
-    return record.topic() or "", record.partition() or 0, record.offset() or 0
-
-
-def _headers(record: KafkaMessage) -> Headers:
-    headers = record.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)
-
-
 def _by_topic(records: list[ConsumedRecord]) -> dict[str, list[ConsumedRecord]]:
     """Records grouped by topic, each group in consumed order."""
     groups: dict[str, list[ConsumedRecord]] = {}
@@ -72,56 +72,11 @@ def _by_topic(records: list[ConsumedRecord]) -> dict[str, list[ConsumedRecord]]:
     return groups
 
 
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _span(records: list[ConsumedRecord]) -> dict[str, object]:
     """Log fields locating a part of a batch: its one record, or its first and last ones."""
     if len(records) == 1:
         return {"records": 1, **records[0].log_fields()}
     return {"records": len(records), "first": records[0].where, "last": records[-1].where}
-
-
-@dataclass
-class ConsumedRecord:
-    """A consumed Kafka record and what decoding it found."""
-
-    kafka: KafkaMessage
-    meta: EventMeta | None = None
-    event: Message | None = None
-    #: Why the record cannot be decoded ("" if it was).
-    error: str = ""
-    #: A redriven dead letter's redrive id (services.common.messaging.journal.redrive_id), else "".
-    redrive_id: str = ""
-
-    @property
-    def topic(self) -> str:
-        return self.kafka.topic() or ""
-
-    @property
-    def where(self) -> str:
-        """The record's coordinates, `topic/partition/offset`."""
-        return "/".join(map(str, coordinates(self.kafka)))
-
-    @property
-    def inbox_id(self) -> str:
-        """The redrive id of a redriven dead letter (its event id is in the inbox already:
-        recorded when it was dead-lettered); else the event id, or the record's coordinates
-        when it has no usable id."""
-        if self.redrive_id:
-            return self.redrive_id
-        return self.meta.id if self.meta is not None else self.where
-
-    def log_fields(self) -> dict[str, object]:
-        topic, partition, offset = coordinates(self.kafka)
-        return {
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "event_id": self.inbox_id,
-            "subject": self.meta.subject if self.meta else "",
-        }
 
 
 @dataclass
@@ -138,8 +93,8 @@ class Outcome:
 class BatchApplier:
     """Applies consumed records to `db` through one handler per topic of `topics`.
 
-    A transaction that fails is tried again up to `attempts` times, `retry_pause_s` apart
-    (times the attempt), when the failure is transient or the part is a single record.
+    A transaction that fails is tried again as `retry` says when the failure is transient,
+    or when the part is a single decoded record (its handler failed).
     """
 
     def __init__(
@@ -148,8 +103,7 @@ class BatchApplier:
         handlers: Mapping[str, Handler],
         topics: TopicTable,
         *,
-        attempts: int = 3,
-        retry_pause_s: float = 0.05,
+        retry: RetryPolicy | None = None,
     ) -> None:
         unknown = set(handlers) - set(topics.consumed)
         if unknown:
@@ -157,30 +111,24 @@ class BatchApplier:
         self.db = db
         self.handlers = handlers
         self.topics = topics
-        self.attempts = attempts
-        self.retry_pause_s = retry_pause_s
+        self.retry = retry or RetryPolicy()
         self._consumed = topics.consumed
 
     def decode(self, kafka: KafkaMessage) -> ConsumedRecord:
-        """The record's event and metadata, or why it cannot be applied."""
-        topic = self._consumed[kafka.topic() or ""]
-        headers = _headers(kafka)
-        redrive = next((header_text(v) for k, v in headers if k == REDRIVE_HEADER), "")
-        try:
-            meta, event = decode(topic, headers, kafka.value())
-        except InvalidEvent as exc:
-            return ConsumedRecord(kafka, error=str(exc), redrive_id=redrive)
-        return ConsumedRecord(kafka, meta=meta, event=event, redrive_id=redrive)
+        """The record's event and metadata, or why it cannot be applied (never raises)."""
+        return decode_record(self._consumed[kafka.topic() or ""], kafka)
 
-    def settle(self, records: list[ConsumedRecord]) -> Outcome:
+    def settle(self, records: list[ConsumedRecord], budget: RetryBudget | None = None) -> Outcome:
         """Apply `records` in one transaction; if one of them makes it fail, narrow it down.
 
         The halves are settled in order, so no record is applied before an earlier one of
-        its partition is settled. Raises when the database is at fault; parts already
-        committed are in the inbox, so the retried batch skips them.
+        its partition is settled; they share the batch's retry `budget`. Raises when the
+        database is at fault; parts already committed are in the inbox, so the retried
+        batch skips them.
         """
+        budget = budget or self.retry.budget()
         try:
-            return self._transact_with_retries(records)
+            return self._transact_with_retries(records, budget)
         except Exception as exc:
             if is_transient(exc) or not self._database_reachable():
                 raise
@@ -189,26 +137,29 @@ class BatchApplier:
             return self._dead_letter_poison(records[0], failure)
         log.warning(
             "part of a batch failed; narrowing it down",
-            extra={**_span(records), "error": _reason(failure)},
+            extra={**_span(records), "error": reason(failure)},
         )
         half = len(records) // 2
-        return self.settle(records[:half]) + self.settle(records[half:])
+        return self.settle(records[:half], budget) + self.settle(records[half:], budget)
 
-    def _transact_with_retries(self, records: list[ConsumedRecord]) -> Outcome:
-        """`_transact`, tried again on a transient failure (on any failure, for one record)."""
-        attempt = 1
+    def _transact_with_retries(self, records: list[ConsumedRecord], budget: RetryBudget) -> Outcome:
+        """`_transact`, tried again on a transient failure, and on any failure of a single
+        decoded record (its handler's: a rejected or undecodable one is never retried)."""
+        retry = 0
         while True:
             try:
                 return self._transact(records)
             except Exception as exc:
-                if attempt >= self.attempts or not (is_transient(exc) or len(records) == 1):
+                handler_failed = len(records) == 1 and not records[0].error
+                retry += 1
+                wait = budget.wait_before(retry) if is_transient(exc) or handler_failed else None
+                if wait is None:
                     raise
                 log.warning(
                     "transaction failed; trying it again",
-                    extra={**_span(records), "attempt": attempt, "error": _reason(exc)},
+                    extra={**_span(records), "retry": retry, "error": reason(exc)},
                 )
-            time.sleep(self.retry_pause_s * attempt)
-            attempt += 1
+            budget.pause(wait)
 
     def _database_reachable(self) -> bool:
         try:
@@ -258,9 +209,9 @@ class BatchApplier:
         applied: list[str] = []  # their ce_time, for the hop latency
         for record in records:
             subject = record.meta.subject if record.meta else ""
-            with spans.handling(record.kafka, record.inbox_id, subject):
-                reason = record.error
-                if record.event is not None and record.meta is not None and not reason:
+            with spans.handling(record.traced, record.inbox_id, subject):
+                why = record.error
+                if record.event is not None and record.meta is not None and not why:
                     began = utcnow()
                     try:
                         batch.apply(record.event, record.meta)
@@ -276,46 +227,56 @@ class BatchApplier:
                         applied.append(record.meta.time)
                         continue
                     except InvalidEvent as exc:
-                        reason = str(exc)
-                _stage_dead_letter(outbox, record, reason, event_id=record.inbox_id)
+                        why = str(exc)
+                _stage_dead_letter(outbox, record, why, event_id=record.inbox_id)
                 dead += 1
         batch.write()
         metrics.observe_hops(topic, applied)
         return dead
 
     def _dead_letter_poison(self, record: ConsumedRecord, exc: Exception) -> Outcome:
-        """Dead-letter the one record that keeps failing, in a transaction of its own."""
-        reason = _reason(exc)
+        """Dead-letter the one record that keeps failing, in a transaction of its own; if
+        that fails too, in a last-resort one that parses nothing."""
+        why = reason(exc)
         try:
-            return self._write_dead_letter(record, record.inbox_id, reason)
-        except Exception as dlt_exc:
-            if is_transient(dlt_exc) or record.inbox_id == record.where:
+            return self._write_dead_letter(record, why)
+        except Exception as dead_letter_exc:
+            if is_transient(dead_letter_exc) or not self._database_reachable():
                 raise
-            # The event id itself may be what the database refuses (a NUL byte on
-            # PostgreSQL): record the dead letter under the record's coordinates instead.
-            log.warning(
-                "dead letter under the event id failed; keying it by its coordinates",
-                extra={**record.log_fields(), "error": _reason(dlt_exc)},
-            )
-        return self._write_dead_letter(record, record.where, reason)
+            why = f"{why}; its dead letter failed: {reason(dead_letter_exc)}"
+        log.warning("dead letter failed; writing a last-resort one", extra=record.log_fields())
+        topic, partition, offset = coordinates(record.kafka)
+        written = write_last_resort(
+            self.db,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=record.kafka.key(),
+            value=record.kafka.value(),
+            headers=record.headers,
+            reason=why,
+            inbox_id=record.where,
+        )
+        return Outcome(new=1, dead_lettered=1) if written else Outcome()
 
-    def _write_dead_letter(self, record: ConsumedRecord, inbox_id: str, reason: str) -> Outcome:
+    def _write_dead_letter(self, record: ConsumedRecord, why: str) -> Outcome:
         with self.db.write() as session:
-            if not inbox.record_new(session, [(inbox_id, record.topic)]):
+            if not inbox.record_new(session, [(record.inbox_id, record.topic)]):
                 log.info("duplicate event skipped", extra=record.log_fields())
                 return Outcome()
             outbox = OutboxWriter(self.topics)
-            _stage_dead_letter(outbox, record, reason, event_id=inbox_id)
+            _stage_dead_letter(outbox, record, why, event_id=record.inbox_id)
             outbox.write(session)
         return Outcome(new=1, dead_lettered=1)
 
 
 def _stage_dead_letter(
-    outbox: OutboxWriter, record: ConsumedRecord, reason: str, *, event_id: str
+    outbox: OutboxWriter, record: ConsumedRecord, why: str, *, event_id: str
 ) -> None:
     """Stage the consumed record, byte for byte, for its topic's dead-letter topic."""
-    log.warning("event dead-lettered", extra={**record.log_fields(), "reason": reason})
-    tracing.mark_failed(reason)
+    why = storable_text(why)
+    log.warning("event dead-lettered", extra={**record.log_fields(), "reason": why})
+    tracing.mark_failed(why)
     topic, partition, offset = coordinates(record.kafka)
     outbox.add_dead_letter(
         topic=topic,
@@ -323,7 +284,7 @@ def _stage_dead_letter(
         offset=offset,
         key=record.kafka.key(),
         value=record.kafka.value(),
-        headers=_headers(record.kafka),
-        reason=reason,
+        headers=record.headers,
+        reason=why,
         event_id=event_id,
     )

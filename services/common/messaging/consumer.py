@@ -21,8 +21,10 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from services.common.crashpoints import crash_point
-from services.common.messaging.apply import BatchApplier, Handler, coordinates
+from services.common.messaging.apply import BatchApplier, Handler
 from services.common.messaging.catchup import AppliedPositions, CaughtUpPartitions, PositionsRequest
+from services.common.messaging.consumed import coordinates
+from services.common.messaging.retries import RetryPolicy
 from services.common.messaging.topics import TopicTable
 from services.common.observability import metrics
 from services.common.persistence.db import Database
@@ -40,7 +42,8 @@ class EventConsumer(BackgroundWorker):
     """Consumes the topics of `handlers` as consumer group `group_id`, one batch per transaction.
 
     `topics` is the table the handlers' topics are in: how their records decode, where
-    the events the handlers stage go. `attempts` and `retry_pause_s`: see BatchApplier.
+    the events the handlers stage go. `retry`: how a failed transaction is tried again
+    before its record is dead-lettered or the batch rewound (see BatchApplier).
     `high_watermarks` reads a topic's high watermarks now (kafka.HighWatermarks), for
     `caught_up_partitions`.
     """
@@ -54,15 +57,12 @@ class EventConsumer(BackgroundWorker):
         topics: TopicTable,
         batch_size: int = 500,
         poll_timeout_s: float = 0.2,
-        attempts: int = 3,
-        retry_pause_s: float = 0.05,
+        retry: RetryPolicy | None = None,
         high_watermarks: Callable[[str], dict[int, int]] | None = None,
         new_consumer: Callable[[], Consumer] | None = None,
     ) -> None:
         super().__init__("event-consumer")
-        self.applier = BatchApplier(
-            db, handlers, topics, attempts=attempts, retry_pause_s=retry_pause_s
-        )
+        self.applier = BatchApplier(db, handlers, topics, retry=retry)
         self.consumer = consumer
         self.handlers = handlers
         self.batch_size = batch_size

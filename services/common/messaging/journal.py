@@ -32,6 +32,11 @@ from services.common.timeutil import utcnow
 #: The header a redriven record carries: its inbox key on the way back (see redrive_id).
 REDRIVE_HEADER = "paysaga_redrive_id"
 
+#: The longest text a journal row keeps, and the longest order id (an indexed column:
+#: PostgreSQL refuses an index entry over about 2.7 kB; real order ids are UUIDs).
+MAX_TEXT_CHARS = 2000
+MAX_ORDER_ID_CHARS = 255
+
 
 class StepKind(StrEnum):
     PRODUCED = "PRODUCED"
@@ -126,12 +131,14 @@ def redrive_id(dead_letter: str) -> str:
 
 
 def parse_time(text: str) -> datetime | None:
-    """A ce_time (ISO 8601, `Z` allowed) as an aware datetime, or None."""
+    """A ce_time (ISO 8601, `Z` allowed) as an aware UTC datetime, or None if it is not one
+    a database can store (unparseable, or out of range once in UTC: `0001-01-01T00:00+01:00`
+    parses, but is a moment before year 1)."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _name(enum: Any, value: int, prefix: str) -> str:
@@ -279,8 +286,22 @@ class Journal:
             self.dead_letters = []
 
 
+def storable_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Any text (an exception's, say) as any database column and Kafka header takes it:
+    what UTF-8 cannot encode and NUL characters escaped, cut to `limit` characters."""
+    text = text[: limit * 4].encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")[:limit]
+
+
 def _storable(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with NUL characters in its texts escaped: a poison record's order id or
-    reason may hold them, and PostgreSQL text refuses them (the journal must never be what
-    stops a dead letter from being written)."""
-    return {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in row.items()}
+    """The row with NUL characters in its texts escaped (PostgreSQL text refuses them) and
+    its texts cut to MAX_TEXT_CHARS, its order id to MAX_ORDER_ID_CHARS: a poison record's
+    order id or reason may hold anything, and the journal must never be what stops a dead
+    letter from being written, nor an event from being applied. (Texts come from decoded
+    headers and protobuf strings: valid Unicode.)"""
+    return {
+        k: v.replace("\x00", "\\x00")[: MAX_ORDER_ID_CHARS if k == "order_id" else MAX_TEXT_CHARS]
+        if isinstance(v, str)
+        else v
+        for k, v in row.items()
+    }

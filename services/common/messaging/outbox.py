@@ -35,15 +35,20 @@ MAX_REASON_CHARS = 2000
 _NAME_LEN = struct.Struct(">H")
 _VALUE_LEN = struct.Struct(">I")
 _NULL = 0xFFFFFFFF
+_LONG_NAME = 0xFFFF
 
 
 def encode_headers(headers: Headers) -> bytes:
     """Kafka headers as bytes: per header a 2-byte name length, the UTF-8 name, a 4-byte
-    value length (all ones for a null value) and the value, in order (names may repeat)."""
+    value length (all ones for a null value) and the value, in order (names may repeat).
+    A name of 65535 bytes or more (Kafka allows it) has all ones, then a 4-byte length."""
     out = bytearray()
     for name, value in headers:
         raw_name = name.encode()
-        out += _NAME_LEN.pack(len(raw_name)) + raw_name
+        if len(raw_name) < _LONG_NAME:
+            out += _NAME_LEN.pack(len(raw_name)) + raw_name
+        else:
+            out += _NAME_LEN.pack(_LONG_NAME) + _VALUE_LEN.pack(len(raw_name)) + raw_name
         if value is None:
             out += _VALUE_LEN.pack(_NULL)
             continue
@@ -59,6 +64,9 @@ def decode_headers(data: bytes) -> list[tuple[str, bytes | None]]:
     while at < len(data):
         (name_len,) = _NAME_LEN.unpack_from(data, at)
         at += _NAME_LEN.size
+        if name_len == _LONG_NAME:
+            (name_len,) = _VALUE_LEN.unpack_from(data, at)
+            at += _VALUE_LEN.size
         name = data[at : at + name_len].decode()
         at += name_len
         (value_len,) = _VALUE_LEN.unpack_from(data, at)
@@ -69,6 +77,22 @@ def decode_headers(data: bytes) -> list[tuple[str, bytes | None]]:
         headers.append((name, data[at : at + value_len]))
         at += value_len
     return headers
+
+
+def dead_letter_headers(
+    headers: Headers, *, reason: str, topic: str, partition: int, offset: int
+) -> Headers:
+    """A consumed record's headers as its dead letter carries them: its own (less any
+    dlt_* ones) and the dlt_* headers saying why and where it came from."""
+    dead_headers = [h for h in headers if h[0] not in DLT_HEADERS]
+    dead_headers += [
+        ("dlt_reason", reason[:MAX_REASON_CHARS].encode()),
+        ("dlt_topic", topic.encode()),
+        ("dlt_partition", str(partition).encode()),
+        ("dlt_offset", str(offset).encode()),
+        ("dlt_time", utcnow().isoformat().encode()),
+    ]
+    return dead_headers
 
 
 class OutboxRecord(SQLModel, table=True):
@@ -212,14 +236,9 @@ class OutboxWriter:
         event_id: str,
     ) -> None:
         """Stage the consumed record, byte for byte, for `<topic>.dlt`, with dlt_* headers."""
-        dead_headers = [h for h in headers if h[0] not in DLT_HEADERS]
-        dead_headers += [
-            ("dlt_reason", reason[:MAX_REASON_CHARS].encode()),
-            ("dlt_topic", topic.encode()),
-            ("dlt_partition", str(partition).encode()),
-            ("dlt_offset", str(offset).encode()),
-            ("dlt_time", utcnow().isoformat().encode()),
-        ]
+        dead_headers = dead_letter_headers(
+            headers, reason=reason, topic=topic, partition=partition, offset=offset
+        )
         self._add(
             event_id=event_id, topic=f"{topic}.dlt", key=key, value=value, headers=dead_headers
         )

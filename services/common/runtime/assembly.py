@@ -16,6 +16,7 @@ from services.common.messaging.kafka import (
     new_producer,
 )
 from services.common.messaging.relay import OutboxRelay
+from services.common.messaging.retries import RetryPolicy
 from services.common.messaging.topics import TopicTable
 from services.common.persistence.db import Database
 from services.common.security.policy import Security
@@ -78,6 +79,11 @@ def build_app(
         handlers,
         topics=topics,
         batch_size=settings.consumer_batch_size,
+        retry=RetryPolicy(
+            retries=settings.handler_retries,
+            backoff_s=settings.handler_retry_backoff_ms / 1000,
+            max_total_s=settings.handler_retry_max_s,
+        ),
         high_watermarks=HighWatermarks(bootstrap),
         new_consumer=lambda: Consumer(config),
     )

@@ -56,3 +56,27 @@ def test_subject_must_be_the_events_order() -> None:
     headers = EventMeta.new(ce_type=ORDERS.ce_type, source=ORDERS.source, subject="o-2").headers()
     with pytest.raises(InvalidEvent, match="ce_subject 'o-2' is not the event's order_id 'o-1'"):
         decode(ORDERS, headers, EVENT.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("ce_id", "e" * 256, "ce_id is 256 characters long; at most 255"),
+        ("ce_id", "evt\x00-1", "ce_id 'evt\\\\x00-1' holds a NUL character"),
+        ("ce_subject", "o-1" * 100, "ce_subject is 300 characters long; at most 255"),
+        ("ce_subject", "o-1\x00", "ce_subject 'o-1\\\\x00' holds a NUL character"),
+    ],
+)
+def test_an_id_or_subject_no_index_can_hold_is_rejected(name: str, value: str, why: str) -> None:
+    """The inbox and the journal key rows by them: a NUL or 100 KB one must not reach them."""
+    headers = [(k, v) for k, v in _headers() if k != name] + [(name, value.encode())]
+    with pytest.raises(InvalidEvent, match=why):
+        decode(ORDERS, headers, EVENT.SerializeToString())
+
+
+def test_a_refused_value_is_repeated_cut_short() -> None:
+    headers = [(k, v) for k, v in _headers() if k != "ce_type"] + [("ce_type", b"x" * 100_000)]
+    with pytest.raises(InvalidEvent) as refused:
+        decode(ORDERS, headers, EVENT.SerializeToString())
+    assert len(str(refused.value)) < 300
+    assert "(100000 characters)" in str(refused.value)

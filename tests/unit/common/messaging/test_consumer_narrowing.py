@@ -25,6 +25,7 @@ from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import TABLES as JOURNAL_TABLES
 from services.common.messaging.outbox import DLT_HEADERS, OutboxRecord, OutboxWriter, decode_headers
+from services.common.messaging.retries import RetryPolicy
 from services.common.persistence.db import Database, is_transient
 from services.common.timeutil import to_timestamp, utcnow
 from services.saga.topics import ORDERS, SAGA_TOPICS
@@ -109,7 +110,7 @@ def hop(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Hop:
         kafka,  # type: ignore[arg-type]
         {ORDERS.name: Ledger},
         topics=SAGA_TOPICS,
-        retry_pause_s=0,
+        retry=RetryPolicy(backoff_s=0),
     )
     return Hop(consumer, db, kafka)
 
