@@ -32,3 +32,7 @@ class OrderSettings(ServiceSettings):
     watch_max_backlog: int = 1_000
     #: Recent order changes held (and read back at start) to resume streams from a token.
     watch_history: int = 50_000
+    #: A FAILED order whose charge was seen and whose refund was not, this many seconds
+    #: on, has its OrderFailed announced again (at most once per this many seconds):
+    #: ORDER_REFUND_REANNOUNCE_S. See services.order.refunds.
+    refund_reannounce_s: float = Field(default=60.0, gt=0)
