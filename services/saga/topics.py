@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from paysaga.v1 import events_pb2
 from services.common.messaging.topics import Topic, TopicTable
+from services.saga.describe import describe_event
 
 ORDER_SERVICE = "paysaga/order"
 PAYMENT_SERVICE = "paysaga/payment"
@@ -16,7 +17,9 @@ TRANSACTIONS = Topic("transactions", events_pb2.TransactionRecorded, PAYMENT_SER
 ORDER_UPDATES = Topic("order-updates", events_pb2.OrderUpdated, ORDER_SERVICE)
 
 #: The saga's table, handed to the consumers, outboxes and admin APIs of both services.
-SAGA_TOPICS = TopicTable(consumed=(ORDERS, PAYMENTS, TRANSACTIONS), fan_out=(ORDER_UPDATES,))
+SAGA_TOPICS = TopicTable(
+    consumed=(ORDERS, PAYMENTS, TRANSACTIONS), fan_out=(ORDER_UPDATES,), describe=describe_event
+)
 
 #: topic name -> Topic for the saga's topics (consumed by a consumer group, with a DLT each).
 TOPICS: dict[str, Topic] = SAGA_TOPICS.consumed

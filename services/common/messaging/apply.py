@@ -34,7 +34,7 @@ from services.common.messaging.consumed import (
     decode_record,
     reason,
 )
-from services.common.messaging.journal import StepKind, describe, storable_text
+from services.common.messaging.journal import StepKind, storable_text
 from services.common.messaging.last_resort import write_last_resort
 from services.common.messaging.outbox import OutboxWriter
 from services.common.messaging.retries import RetryBudget, RetryPolicy
@@ -221,7 +221,7 @@ class BatchApplier:
                             partition=record.kafka.partition() or 0,
                             offset=record.kafka.offset() or 0,
                             meta=record.meta,
-                            detail=describe(record.event),
+                            detail=self.topics.describe(record.event),
                             at=began,
                         )
                         applied.append(record.meta.time)

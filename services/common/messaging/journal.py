@@ -19,11 +19,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from google.protobuf.message import Message
 from sqlalchemy import Table
 from sqlmodel import Field, Index, Session, SQLModel
 
-from paysaga.v1 import events_pb2, orders_pb2, payments_pb2
 from services.common.messaging.cloudevents import EventMeta
 from services.common.persistence.columns import blob, int64
 from services.common.persistence.db import insert_ignoring_conflicts
@@ -139,34 +137,6 @@ def parse_time(text: str) -> datetime | None:
         return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
         return None
-
-
-def _name(enum: Any, value: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(value)).removeprefix(prefix)
-    except ValueError:
-        return str(value)
-
-
-def describe(event: Message) -> str:
-    """What an event says, in a few words (a status, an outcome, a reason)."""
-    reason = getattr(event, "reason", "")
-    if isinstance(event, events_pb2.OrderUpdated):
-        text = _name(orders_pb2.OrderStatus, event.order.status, "ORDER_STATUS_")
-        reason = event.order.failure_reason
-    elif isinstance(event, events_pb2.PaymentProcessed):
-        text = _name(events_pb2.PaymentStatus, event.status, "PAYMENT_STATUS_")
-    elif isinstance(event, events_pb2.TransactionRecorded):
-        kind = event.kind or payments_pb2.TRANSACTION_KIND_CHARGE
-        status = _name(events_pb2.TransactionStatus, event.status, "TRANSACTION_STATUS_")
-        text = f"{_name(payments_pb2.TransactionKind, kind, 'TRANSACTION_KIND_')} {status}"
-    elif isinstance(event, events_pb2.OrderPurchased):
-        text = f"{event.amount_cents} cents, product {event.product_id}"
-    else:
-        text = ""
-    if text and reason:
-        return f"{text}: {reason}"
-    return text or reason
 
 
 class Journal:

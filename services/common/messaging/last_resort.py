@@ -46,7 +46,7 @@ def write_last_resort(
             encoded, headers = b"", []
             reason = f"{reason}; its headers could not be kept: {type(exc).__name__}: {exc}"
         reason = storable_text(reason)
-        outbox = OutboxWriter()
+        outbox = OutboxWriter(None)
         outbox.add_record(
             topic=f"{topic}.dlt",
             key=key,

@@ -19,7 +19,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from services.common.headers import Headers, header_dict
 from services.common.messaging.cloudevents import EventMeta
-from services.common.messaging.journal import Journal, StepKind, describe, parse_time
+from services.common.messaging.journal import Journal, StepKind, parse_time
 from services.common.messaging.topics import Topic, TopicTable
 from services.common.observability import tracing
 from services.common.persistence.columns import blob, int64
@@ -145,20 +145,27 @@ def _no_topic_table(event: Message) -> Topic:
     raise TypeError(f"cannot stage a {type(event).__name__}: this OutboxWriter has no topic table")
 
 
+def _no_description(event: Message) -> str:
+    return ""
+
+
 class OutboxWriter:
     """The outgoing records of one transaction, in order; `write` inserts them all.
 
-    `topics` says which topic each event of `add_event` goes on; a writer without one
-    stages records as they are only (a redrive). It also carries the transaction's saga
-    journal (services.common.messaging.journal): a staged event is a PRODUCED step of its
-    order, and the consumer adds what it applied.
+    `topics` says which topic each event of `add_event` goes on and how the journal
+    describes it; a writer given None stages records as they are only (a redrive). It
+    also carries the transaction's saga journal (messaging.journal): a staged event is a
+    PRODUCED step of its order, and the consumer adds what it applied.
     """
 
-    def __init__(self, topics: TopicTable | None = None) -> None:
+    def __init__(self, topics: TopicTable | None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.journal = Journal()
         self._topic_for: Callable[[Message], Topic] = (
             topics.for_event if topics is not None else _no_topic_table
+        )
+        self._describe: Callable[[Message], str] = (
+            topics.describe if topics is not None else _no_description
         )
 
     def _add(
@@ -207,7 +214,7 @@ class OutboxWriter:
             topic=topic.name,
             event_id=meta.id,
             event_type=meta.type,
-            detail=describe(event),
+            detail=self._describe(event),
         )
         return meta
 

@@ -6,7 +6,7 @@ hand it to the mechanisms here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -52,7 +52,14 @@ class TopicTable:
     `fan_out` topics are read by every replica from their end, without a group.
     """
 
-    def __init__(self, consumed: Iterable[Topic], fan_out: Iterable[Topic] = ()) -> None:
+    def __init__(
+        self,
+        consumed: Iterable[Topic],
+        fan_out: Iterable[Topic] = (),
+        describe: Callable[[Message], str] = lambda event: str(getattr(event, "reason", "")),
+    ) -> None:
+        #: What an event says in a few words, for the journal's step details.
+        self.describe = describe
         #: topic name -> Topic, for the topics consumed by a consumer group.
         self.consumed: dict[str, Topic] = {topic.name: topic for topic in consumed}
         self.fan_out: tuple[Topic, ...] = tuple(fan_out)

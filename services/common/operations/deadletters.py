@@ -180,7 +180,7 @@ def redrive(
             raise RedriveLimit("; ".join(item.note for item in plan.left_out))
         if dry_run:
             return plan
-        outbox = OutboxWriter()
+        outbox = OutboxWriter(None)
         for item in plan.send:
             _stage(session, outbox, found[item.id], item, requested_by, now)
         outbox.write(session)

@@ -36,7 +36,7 @@ def test_an_outbox_stages_an_event_on_its_topic_from_the_source_that_publishes_i
 
 
 def test_an_outbox_without_a_table_stages_records_as_they_are_only() -> None:
-    outbox = OutboxWriter()
+    outbox = OutboxWriter(None)
     outbox.add_record(topic="purchases", key=None, value=b"x", headers=[], event_id="e-1")
     assert [row["topic"] for row in outbox.rows] == ["purchases"]
     with pytest.raises(TypeError, match="no topic table"):
