@@ -1,6 +1,6 @@
 """Payment service event handlers: charge on `orders`, record a transaction on `payments`.
 
-Each handler is a batch (see services.common.messaging.consumer.EventBatch): it loads what the
+Each handler is a batch (see services.common.messaging.apply.EventBatch): it loads what the
 batch's events need with one query per table, applies the events in order in memory,
 and writes the changes at the end: UPDATEs of the touched balances and refunded
 payments, bulk INSERTs of the new rows. Rows are plain dicts and statements are Core

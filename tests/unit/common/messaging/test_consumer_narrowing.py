@@ -180,7 +180,7 @@ def test_a_poison_event_is_dead_lettered_alone_and_the_rest_applied_once(
     hop: Hop, amount: int, reason: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     records = seven_orders(order_3=amount)
-    caplog.set_level(logging.INFO, logger="services.common.messaging.consumer")
+    caplog.set_level(logging.INFO, logger="services.common.messaging.apply")
     hop.consumer.process_batch(records)  # type: ignore[arg-type]
 
     # The six others, once each, in consumed order; their events, and one dead letter.
