@@ -34,7 +34,7 @@ from services.common.operations.backlog import Progress, group_lag, outbox_backl
 from services.common.operations.retention import purge_worker
 from services.common.persistence.db import Database
 from services.common.security.identity import LOCAL_CALLER, current_caller
-from services.common.serving.grpc_errors import abort
+from services.common.serving.grpc_errors import abort, echo
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.worker import PeriodicWorker
 
@@ -220,7 +220,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
-                f"the {self.service} service recorded nothing for order {order_id!r}",
+                f"the {self.service} service recorded nothing for order {echo(order_id)}",
             )
         return response
 
@@ -265,7 +265,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"no saga topic {topic!r}: use one of {', '.join(sorted(known))}",
+                f"no saga topic {echo(topic)}: use one of {', '.join(sorted(known))}",
             )
 
     def ListDeadLetters(
@@ -348,7 +348,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         known = self.topic_table.consumed.get(topic)
         event_type = known.event_type_named(ce_type) if known else None
         if event_type is None:
-            return "", f"no event type {ce_type!r} on topic {topic!r}"
+            return "", f"no event type {echo(ce_type)} on topic {echo(topic)}"
         if not value:
             return "", "empty payload"
         try:

@@ -44,6 +44,7 @@ from services.common.messaging.journal import (
 )
 from services.common.messaging.outbox import DLT_HEADERS, OutboxWriter, decode_headers
 from services.common.persistence.db import Database
+from services.common.serving.grpc_errors import echo
 from services.common.timeutil import utcnow
 
 #: Most dead letters one list or one redrive handles.
@@ -117,7 +118,7 @@ def get_dead_letter(db: Database, dead_letter_id: str) -> DeadLetter:
     with db.read() as session:
         found = session.get(DeadLetter, dead_letter_id)
     if found is None:
-        raise NoSuchDeadLetter(f"no dead letter {dead_letter_id!r} here")
+        raise NoSuchDeadLetter(f"no dead letter {echo(dead_letter_id)} here")
     return found
 
 
@@ -167,7 +168,9 @@ def redrive(
         }
         missing = [i for i in ids if i not in found]
         if missing:
-            raise NoSuchDeadLetter(f"no dead letter(s) {', '.join(map(repr, missing))} here")
+            named = ", ".join(echo(i) for i in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise NoSuchDeadLetter(f"no dead letter(s) {named}{more} here")
         consumed = _copies_consumed(session, found.values())
         if consumed:
             raise AlreadyConsumed(
