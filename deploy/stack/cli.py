@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from deploy.postgres.cli import runtime_from_env
-from deploy.stack.config import ROOT, SERVICES, StackConfigError, replica_address
+from deploy.stack.config import CONSOLE, ROOT, SERVICES, StackConfigError, replica_address
 from deploy.stack.datastores import DB_KINDS
 from deploy.stack.processes import (
+    ConsoleProcess,
     ServiceProcess,
     StartError,
     is_serving,
@@ -27,6 +28,7 @@ from deploy.stack.processes import (
 from deploy.stack.stack import Stack, check_layout
 from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import TlsSettings
+from services.common.security.tokens import mint_token
 
 VAR = ROOT / "var"
 #: What the running replicas were started with, so `up` never mixes two layouts.
@@ -54,6 +56,29 @@ def found_processes(replicas: int = 1) -> list[ServiceProcess]:
             address = replica_address(base, i)
             found.append(ServiceProcess(spec, address, run_dir=run_dir, log_dir=logs, replica=i))
     return found
+
+
+def console_process(stack: Stack | None = None) -> ConsoleProcess:
+    """The console `make up` runs (var/run/console.pid, var/log/console.log), pointed at every
+    replica of the stack; with auth on it calls them with an operator token of its own.
+    Without a stack: the one that runs, as var/run/stack.json describes it (`ps`, `down`)."""
+    env: dict[str, str] = {}
+    auth = AuthSettings()
+    if stack is not None and auth.enabled:
+        ttl_s = int(min(auth.max_token_lifetime_s, 86400))
+        env["PAYSAGA_TOKEN"] = mint_token(auth, subject="console", operator=True, ttl_s=ttl_s)
+    running = _running_state() if stack is None else {}
+    return ConsoleProcess(
+        CONSOLE,
+        os.environ.get("PAYSAGA_CONSOLE_ADDRESS") or CONSOLE.default_address,
+        env,
+        run_dir=VAR / "run",
+        log_dir=VAR / "log",
+        order_addresses=stack.addresses("order") if stack else [],
+        payment_addresses=stack.addresses("payment") if stack else [],
+        https=bool(running["tls"]) if running else None,
+        ca_file=str(running.get("ca_file", "")),
+    )
 
 
 def _relative(path: Path) -> str:
@@ -116,6 +141,13 @@ def up(args: argparse.Namespace) -> int:
             print(f"==> {proc.name}: already running (pid {pid})")
     for proc in stack.start_services():
         print(f"==> {proc.name}: started on {proc.address}")
+    console = console_process(stack)
+    if (pid := console.pid()) is not None:
+        print(f"==> console: already running (pid {pid})")
+    else:
+        console.start()
+        console.wait_serving()
+        print(f"==> console: started on {console.url}")
     STATE_FILE.write_text(json.dumps(_state(stack)) + "\n")
     extra = sorted(p.name for p in found_processes() if p.pid() and p.replica >= args.replicas)
     if extra:
@@ -133,6 +165,9 @@ def print_summary(stack: Stack) -> None:
             f"log {_relative(proc.log_file)}"
         )
     print(f"  kafka      {stack.bootstrap}")
+    console = console_process(stack)
+    pid, log = console.pid() or "-", _relative(console.log_file)
+    print(f"  console    {console.url:<16} pid {pid:<8} log {log}")
     metrics = [
         f"{proc.name} http://{proc.metrics_address}/metrics"
         for proc in stack.all_processes()
@@ -166,11 +201,12 @@ def print_summary(stack: Stack) -> None:
     if stack.replicas > 1:
         others = ", ".join(stack.addresses("order")[1:])
         print(f"  any replica serves any call: the same on {others}")
+    print(f"\nThe console: open {console.url} (a browser on this machine)")
     print("Logs: var/log/   Status: make ps   Stop: make down")
 
 
 def down(args: argparse.Namespace) -> int:
-    running = [(proc, proc.pid()) for proc in found_processes()]
+    running = [(proc, proc.pid()) for proc in [console_process(), *found_processes()]]
     if not any(pid for _, pid in running):
         print("==> no service replica is running")
     for proc, pid in running:
@@ -192,6 +228,10 @@ def ps(args: argparse.Namespace) -> int:
             serving = is_serving(proc.address, tls=tls)
             state = "SERVING" if serving else "running, not serving"
         print(f"{proc.name:<10} {state:22} pid={pid or '-':<8} {proc.address}")
+    console = console_process()
+    pid = console.pid()
+    state = "stopped" if pid is None else "SERVING" if console.answers() else "running, not serving"
+    print(f"{console.name:<10} {state:22} pid={pid or '-':<8} {console.url}")
     return 0
 
 

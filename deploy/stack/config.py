@@ -54,6 +54,8 @@ SERVICES = (
     ServiceSpec("payment", "services.payment", "PAYMENT_", "127.0.0.1:50052", "127.0.0.1:9102"),
 )
 SPECS = {spec.name: spec for spec in SERVICES}
+#: The web console (services/console): not a gRPC service, one process, started after them.
+CONSOLE = ServiceSpec("console", "services.console", "PAYSAGA_CONSOLE_", "127.0.0.1:8088", "0")
 
 
 #: Ports free_ports() handed out already: never twice in one process (a stack's services

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +220,60 @@ class ServiceProcess:
         pid = self.signal(signal.SIGKILL)
         if pid is not None:
             self.wait_exit(pid, 5.0)
+
+
+@dataclass
+class ConsoleProcess(ServiceProcess):
+    """The web console (`python -m services.console`, PAYSAGA_CONSOLE_ADDRESS), pointed at
+    every replica of both services; ready once /healthz answers."""
+
+    #: Every replica's address of each service.
+    order_addresses: list[str] = field(default_factory=list)
+    payment_addresses: list[str] = field(default_factory=list)
+    #: Whether it serves HTTPS, and the CA to verify it with; None/"": from its environment.
+    https: bool | None = None
+    ca_file: str = ""
+
+    @property
+    def instance_id(self) -> str:
+        return "console"
+
+    def process_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env["PAYSAGA_CONSOLE_ADDRESS"] = self.address
+        env["PAYSAGA_ORDER_ADDRESSES"] = ",".join(self.order_addresses)
+        env["PAYSAGA_PAYMENT_ADDRESSES"] = ",".join(self.payment_addresses)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    @property
+    def url(self) -> str:
+        https = self.https
+        if https is None:
+            https = bool(self.process_env().get("PAYSAGA_TLS_CERT_FILE"))
+        return f"{'https' if https else 'http'}://{self.address}/"
+
+    def answers(self, timeout_s: float = 1.0) -> bool:
+        """True if the console answers /healthz (over TLS, verified with PAYSAGA_TLS_CA_FILE)."""
+        ca_file = self.ca_file or self.process_env().get("PAYSAGA_TLS_CA_FILE") or None
+        https = self.url.startswith("https")
+        context = ssl.create_default_context(cafile=ca_file) if https else None
+        try:
+            with urllib.request.urlopen(self.url + "healthz", timeout=timeout_s, context=context):
+                return True
+        except OSError:
+            return False
+
+    def wait_serving(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.answers():
+                return
+            if self.pid() is None:
+                raise StartError(f"{self.name} exited during start-up\n{self.log_tail()}")
+            time.sleep(0.2)
+        raise StartError(f"{self.name} not answering after {timeout_s:.0f}s\n{self.log_tail()}")
 
 
 def stop_all(processes: Iterable[ServiceProcess], timeout_s: float = 20.0) -> None:

@@ -214,7 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_json(state)
     state.set_defaults(run=commands.status)
+
+    console = sub.add_parser(
+        "console",
+        help="serve the web console on PAYSAGA_CONSOLE_ADDRESS (default 127.0.0.1:8088)",
+        description="The web console (docs/console.md): the saga live, orders, stuck and held "
+        "money, dead letters and redrive, replicas; pointed at --order/--payment.",
+    )
+    console.set_defaults(run=serve_console)
     return parser
+
+
+def serve_console(client: Client, args: argparse.Namespace) -> str:
+    """`python -m services.console` in this process's place, pointed at the replicas given
+    (the console imports this package, so this package only starts it)."""
+    env = {**os.environ}
+    for service in ("order", "payment"):
+        env[ENV[service]] = ",".join(client.targets.of(service))
+    os.execve(sys.executable, [sys.executable, "-m", "services.console"], env)
 
 
 def _user() -> str:
