@@ -146,6 +146,13 @@ def test_tls_or_auth_off_is_refused_unless_meant() -> None:
         render(settings=["tls.enabled=false"])
 
 
+def test_a_misspelt_value_is_refused() -> None:
+    """values.schema.json: a value the chart does not know is an error, not silently unused."""
+    _require_helm()
+    with pytest.raises(RuntimeError, match="additional properties 'replica' not allowed"):
+        render(settings=["order.replica=1"])
+
+
 def test_the_dashboard_is_the_one_in_deploy_observability(default: list[Manifest]) -> None:
     (config_map,) = by_kind(default, "ConfigMap")
     shipped = chart.ROOT / "deploy/observability/grafana/dashboards/paysaga.json"
