@@ -13,6 +13,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 
 include mk/prereqs.mk
 include mk/contract.mk
+include mk/helm.mk
 include mk/kafka.mk
 include mk/postgres.mk
 include mk/security.mk
@@ -61,5 +62,5 @@ test-e2e: venv tools check-java check-postgres ## end-to-end tests: real service
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
-test: check-prereqs check-postgres venv tools kafka-jars lint contract test-unit test-integration test-e2e test-faults ## everything CI runs
+test: check-prereqs check-postgres venv tools kafka-jars lint contract helm-check test-unit test-integration test-e2e test-faults ## everything CI runs
 	@echo "==> all tests passed"
