@@ -63,6 +63,9 @@ _SELECT_CHARGES = select(_TRANSACTIONS.c.order_id, _TRANSACTIONS.c.id).where(
     _TRANSACTIONS.c.order_id.in_(bindparam("order_ids", expanding=True)),
     _TRANSACTIONS.c.kind == CHARGE,
 )
+_SELECT_REFUND = select(_TRANSACTIONS.c.id).where(
+    _TRANSACTIONS.c.order_id == bindparam("order_id"), _TRANSACTIONS.c.kind == REFUND
+)
 
 _ORDER_EVENTS = (events_pb2.OrderPurchased, events_pb2.OrderFailed)
 
@@ -143,6 +146,8 @@ class ChargeOrders:
         self.new_payments: list[PaymentRow] = []
         #: Order ids of payments given back in this batch.
         self.refunded: set[str] = set()
+        #: Order ids of payments given back before, whose refund this batch announces again.
+        self.refunds_announced_again: set[str] = set()
         #: New CHARGE and REFUND transactions.
         self.charges: list[dict[str, Any]] = []
         #: Decisions on OrderPurchased events, counted once the transaction commits.
@@ -234,8 +239,13 @@ class ChargeOrders:
             self._decide(event.order_id, event.user_id, event.amount_cents, False, reason)
             log.info("order failed before its payment; it will never be charged", extra=fields)
             return
-        if not payment["approved"] or payment["refunded_at"] is not None:
+        if not payment["approved"]:
             log.info("nothing to give back for this failed order", extra=fields)
+            return
+        if payment["refunded_at"] is not None:
+            if event.order_id not in self.refunded | self.refunds_announced_again:
+                self.refunds_announced_again.add(event.order_id)  # once a batch at most
+                self._announce_refund_again(event.order_id, payment, fields)
             return
         user_id, amount = payment["user_id"], payment["amount_cents"]
         if (user_id, amount) != (event.user_id, event.amount_cents):
@@ -263,6 +273,27 @@ class ChargeOrders:
             "money given back for a failed order",
             extra={**fields, "transaction_id": transaction_id},
         )
+
+    def _announce_refund_again(
+        self, order_id: str, payment: PaymentRow, fields: dict[str, Any]
+    ) -> None:
+        """An OrderFailed for money given back before: announce that REFUND again, under its
+        own transaction id, so an Order service whose copy was lost (parked, dead-lettered)
+        learns of it and stops re-announcing. Rare: one query, on this path only."""
+        transaction_id = self.session.execute(_SELECT_REFUND, {"order_id": order_id}).scalar()
+        if transaction_id is None:
+            log.info("nothing to give back for this failed order", extra=fields)
+            return
+        outgoing = events_pb2.TransactionRecorded(
+            order_id=order_id,
+            user_id=payment["user_id"],
+            amount_cents=payment["amount_cents"],
+            status=events_pb2.TRANSACTION_STATUS_SUCCESSFUL,
+            transaction_id=transaction_id,
+            kind=payments_pb2.TRANSACTION_KIND_REFUND,
+        )
+        self.outbox.add_event(outgoing, key=payment["user_id"], subject=order_id)
+        log.info("money was given back before; the refund is announced again", extra=fields)
 
     def write(self) -> None:
         now = utcnow()

@@ -72,13 +72,14 @@ def balance(db: Database) -> int:
         return account.balance_cents
 
 
-def refunds_announced(db: Database) -> int:
+def refunds_announced(db: Database) -> list[str]:
+    """The transaction ids of the REFUND announcements staged, in order."""
     with db.read() as session:
         rows = session.exec(
             select(OutboxRecord).where(col(OutboxRecord.topic) == "transactions")
         ).all()
     found = [events_pb2.TransactionRecorded.FromString(row.value or b"") for row in rows]
-    return sum(event.kind == payments_pb2.TRANSACTION_KIND_REFUND for event in found)
+    return [e.transaction_id for e in found if e.kind == payments_pb2.TRANSACTION_KIND_REFUND]
 
 
 def test_repeated_order_failed_refunds_once(hop: tuple[EventConsumer, Database]) -> None:
@@ -98,7 +99,10 @@ def test_repeated_order_failed_refunds_once(hop: tuple[EventConsumer, Database])
         payment = session.get(Payment, ORDER_ID)
     assert sorted(kinds) == ["CHARGE", REFUND]
     assert payment is not None and payment.refunded_at is not None
-    assert refunds_announced(db) == 1
+    # One refund; each later batch that asks again hears of that same refund once, so an
+    # Order service whose first copy was lost learns of it (and stops asking).
+    announced = refunds_announced(db)
+    assert len(set(announced)) == 1 and len(announced) == 3
 
 
 def test_order_failed_twice_in_the_batch_of_the_charge_refunds_once(
@@ -111,4 +115,4 @@ def test_order_failed_twice_in_the_batch_of_the_charge_refunds_once(
     with db.read() as session:
         kinds = [t.kind for t in session.exec(select(Transaction))]
     assert sorted(kinds) == ["CHARGE", REFUND]
-    assert refunds_announced(db) == 1
+    assert len(refunds_announced(db)) == 1
