@@ -3,6 +3,8 @@
 # DB=postgres (pg-up), both databases migrated and seeded, N replicas of each service.
 # Replica 0 on 50051/50052 (var/run/order.pid, var/log/order.log); replica i on the ports
 # + 100·i (order-i.pid, order-i.log). Defaults: one replica on SQLite (var/*.db), one broker.
+# Then the web console (mk/console.mk) on PAYSAGA_CONSOLE_ADDRESS (127.0.0.1:8088), pointed at
+# every replica; `make up` ends with its URL, `make ps` and `make down` include it.
 # Running `make up` again starts only what is missing; `make ps` and `make down` find every
 # replica, every Kafka node and PostgreSQL by themselves.
 

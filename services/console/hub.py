@@ -103,8 +103,10 @@ class Hub:
                     return
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # type: ignore[attr-defined]
                     token = ""  # too far behind to resume: watch again from now
-                self.watch_state, self.watch_error = "", explain(exc, "order", address)
-                log.info("WatchOrders ended: %s", self.watch_error)
+                error = explain(exc, "order", address)
+                if error != self.watch_error:  # said once, not once a second while down
+                    log.warning("WatchOrders ended: %s", error)
+                self.watch_state, self.watch_error = "", error
             except ValueError as exc:  # e.g. a token refused in clear text off loopback
                 self.watch_state, self.watch_error = "", str(exc)
             self._stopping.wait(1.0)

@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = ConsoleSettings()
     security = Security()
     try:
+        targets = resolve(None, None)
         host, port = settings.host_port()
         security.check_address(settings.address)
-        targets = resolve(None, None)
         login = Login(security.auth)
     except (ValueError, BadAddress, KeyConfigError, InsecureStart) as exc:
         sys.stderr.write(f"console: error: {exc}\n")

@@ -18,7 +18,9 @@ import pytest
 from confluent_kafka import Producer
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from deploy.postgres.runtime import PostgresRuntime
 from deploy.stack.config import CONSOLE, ROOT, free_ports
+from deploy.stack.datastores import fresh_databases
 from deploy.stack.processes import ConsoleProcess
 from deploy.stack.stack import Stack
 from services.common.messaging.cloudevents import EventMeta
@@ -33,6 +35,7 @@ pytestmark = pytest.mark.e2e
 SCREENSHOTS = ROOT / "var" / "screenshots"
 #: The longest a page waits for something live to show (the console pushes every second).
 WAIT_MS = 30_000
+expect.set_options(timeout=WAIT_MS)
 
 
 def chromium() -> str:
@@ -113,6 +116,11 @@ def test_an_order_appears_live_on_the_flow_and_orders_pages(
 ) -> None:
     page.goto("/")
     live(page)
+    page.keyboard.press("Tab")  # keyboard first: the skip link, then the pages
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Live flow")).to_be_focused()
     orders = page.context.new_page()
     orders.goto("/orders")
     live(orders)
@@ -310,3 +318,70 @@ def test_with_auth_and_tls_an_operator_logs_in_and_sees_the_saga(
         screenshot(page, "console-secured-order")
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def replicated(
+    tmp_path_factory: pytest.TempPathFactory,
+    grpcurl_binary: str,
+    postgres_server: PostgresRuntime,
+) -> Iterator[tuple[GrpcurlStack, ConsoleProcess]]:
+    """Two replicas of each service on PostgreSQL (`make up REPLICAS=2 DB=postgres`), and the
+    console pointed at all four."""
+    stack = Stack(
+        tmp_path_factory.mktemp("replicated-console"),
+        db="postgres",
+        replicas=2,
+        ports="free",
+        postgres=postgres_server,
+        databases=fresh_databases(postgres_server),
+        detach=False,
+    )
+    with running(stack, grpcurl_binary) as started:
+        [port] = free_ports(1)
+        process = ConsoleProcess(
+            CONSOLE,
+            f"127.0.0.1:{port}",
+            {"PAYSAGA_CONSOLE_STATUS_POLL_S": "1", "PAYSAGA_CONSOLE_CALL_TIMEOUT_S": "2"},
+            run_dir=stack.run_dir,
+            log_dir=stack.log_dir,
+            order_addresses=stack.addresses("order"),
+            payment_addresses=stack.addresses("payment"),
+        )
+        process.start()
+        try:
+            process.wait_serving()
+            yield started, process
+        finally:
+            process.stop()
+
+
+def test_with_two_replicas_each_every_replica_shows_and_the_flow_survives_one_going(
+    browser: Browser, replicated: tuple[GrpcurlStack, ConsoleProcess]
+) -> None:
+    stack, process = replicated
+    context = browser.new_context(base_url=process.url, viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/replicas")
+        cards = page.locator("li.replica")
+        expect(cards).to_have_count(4)
+        expect(page.locator("li.replica.state-unreachable")).to_have_count(0)
+        screenshot(page, "console-replicas-2x2")
+        flow = context.new_page()
+        flow.goto("/")
+        live(flow)
+        # The console's WatchOrders is on order replica 0: stop it, the flow goes on.
+        stack.stack.process("order", 0).stop()
+        second = stack.grpcurl("order", 1)
+        body = {"user_id": 2, "product_id": 1, "request_id": f"console-2x2-{uuid.uuid4()}"}
+        order_id = str(second.call(f"{ORDER}/CreateOrder", body)["order"]["id"])  # type: ignore[index]
+        expect(flow.locator('[data-flow="completed"]')).not_to_have_text("0")
+        expect(page.locator("li.replica.state-unreachable")).to_have_count(1)
+        page.goto(f"/orders/{order_id}")
+        expect(page.locator("h1 .badge")).to_have_text("COMPLETED")
+        expect(page.locator("tr[data-step]").filter(has_text="applied")).to_have_count(3)
+    finally:
+        context.close()
+        stack.stack.restart("order", 0)

@@ -17,7 +17,8 @@ from services.console.web import console, render, session_of
 def _next(request: Request, form_value: str = "") -> str:
     """Where to go after logging in: a path of this console only (never another site)."""
     target = form_value or request.query_params.get("next", "/")
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    local = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if local and "\n" not in target else "/"
 
 
 async def login_page(request: Request) -> Response:

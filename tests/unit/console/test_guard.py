@@ -136,3 +136,14 @@ def test_off_loopback_it_refuses_to_start_without_tls_and_auth(
     assert main([]) == 2
     error = capsys.readouterr().err
     assert "refusing to serve 0.0.0.0:8088 without TLS and authentication" in error
+
+
+def test_after_login_only_a_path_of_the_console_is_followed() -> None:
+    from starlette.requests import Request
+
+    from services.console.pages.login import _next
+
+    request = Request({"type": "http", "query_string": b"", "headers": []})
+    assert _next(request, "/dead-letters?topic=orders") == "/dead-letters?topic=orders"
+    for elsewhere in ("//evil.example/", "/\\evil.example", "https://evil.example/", "x"):
+        assert _next(request, elsewhere) == "/", elsewhere

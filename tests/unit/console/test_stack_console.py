@@ -4,12 +4,15 @@ deploy.stack.processes.ConsoleProcess and deploy.stack.cli.console_process."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from deploy.stack import cli
-from deploy.stack.config import CONSOLE
+from deploy.stack.config import CONSOLE, ROOT
 from deploy.stack.processes import ConsoleProcess
 
 
@@ -47,3 +50,26 @@ def test_ps_and_down_find_the_console_make_up_started(
     secured = cli.console_process()
     assert secured.url == "https://127.0.0.1:8088/", "a stack started with TLS=1"
     assert secured.ca_file == "/ca.pem"
+
+
+def test_paysaga_console_starts_the_console_with_the_replicas_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`paysaga --order A console` runs `python -m services.console` with the addresses: the
+    flag wins over a bad PAYSAGA_ORDER_ADDRESSES (else the console would name it); off
+    loopback without TLS and auth, the console then refuses at once and says why."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PAYSAGA_")},
+        "PAYSAGA_CONSOLE_ADDRESS": "0.0.0.0:8099",
+        "PAYSAGA_ORDER_ADDRESSES": "not-an-address",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--order", "127.0.0.1:7001", "console"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refusing to serve 0.0.0.0:8099 without TLS and authentication" in done.stderr
