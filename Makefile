@@ -18,6 +18,7 @@ include mk/kafka.mk
 include mk/postgres.mk
 include mk/security.mk
 include mk/services.mk
+include mk/console.mk
 include mk/faults.mk
 include mk/bench.mk
 
@@ -58,7 +59,7 @@ test-integration: venv check-java check-postgres ## integration tests: private K
 	$(PY) -m pytest tests/unit -q -m postgres
 
 .PHONY: test-e2e
-test-e2e: venv tools check-java check-postgres ## end-to-end tests: real services called with grpcurl
+test-e2e: venv tools check-java check-postgres check-chromium ## end-to-end tests: real services called with grpcurl
 	$(PY) -m pytest tests/e2e -q
 
 .PHONY: test
