@@ -22,11 +22,15 @@ def git_commit() -> tuple[str, bool]:
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
-    """The figures of the last line (issue 14's names; the ceiling is the aio echo)."""
+    """The figures of the last line (issue 14's names, then issue 19's; the ceiling is the
+    aio echo)."""
     tp = results.get("throughput", {})
     lat = results.get("latency", {})
     light = results.get("light", {})
     watchers = results.get("watchers", {})
+    receiving = results.get("receiving_watchers", {})
+    received = receiving.get("accounting", {})
+    lone = results.get("all_orders", {})
     return {
         "orders_per_s": tp.get("orders_per_s"),
         "grpc_ceiling_rps": results.get("grpc_echo_aio", {}).get("rps"),
@@ -43,6 +47,17 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "grpc_echo_sync_rps": results.get("grpc_echo_sync", {}).get("rps"),
         "kafka_ceiling_per_s": results.get("kafka", {}).get("msgs_per_s"),
         "cpu_s_per_1k_orders": tp.get("cpu_s_per_1k_orders"),
+        "watch_deliveries_per_s": receiving.get("deliveries_per_s"),
+        "watch_lag_p50_ms": receiving.get("lag", {}).get("p50_ms"),
+        "watch_lag_p99_ms": receiving.get("lag", {}).get("p99_ms"),
+        "watch_missed": received.get("missed"),
+        "watch_duplicated": received.get("duplicated"),
+        "watch_create_p99_ms": receiving.get("light", {}).get("p99_ms"),
+        "lone_create_p50_ms": lone.get("create_ack", {}).get("p50_ms"),
+        "lone_create_p99_ms": lone.get("create_ack", {}).get("p99_ms"),
+        "lone_watch_missed": lone.get("accounting", {}).get("missed"),
+        "lone_watch_duplicated": lone.get("accounting", {}).get("duplicated"),
+        "shape": results.get("shape"),
     }
 
 
@@ -66,6 +81,95 @@ def _cpu(cpu: dict[str, Any]) -> str:
     parts = [f"{k} {v:.1f}s" for k, v in cpu.items() if k != "machine_busy_fraction" and v]
     busy = cpu.get("machine_busy_fraction")
     return ", ".join(parts) + (f"; machine {busy:.0%} busy" if busy is not None else "")
+
+
+def echo_ceiling(results: dict[str, Any]) -> str:
+    """The machine's ceiling as this run measured it, to stand beside absolute figures."""
+    rps = results.get("grpc_echo_aio", {}).get("rps")
+    return (
+        "aio echo ceiling not measured (no echo phase)"
+        if rps is None
+        else (f"aio echo ceiling {_fmt(rps)} rps")
+    )
+
+
+def _missed(checked: dict[str, Any]) -> str:
+    return f"missed {_fmt(checked.get('missed'))} / duplicated {_fmt(checked.get('duplicated'))}"
+
+
+def _examples(checked: dict[str, Any]) -> str:
+    examples = checked.get("missed_examples")
+    return f"; missed e.g. (stream, order, version) {examples}" if examples else ""
+
+
+def watch_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The rows of the watchers and all-orders phases."""
+    rows: list[tuple[str, str, str]] = []
+    ceiling = echo_ceiling(results)
+    got = results.get("receiving_watchers")
+    if got:
+        checked, lag, light = got.get("accounting", {}), got.get("lag", {}), got["light"]
+        rows.append(
+            (
+                f"Watchers receiving @{light['offered_per_s']:.0f}/s",
+                _fmt(got.get("deliveries_per_s"), " deliveries/s"),
+                f"{got['opened']}/{got['requested']} streams on users 1..5 (each change to "
+                f"1 in 5), {_fmt(checked.get('delivered'))} delivered; {ceiling}",
+            )
+        )
+        rows.append(
+            (
+                "  delivery lag",
+                f"p99 {_fmt(lag.get('p99_ms'), ' ms')}",
+                f"p50 {_fmt(lag.get('p50_ms'))} / max {_fmt(lag.get('max_ms'))} ms from the "
+                "change's update_time to arrival; target p99 <= 100 ms",
+            )
+        )
+        rows.append(
+            (
+                "  every change once",
+                _missed(checked),
+                f"of {_fmt(checked.get('expected'))} (stream, change) pairs; misrouted "
+                f"{_fmt(checked.get('misrouted'))}; {got.get('resumed')} streams resumed; "
+                f"errors {got['errors'] or 'none'}; target 0 / 0{_examples(checked)}",
+            )
+        )
+        rows.append(
+            (
+                "  light load with them",
+                f"p99 {_fmt(light['p99_ms'], ' ms')}",
+                f"p50 {_fmt(light['p50_ms'])} ms; without watchers p99 "
+                f"{_fmt(got.get('light_without_watchers_p99_ms'))} ms (x"
+                f"{_fmt(got.get('p99_with_over_without'))}); target <= 2x",
+            )
+        )
+        rows.append(("  CPU in phase", "", _cpu(light["cpu_s"])))
+    lone = results.get("all_orders")
+    if lone:
+        ack, terminal = lone["create_ack"], lone["create_terminal"]
+        rows.append(
+            (
+                f"Lone CreateOrder, {lone['opened']} streams",
+                f"p99 {_fmt(ack['p99_ms'], ' ms')}",
+                f"p50 {_fmt(ack['p50_ms'])} / max {_fmt(ack['max_ms'])} ms over {lone['creates']} "
+                f"calls one at a time, each change to every stream; create->terminal p50 "
+                f"{_fmt(terminal['p50_ms'])} / p99 {_fmt(terminal['p99_ms'])} ms; target p99 <= "
+                f"50 ms; {ceiling}",
+            )
+        )
+        checked = lone.get("accounting", {})
+        rows.append(
+            (
+                "  every stream, every change",
+                _missed(checked),
+                f"{_fmt(checked.get('delivered'))} delivered ({_fmt(lone.get('deliveries_per_s'))}"
+                f"/s), lag p99 {_fmt(lone.get('lag', {}).get('p99_ms'))} ms; "
+                f"{lone.get('resumed')} streams resumed; errors {lone['errors'] or 'none'}"
+                f"{_examples(checked)}",
+            )
+        )
+        rows.append(("  CPU in phase", "", _cpu(lone["cpu_s"])))
+    return rows
 
 
 def table(results: dict[str, Any]) -> str:
@@ -144,21 +248,10 @@ def table(results: dict[str, Any]) -> str:
                 f"p50 {bound}{_fmt(light['p50_ms'], ' ms')}",
                 f"p99 {_fmt(light['p99_ms'])} / max {_fmt(light['max_ms'])} ms, "
                 f"{light['finished']}/{light['sent']} finished, {light['errors']} errors; "
-                "target p50 <= 25 ms",
+                f"target p50 <= 25 ms; {echo_ceiling(results)}",
             )
         )
-    watchers = results.get("watchers")
-    if watchers:
-        rows.append(
-            (
-                "Watchers (during latency)",
-                f"{watchers['open_at_end']} open",
-                f"{watchers['opened']}/{watchers['requested']} subscribed in "
-                f"{watchers['open_s']} s over {watchers['channels']} connections, "
-                f"scope {watchers['scope']}; {watchers['responses']} responses; "
-                f"errors {watchers['errors'] or 'none'}",
-            )
-        )
+    rows += watch_rows(results)
     lat = results.get("latency")
     if lat:
         bound = ">=" if lat.get("percentiles_are_lower_bounds") else ""
@@ -168,7 +261,7 @@ def table(results: dict[str, Any]) -> str:
                 f"p99 {bound}{_fmt(lat['p99_ms'], ' ms')}",
                 f"p50 {_fmt(lat['p50_ms'])} / p95 {_fmt(lat['p95_ms'])} / "
                 f"max {_fmt(lat['max_ms'])} ms, CreateOrder -> terminal on WatchOrders; "
-                "target p99 <= 100 ms"
+                f"target p99 <= 100 ms; {echo_ceiling(results)}"
                 + ("; unfinished orders counted with their wait so far" if bound else ""),
             )
         )
@@ -199,11 +292,24 @@ def table(results: dict[str, Any]) -> str:
             )
         )
         rows.append(("  CPU in phase", "", _cpu(lat["cpu_s"])))
-    width = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    watchers = results.get("watchers")
+    if watchers:
+        rows.append(
+            (
+                "  watchers held open",
+                f"{watchers['open_at_end']} open",
+                f"{watchers['opened']}/{watchers['requested']} subscribed in "
+                f"{watchers['open_s']} s over {watchers['channels']} channels, "
+                f"scope {watchers['scope']}; {watchers['responses']} responses; "
+                f"errors {watchers['errors'] or 'none'}",
+            )
+        )
+    width = [max((len(r[i]) for r in rows), default=0) for i in (0, 1)]
     load = results.get("load_avg", {})
     head = (
         f"paysaga bench  {results['started_at']}  commit {results['commit']}"
-        f"{' (dirty)' if results['dirty'] else ''}  {results['machine']}"
+        f"{' (dirty)' if results['dirty'] else ''}  {results.get('shape', '')}"
+        f"  {results['machine']}"
         f"  load avg {load.get('start', ['?'])[0]} -> {load.get('end', ['?'])[0]}"
     )
     lines = [head, "-" * len(head)]

@@ -12,134 +12,93 @@ import sys
 import time
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from bench.balancing import balanced_channel, split_addresses
 from bench.echo import echo_ceiling
 from bench.kafka_pipe import kafka_ceiling
+from bench.options import SAGA_PHASES, latency_rate, parse_args
 from bench.procstat import CpuMeter
 from bench.report import git_commit, save, summary, table
 from bench.saga import OrderMaker, latency_phase, throughput_phase
-from bench.stack import Stack, default_addresses, private_stack, running_stack
+from bench.stack import (
+    Stack,
+    default_addresses,
+    private_stack,
+    running_order_addresses,
+    running_stack,
+)
 from bench.watch import Terminals
-from bench.watchers import SCOPES, WatchersProcess
-from deploy.stack.config import StackConfigError
-from deploy.stack.datastores import DB_KINDS
-from deploy.stack.stack import check_layout
-
-PHASES = ("echo", "kafka", "throughput", "light", "watchers", "latency")
-#: Latency phase's offered rate when no --rate is given and no throughput was measured.
-FIXED_RATE = 100.0
+from bench.watch_phases import all_orders_phase, receiving_watchers_phase
+from bench.watchers import WatchersProcess
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    order, payment, bootstrap = default_addresses()
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument(
-        "--use-running",
-        action="store_true",
-        help="measure a running stack instead of starting a private one",
-    )
-    p.add_argument("--order-address", default=order, help="with --use-running (%(default)s)")
-    p.add_argument("--payment-address", default=payment, help="with --use-running (%(default)s)")
-    p.add_argument("--bootstrap", default=bootstrap, help="with --use-running (%(default)s)")
-    p.add_argument("--db", choices=DB_KINDS, default="sqlite", help="private stack's database")
-    p.add_argument("--replicas", type=int, default=1, help="private stack: of each service")
-    p.add_argument("--brokers", type=int, default=1, help="private stack: Kafka nodes")
-    p.add_argument("--only", default=",".join(PHASES), help="phases to run (%(default)s)")
-    p.add_argument("--concurrency", type=int, default=64, help="calls in flight (%(default)s)")
-    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
-    p.add_argument("--duration", type=float, default=20.0, help="throughput window, seconds")
-    p.add_argument(
-        "--max-backlog",
-        type=int,
-        default=2000,
-        help="most unfinished sagas during the throughput phase (%(default)s)",
-    )
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=None,
-        help="latency phase: offered orders/s (default: --rate-share of the max throughput "
-        f"this run measured, or {FIXED_RATE:g}/s without a throughput phase)",
-    )
-    p.add_argument(
-        "--rate-share",
-        type=float,
-        default=0.5,
-        help="latency phase: share of the measured max throughput offered (%(default)s)",
-    )
-    p.add_argument("--latency-duration", type=float, default=15.0, help="seconds of offered load")
-    p.add_argument("--light-rate", type=float, default=20.0, help="light phase: orders/s")
-    p.add_argument("--light-duration", type=float, default=15.0, help="light phase: seconds")
-    p.add_argument(
-        "--watchers",
-        type=int,
-        default=1000,
-        help="WatchOrders streams held open during the latency phase (%(default)s)",
-    )
-    p.add_argument(
-        "--watcher-channels",
-        type=int,
-        default=10,
-        help="connections the watchers are spread over (%(default)s)",
-    )
-    p.add_argument(
-        "--watch-scope",
-        choices=SCOPES,
-        default="quiet",
-        help="what the watchers watch: quiet = users with no orders (open streams only), "
-        "users = the bench's users (each change to N/5 streams), all = every order "
-        "(%(default)s)",
-    )
-    p.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait for unfinished orders after a phase (%(default)s)",
-    )
-    p.add_argument("--echo-duration", type=float, default=8.0, help="echo window, seconds")
-    p.add_argument("--kafka-events", type=int, default=50000, help="events through the pipeline")
-    p.add_argument(
-        "--metrics",
-        choices=("on", "off"),
-        default="on",
-        help="private stack: Prometheus metrics recorded and served, or not (%(default)s)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the private stack's dir (logs, dbs)")
-    p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
-    args = p.parse_args(argv)
-    try:
-        check_layout(args.db, args.replicas, args.brokers)
-    except StackConfigError as exc:
-        p.error(str(exc))
-    args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(args.phases) - set(PHASES)
-    if unknown:
-        p.error(f"unknown phase(s) {sorted(unknown)}; choose from {', '.join(PHASES)}")
-    return args
-
-
-def latency_rate(args: argparse.Namespace, throughput: dict[str, Any] | None) -> tuple[float, str]:
-    """The latency phase's offered rate and where it comes from."""
-    if args.rate is not None:
-        return args.rate, "--rate"
-    measured = (throughput or {}).get("orders_per_s")
-    if measured:
-        return (
-            max(1.0, measured * args.rate_share),
-            f"{args.rate_share:g} x max throughput measured in this run ({measured} orders/s)",
+async def latency_with_watchers(
+    maker: OrderMaker,
+    cpu: CpuMeter,
+    stack: Stack,
+    args: argparse.Namespace,
+    throughput: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The latency phase, with `--watchers` streams (`--watch-scope`) held open meanwhile."""
+    out: dict[str, Any] = {}
+    watchers = None
+    if args.watchers > 0:
+        print(
+            f"[latency] opening {args.watchers} WatchOrders streams ({args.watch_scope}) "
+            f"over {args.watcher_channels} channels",
+            flush=True,
         )
-    return FIXED_RATE, f"fixed default {FIXED_RATE:g}/s: no throughput phase and no --rate"
+        watchers = await WatchersProcess.start(
+            stack.order_addresses,
+            count=args.watchers,
+            channels=args.watcher_channels,
+            scope=args.watch_scope,
+            open_timeout_s=60.0,
+        )
+        opened = watchers.opened
+        print(
+            f"[latency] {opened['opened']}/{opened['requested']} streams subscribed in "
+            f"{opened['open_s']} s; errors {opened['errors'] or 'none'}",
+            flush=True,
+        )
+        cpu.pids["watchers"] = watchers.pid
+    try:
+        rate, source = latency_rate(args, throughput)
+        print(f"[latency] offering {rate:.1f} orders/s: {source}", flush=True)
+        out["latency"] = lat = await latency_phase(
+            maker,
+            cpu,
+            rate=rate,
+            duration_s=args.latency_duration,
+            drain_timeout_s=args.drain_timeout,
+        )
+        lat["rate_source"] = source
+        lat["watchers_open"] = watchers is not None
+        print(f"[latency] p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
+    finally:
+        if watchers is not None:
+            cpu.pids.pop("watchers", None)
+            out["watchers"] = held = await watchers.stop()
+            print(
+                f"[latency] {held['open_at_end']} streams still open at the end; "
+                f"{held['responses']} responses; errors {held['errors'] or 'none'}",
+                flush=True,
+            )
+    return out
 
 
 async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    """The saga phases over one channel and ONE WatchOrders stream opened before any load:
-    max throughput, light load, then latency at a share of that max with watchers open."""
+    """The saga phases over one channel to every Order replica (round_robin) and ONE
+    WatchOrders stream opened before any load: max throughput, light load, the light load
+    again with receiving watchers, lone creates under all-orders watchers, then latency at
+    a share of that max with quiet watchers open."""
     out: dict[str, Any] = {}
     cpu = CpuMeter({**stack.pids, "loadgen": os.getpid()})
-    async with grpc.aio.insecure_channel(stack.order_address) as channel:
+    async with balanced_channel(stack.order_addresses) as channel:
         watcher = Terminals(channel)
         await watcher.start()
         print("[saga] WatchOrders subscribed (initial metadata received)", flush=True)
@@ -157,7 +116,7 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 )
                 print(f"[throughput] {out['throughput']['orders_per_s']} orders/s", flush=True)
             if "light" in args.phases:
-                out["light"] = await latency_phase(
+                out["light"] = light = await latency_phase(
                     maker,
                     cpu,
                     rate=args.light_rate,
@@ -165,56 +124,34 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                     drain_timeout_s=args.drain_timeout,
                     label="light",
                 )
-                light = out["light"]
                 print(f"[light] p50 {light['p50_ms']} ms, p99 {light['p99_ms']} ms", flush=True)
-            watchers = None
-            if "watchers" in args.phases and args.watchers > 0:
-                print(
-                    f"[watchers] opening {args.watchers} WatchOrders streams "
-                    f"({args.watch_scope}) over {args.watcher_channels} connections",
-                    flush=True,
-                )
-                watchers = await WatchersProcess.start(
-                    stack.order_address,
-                    count=args.watchers,
+            if "watchers" in args.phases and args.watch_streams > 0:
+                out["receiving_watchers"] = await receiving_watchers_phase(
+                    maker,
+                    cpu,
+                    stack.order_addresses,
+                    streams=args.watch_streams,
                     channels=args.watcher_channels,
-                    scope=args.watch_scope,
-                    open_timeout_s=60.0,
+                    rate=args.light_rate,
+                    duration_s=args.light_duration,
+                    drain_timeout_s=args.drain_timeout,
+                    settle_timeout_s=args.settle_timeout,
+                    without=out.get("light"),
                 )
-                opened = watchers.opened
-                print(
-                    f"[watchers] {opened['opened']}/{opened['requested']} subscribed in "
-                    f"{opened['open_s']} s; errors {opened['errors'] or 'none'}",
-                    flush=True,
+            if "all-orders" in args.phases and args.all_orders_streams > 0:
+                out["all_orders"] = await all_orders_phase(
+                    maker,
+                    cpu,
+                    stack.order_addresses,
+                    streams=args.all_orders_streams,
+                    channels=args.watcher_channels,
+                    creates=args.lone_creates,
+                    terminal_timeout_s=10.0,
+                    settle_timeout_s=args.settle_timeout,
+                    max_s=120.0,
                 )
-                cpu.pids["watchers"] = watchers.pid
-            try:
-                if "latency" in args.phases:
-                    rate, source = latency_rate(args, out.get("throughput"))
-                    print(f"[latency] offering {rate:.1f} orders/s: {source}", flush=True)
-                    out["latency"] = await latency_phase(
-                        maker,
-                        cpu,
-                        rate=rate,
-                        duration_s=args.latency_duration,
-                        drain_timeout_s=args.drain_timeout,
-                    )
-                    lat = out["latency"]
-                    lat["rate_source"] = source
-                    lat["watchers_open"] = watchers is not None
-                    print(f"[latency] p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
-                elif watchers is not None:
-                    await asyncio.sleep(args.latency_duration)  # held as long as that phase
-            finally:
-                if watchers is not None:
-                    cpu.pids.pop("watchers", None)
-                    out["watchers"] = await watchers.stop()
-                    held = out["watchers"]
-                    print(
-                        f"[watchers] {held['open_at_end']} still open at the end; "
-                        f"{held['responses']} responses; errors {held['errors'] or 'none'}",
-                        flush=True,
-                    )
+            if "latency" in args.phases:
+                out |= await latency_with_watchers(maker, cpu, stack, args, out.get("throughput"))
         finally:
             out["watch"] = watcher.report()
             await watcher.close()
@@ -236,8 +173,10 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             count=args.kafka_events,
             pids={k: v for k, v in stack.pids.items() if k == "kafka"},
         )
-    if {"throughput", "light", "watchers", "latency"} & set(args.phases):
-        print("== saga: max throughput, light load, latency with watchers open", flush=True)
+    if set(SAGA_PHASES) & set(args.phases):
+        targets = ", ".join(stack.order_addresses)
+        print(f"== saga: {', '.join(p for p in SAGA_PHASES if p in args.phases)}", flush=True)
+        print(f"   load balanced (round_robin) over the Order replicas {targets}", flush=True)
         results.update(asyncio.run(saga_phases(stack, args)))
     return results
 
@@ -267,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("order-address", "payment-address", "bootstrap")
     )
     stack_cm: AbstractContextManager[Stack] = (
-        running_stack(args.order_address, args.payment_address, args.bootstrap)
+        running_stack(
+            split_addresses(args.order_address or "")
+            or running_order_addresses()
+            or [default_addresses()[0]],
+            args.payment_address,
+            args.bootstrap,
+        )
         if use_running
         else private_stack(
             args.keep,
@@ -279,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     with stack_cm as stack:
         results["stack"] = "running" if use_running else "private"
+        results["shape"] = stack.shape
+        results["order_replicas_called"] = stack.order_addresses
         results.update(measure(stack, args))
     # The services run grpc.aio servers: the ceiling is the echo of the same server model.
     echo = results.get("grpc_echo_aio", {}).get("rps")
@@ -298,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if not args.no_save:
         print(f"\nresults saved to {save(results)}")
+    if args.results_out:
+        Path(args.results_out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["summary"]), flush=True)
     return 0
 

@@ -15,6 +15,7 @@ from bench.loadgen import Counters, closed_loop, open_loop
 from bench.procstat import CpuMeter
 from bench.stats import summary_ms
 from bench.watch import Terminals
+from bench.watch_accounting import Truth
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 
 USERS = range(1, 6)
@@ -31,12 +32,24 @@ class OrderMaker:
         self.stub = orders_pb2_grpc.OrderServiceStub(channel)
         self.watcher = watcher
         self.rng = random.Random(seed)
-        self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        self.run_prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+        self.prefix = self.run_prefix
         self.seq = itertools.count()
+        #: While a phase accounts its watchers' deliveries: the orders CreateOrder made.
+        self.truth: Truth | None = None
+
+    def phase(self, name: str | None, truth: Truth | None = None) -> str:
+        """Tag the request ids of the orders made from now on with `name` (a phase's orders
+        are then told apart from the rest) and note them in `truth`; None: back to untagged.
+        Returns the request ids' prefix."""
+        self.prefix = f"{self.run_prefix}{name}-" if name else self.run_prefix
+        self.truth = truth
+        self.watcher.track(self.prefix, truth)
+        return self.prefix
 
     async def create(self) -> tuple[float, asyncio.Future[float]]:
         """Create one order; return when its CreateOrder call started and its terminal future."""
-        request_id = f"{self.prefix}-{next(self.seq)}"
+        request_id = f"{self.prefix}{next(self.seq)}"
         future = self.watcher.expect(request_id)
         request = orders_pb2.CreateOrderRequest(
             user_id=self.rng.choice(USERS),
@@ -45,11 +58,14 @@ class OrderMaker:
         )
         started = time.perf_counter()
         try:
-            await self.stub.CreateOrder(request, timeout=CALL_TIMEOUT_S)
+            response = await self.stub.CreateOrder(request, timeout=CALL_TIMEOUT_S)
         except BaseException:
             self.watcher.forget(request_id)
             future.cancel()
             raise
+        if self.truth is not None:
+            order = response.order
+            self.truth.note(order.id, order.user_id, order.version)
         return started, future
 
 

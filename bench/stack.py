@@ -23,12 +23,15 @@ from deploy.stack.stack import Stack as ServiceStack
 class Stack:
     """Where the services and the broker listen, and the pids whose CPU we account."""
 
-    order_address: str
+    #: Every Order replica's address, replica 0 first: the load is balanced over all of them.
+    order_addresses: list[str]
     payment_address: str
     bootstrap: str
     pids: dict[str, int] = field(default_factory=dict)
     home: Path | None = None
     private: bool = True
+    #: The layout, as `make bench` variables (DB=... REPLICAS=... BROKERS=...), or "running".
+    shape: str = "running"
 
 
 def free_port() -> int:
@@ -89,11 +92,12 @@ def private_stack(
             print(f"[stack] {proc.name} SERVING on {proc.address} (pid {pids.get(proc.name)})")
         print(f"[stack] Kafka at {services.bootstrap}", flush=True)
         yield Stack(
-            order_address=services.order_address,
+            order_addresses=services.addresses("order"),
             payment_address=services.payment_address,
             bootstrap=services.bootstrap,
             pids=pids,
             home=home,
+            shape=f"DB={db} REPLICAS={replicas} BROKERS={brokers}",
         )
     finally:
         services.stop()
@@ -104,17 +108,26 @@ def private_stack(
             shutil.rmtree(home, ignore_errors=True)
 
 
+def running_order_addresses() -> list[str]:
+    """Every Order replica of `make up` that left a live pid file (var/run), replica 0 first."""
+    return [p.address for p in found_processes() if p.spec.name == "order" and p.pid()]
+
+
 @contextmanager
-def running_stack(order_address: str, payment_address: str, bootstrap: str) -> Iterator[Stack]:
+def running_stack(
+    order_addresses: list[str], payment_address: str, bootstrap: str
+) -> Iterator[Stack]:
     """A stack someone else runs; CPU is accounted if `make up` pid files (var/run) are there."""
-    if not is_serving(order_address):
-        raise SystemExit(f"error: no SERVING Order service at {order_address}")
+    for address in order_addresses:
+        if not is_serving(address):
+            raise SystemExit(f"error: no SERVING Order service at {address}")
     pids = {proc.name: pid for proc in found_processes() if (pid := proc.pid()) is not None}
     kafka_pid = Path("var/run/kafka.pid")
     if kafka_pid.exists() and kafka_pid.read_text().strip().isdigit():
         pids["kafka"] = int(kafka_pid.read_text().strip())
-    print(f"[stack] using running stack: order {order_address}, Kafka {bootstrap}", flush=True)
-    yield Stack(order_address, payment_address, bootstrap, pids=pids, private=False)
+    orders = ", ".join(order_addresses)
+    print(f"[stack] using running stack: order {orders}, Kafka {bootstrap}", flush=True)
+    yield Stack(order_addresses, payment_address, bootstrap, pids=pids, private=False)
 
 
 def default_addresses() -> tuple[str, str, str]:

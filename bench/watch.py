@@ -7,6 +7,7 @@ import time
 
 import grpc
 
+from bench.watch_accounting import Truth
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
 
 TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
@@ -38,6 +39,9 @@ class Terminals:
         self.foreign = 0
         self.reconnects = 0
         self.error = ""
+        #: While a phase accounts its watchers' deliveries: its request-id prefix, and the
+        #: newest version seen of each of its orders.
+        self._tracked: tuple[str, Truth] | None = None
 
     @property
     def terminal(self) -> int:
@@ -66,6 +70,11 @@ class Terminals:
 
     def forget(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
+
+    def track(self, prefix: str, truth: Truth | None) -> None:
+        """Note in `truth` every change of the orders whose request_id starts with `prefix`
+        (None: stop)."""
+        self._tracked = None if truth is None else (prefix, truth)
 
     async def _read(self) -> None:
         while True:
@@ -100,6 +109,8 @@ class Terminals:
                 continue
             self.changes += 1
             order = response.order
+            if self._tracked is not None and order.request_id.startswith(self._tracked[0]):
+                self._tracked[1].note(order.id, order.user_id, order.version)
             if order.status not in TERMINAL:
                 continue
             future = self._waiting.pop(order.request_id, None)
