@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -24,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlmodel import Session, SQLModel
 
 from services.common.persistence.kinds import DatabaseKind, SqliteKind, kind_of, kind_of_url
+from services.common.persistence.wakeup import OutboxSignal
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ class Database:
         self.pool_size = pool_size
         #: What differs on this kind of database (engines, the writer lock, upserts).
         self.kind = kind_of_url(url)
-        #: Set after every commit that wrote outbox rows; the relay waits on it.
-        self.outbox_signal = threading.Event()
+        #: Set after every commit that wrote outbox rows; the relay waits on it (and a relay
+        #: in another process hears of it through a wakeup.WakeupChannel).
+        self.outbox_signal = OutboxSignal()
         self._write_lock = self.kind.write_lock()
         self._writer, self._reader = self.kind.engines(url, pool_size)
 

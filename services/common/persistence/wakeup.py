@@ -1,0 +1,209 @@
+"""How a commit that wrote outbox rows wakes the relay, in this process or in another one.
+
+`OutboxSignal` is `Database.outbox_signal`: set once a transaction that wrote outbox rows
+has committed (messaging.outbox registers `set` with `run_after_commit`), waited on and
+cleared by the relay, as a `threading.Event` would be. Within one process that is all it
+takes. When the process that writes the rows is not the one whose relay publishes them
+(`<SVC>_ROLE=api` and `worker`, services.common.runtime.roles), a `WakeupChannel` carries
+the wake-up across: the writing process `announce()`s after each such commit, and a
+`WakeupListener` in the relay's process sets its own signal for every announcement it
+`receive()`s. A lost announcement costs latency, never a row: the relay also looks every
+`<SVC>_RELAY_IDLE_POLL_S`.
+
+- SQLite, `DatagramWakeup`: a UNIX datagram socket named after the database file (the
+  processes sharing one SQLite file share a machine), about one `sendto` per commit. The
+  relay's process binds it holding a lock file, so one process at a time publishes a
+  SQLite outbox (two relays on one file would publish every row twice).
+- Other databases: no channel here yet (`channel_for` answers None) and the relay polls.
+  PostgreSQL's LISTEN/NOTIFY is such a channel: `announce()` may do nothing when the
+  writers NOTIFY inside their transactions, and `receive()` waits on the listening
+  connection.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import select
+import socket
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy.engine.url import make_url
+
+from services.common.worker import BackgroundWorker
+
+log = logging.getLogger(__name__)
+
+#: The longest path a UNIX socket address may have (sun_path is 108 bytes with its NUL).
+_MAX_SOCKET_PATH = 107
+
+
+class RelayAlreadyRunning(RuntimeError):
+    """Another process publishes this database's outbox already; the message says which."""
+
+
+class WakeupChannel(ABC):
+    """Carries "outbox rows committed" from the processes that write them to the relay's."""
+
+    @abstractmethod
+    def announce(self) -> None:
+        """In a writing process, after the commit: tell the relay. Never blocks or raises."""
+
+    @abstractmethod
+    def listen(self) -> None:
+        """In the relay's process, before `receive`: start receiving announcements.
+        Raises RelayAlreadyRunning if another process receives them already."""
+
+    @abstractmethod
+    def receive(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for announcements; True if any came (all are taken)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop sending and receiving; free what `listen` took."""
+
+
+class OutboxSignal:
+    """Set after a commit that wrote outbox rows; the relay waits on it and clears it.
+
+    `announce_through(channel)`: every set() also announces the commit on `channel`, for a
+    relay in another process. The relay's own wake-ups (`wake_here`) never cross.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._channel: WakeupChannel | None = None
+
+    def announce_through(self, channel: WakeupChannel) -> None:
+        self._channel = channel
+
+    def set(self) -> None:
+        self._event.set()
+        channel = self._channel
+        if channel is not None:
+            channel.announce()
+
+    def wake_here(self) -> None:
+        """Wake this process's relay only (an announcement from another process came)."""
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class WakeupListener(BackgroundWorker):
+    """Wakes this process's relay for every announcement `channel` receives."""
+
+    def __init__(self, channel: WakeupChannel, signal: OutboxSignal) -> None:
+        super().__init__("relay-wakeup")
+        self.channel = channel
+        self.signal = signal
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if self.channel.receive(1.0):
+                        self.signal.wake_here()
+                except OSError:
+                    # Never fatal: the relay polls anyway; a broken socket is logged once.
+                    log.exception("relay wake-up channel failed; the relay polls instead")
+                    self._stopping.wait()
+        finally:
+            self.channel.close()
+
+    def _wake(self) -> None:
+        self.channel.announce()
+
+
+class DatagramWakeup(WakeupChannel):
+    """A UNIX datagram socket next to a SQLite file (`<file>.relay.sock`), or in Linux's
+    abstract namespace when that path is too long for a socket address."""
+
+    def __init__(self, database_file: str) -> None:
+        path = Path(database_file).resolve()
+        self.lock_path = Path(f"{path}.relay-lock")
+        socket_path = f"{path}.relay.sock"
+        if len(socket_path.encode()) <= _MAX_SOCKET_PATH:
+            self.address = socket_path
+        else:
+            digest = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+            self.address = f"\0paysaga-relay-{digest}"
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+        self._receiver: socket.socket | None = None
+        self._lock: IO[str] | None = None
+
+    def announce(self) -> None:
+        try:
+            self._sender.sendto(b"\x01", self.address)
+        except OSError:
+            # No relay listens (it finds the rows when it starts), or its queue is full
+            # (it has announcements to wake for already).
+            pass
+
+    def listen(self) -> None:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(self.lock_path, "a")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RelayAlreadyRunning(
+                f"another process publishes the outbox of this SQLite database already (it "
+                f"holds {self.lock_path}): a SQLite database has one worker process; stop "
+                "that one first, or give this process <SVC>_ROLE=api"
+            ) from None
+        self._lock = lock
+        if not self.address.startswith("\0"):
+            Path(self.address).unlink(missing_ok=True)  # a crashed relay's; we hold the lock
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receiver.bind(self.address)
+        receiver.setblocking(False)
+        self._receiver = receiver
+
+    def receive(self, timeout_s: float) -> bool:
+        receiver = self._receiver
+        if receiver is None:
+            raise RuntimeError("DatagramWakeup.receive before listen()")
+        ready, _, _ = select.select([receiver], [], [], timeout_s)
+        if not ready:
+            return False
+        while True:  # every announcement queued so far: one relay round covers them all
+            try:
+                receiver.recv(16)
+            except BlockingIOError:
+                return True
+
+    def close(self) -> None:
+        self._sender.close()
+        if self._receiver is not None:
+            self._receiver.close()
+            self._receiver = None
+            if not self.address.startswith("\0"):
+                Path(self.address).unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+
+def channel_for(url: str) -> WakeupChannel | None:
+    """The channel between the processes of one database at `url`, or None (they poll)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None  # a database of one process only
+        return DatagramWakeup(os.path.abspath(path))
+    return None
