@@ -176,7 +176,9 @@ def _nul_order_purchased() -> tuple[str, bytes, Headers]:
     return order_id, event.SerializeToString(), meta.headers()
 
 
-def test_a_poison_the_database_refuses_is_dead_lettered_alone(postgres_stack: FaultStack) -> None:
+def test_a_poison_the_database_would_refuse_is_dead_lettered_alone(
+    postgres_stack: FaultStack,
+) -> None:
     stack = postgres_stack
     _, value, headers = _nul_order_purchased()
     key = f"nul-{uuid.uuid4()}".encode()
@@ -196,7 +198,9 @@ def test_a_poison_the_database_refuses_is_dead_lettered_alone(postgres_stack: Fa
     assert dead.value() == value, "the dead letter is not the record byte for byte"
     assert found.get("dlt_topic") == "orders"
     reason = found.get("dlt_reason", "")
-    assert "DataError" in reason and "NUL" in reason, f"dlt_reason {reason!r}"
+    # PostgreSQL cannot store a NUL: the consumer refuses such an id as an invalid event
+    # before the database sees it (a CHECK it would fail is the narrowing tests' case).
+    assert "NUL" in reason, f"dlt_reason {reason!r}"
     assert not query(stack.payment_url, "SELECT 1 FROM payment WHERE order_id LIKE 'nul%'")
 
     stored = orders(stack.order_url)
