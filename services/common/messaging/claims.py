@@ -1,15 +1,47 @@
 """How a relay takes its outbox rows and forgets the published ones: one strategy per database.
 
-Rows are published in `seq` order; a row counts as published only once the broker has
-confirmed it (acks=all).
+A relay publishes in rounds: `claim` takes the next rows in `seq` order, the relay produces
+them, and once the broker has answered for every row of the round (acks=all) `settle`
+forgets the confirmed rows and hands the failed ones to the relay (park them, or count an
+attempt and retry them). Rounds may overlap: the relay claims and produces a new round
+while earlier ones wait for their acknowledgements; rounds are settled in the order they
+were claimed. No transaction stays open while Kafka answers.
 
-- PostgreSQL (N replicas), `PostgresClaims`: each round claims the oldest rows no other
-  replica holds (`FOR UPDATE SKIP LOCKED`) in one short transaction that publishes them,
-  deletes the confirmed ones and commits. A row is published by one replica at a time, and
-  a replica never waits for rows another one holds.
-- SQLite (one replica), `SqliteClaims`: one writer commits at a time and seq never
-  decreases, so rows commit in seq order; the relay keeps its place by seq and deletes what
-  was published about once a second, sparing a disk sync per round.
+Per-key order. Kafka keeps order per partition, and a record's partition is its key's
+(services.common.messaging.kafka.PARTITIONER), so rows of one topic and key must reach
+Kafka in seq order. One relay's rows do: it produces them in seq order on one idempotent
+producer, which keeps that order across overlapping rounds and its own retries. Between
+relays:
+
+- PostgreSQL (N replicas), `PostgresClaims`. A claim is a lease, taken and committed by one
+  statement: `UPDATE outbox SET claimed_by = <relay>, claimed_until = now() + <lease> WHERE
+  seq IN (<the oldest rows nobody leases, FOR UPDATE SKIP LOCKED>) ... RETURNING ...`. A row
+  is claimed only if every earlier row of its topic and key still in the outbox is claimed
+  by the same statement or is in flight from this same relay (leased by it, lease live). An
+  earlier row leased by another relay, or locked right now by another relay's claim (SKIP
+  LOCKED passed it by), holds the later rows of its key back: two relays never have rows
+  of one key in flight at once. When a relay settles a round it deletes the confirmed rows
+  (a second short transaction) and claims again at once, so it also takes the rows its
+  round held back. A crash between the broker's confirmation and that delete leaves the
+  rows leased until the lease ends; then they are claimed again, with the later rows of
+  their keys after them, in order, and published a second time: the consumers' inbox
+  drops the copies, and the first copy of every event came in order. A relay renews its
+  leases while a round waits longer than a third of the lease, and takes a new identity
+  at every start and after any error, so it never mistakes a lease it lost track of for
+  a row in flight. A relay cut off from the database for longer than a whole lease while
+  its rows are in flight may see them published again by another relay: duplicates, which
+  the inbox drops. These bookkeeping transactions (claims, deletes, attempts) do not wait
+  for the WAL flush (`Database.write(durable=False)`): losing one to a server crash only
+  publishes rows again.
+- SQLite (one relay per database file), `SqliteClaims`: one writer commits at a time and
+  seq never decreases, so rows commit in seq order; the relay reads on after the last row
+  it produced and deletes what was published about once a second, sparing a disk sync per
+  round. `published_through` is the seq up to which every row was confirmed or parked.
+
+One exception, on both: a row that failed and waits for its retry (no lease, an error
+recorded) no longer holds back the rows after it, so a record Kafka refuses for a while
+does not stall its key; the rows produced behind it (in flight, or claimed after it) may
+reach Kafka first. Rows with a null key go to any partition and have no order to keep.
 
 `claims_for(db)` picks the strategy for the database's kind.
 """
@@ -17,30 +49,25 @@ confirmed it (acks=all).
 from __future__ import annotations
 
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, Row, bindparam, delete, select
+from sqlalchemy import Integer, Row, bindparam, delete, func, select, text, update
 from sqlmodel import Session, col
 
 from services.common.messaging.delivery import Failure
-from services.common.messaging.outbox import OutboxRecord
+from services.common.messaging.outbox import OUTBOX_TABLE, OutboxRecord
 from services.common.persistence.db import Database
 
 #: What the relay reads of an outbox row.
-_ROW_COLUMNS = (
-    col(OutboxRecord.seq),
-    col(OutboxRecord.event_id),
-    col(OutboxRecord.topic),
-    col(OutboxRecord.key),
-    col(OutboxRecord.value),
-    col(OutboxRecord.headers),
-    col(OutboxRecord.created_at),
-    col(OutboxRecord.attempts),
+_ROW_COLUMNS = tuple(
+    OUTBOX_TABLE.c[name]
+    for name in ("seq", "event_id", "topic", "key", "value", "headers", "created_at", "attempts")
 )
 
-# Built once: a relay runs one of these per round.
+# Built once: a relay runs these every round.
 #: SQLite: the next rows after the relay's place (see the module docstring).
 _PENDING_AFTER = (
     select(*_ROW_COLUMNS)
@@ -48,32 +75,61 @@ _PENDING_AFTER = (
     .order_by(col(OutboxRecord.seq))
     .limit(bindparam("limit", type_=Integer))
 )
-#: PostgreSQL: the oldest rows no other replica holds, locked until the round commits.
-_CLAIM_PENDING = (
-    select(*_ROW_COLUMNS)
-    .order_by(col(OutboxRecord.seq))
-    .limit(bindparam("limit", type_=Integer))
-    .with_for_update(skip_locked=True)
+_DELETE_SEQS = delete(OutboxRecord).where(
+    col(OutboxRecord.seq).in_(bindparam("seqs", expanding=True))
+)
+#: PostgreSQL: lease the oldest rows nobody holds whose key no other relay has in flight
+#: (see the module docstring). `held_back`: per key among the candidates, the first earlier
+#: row that holds it back (not a candidate, not this relay's own in flight, not a row
+#: waiting for its retry).
+_CLAIM = text(
+    """
+    WITH candidate AS (
+        SELECT seq, topic, key FROM outbox
+        WHERE claimed_until IS NULL OR claimed_until < now()
+        ORDER BY seq
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), held_back AS (
+        SELECT o.topic, o.key, min(o.seq) AS first_seq
+        FROM outbox o
+        WHERE o.seq < (SELECT max(seq) FROM candidate)
+          AND o.seq NOT IN (SELECT seq FROM candidate)
+          AND (o.topic, o.key) IN (SELECT topic, key FROM candidate)
+          AND NOT COALESCE(o.claimed_by = :relay AND o.claimed_until >= now(), false)
+          AND NOT (o.claimed_by IS NULL AND o.last_error <> '')
+        GROUP BY o.topic, o.key
+    )
+    UPDATE outbox
+    SET claimed_by = :relay, claimed_until = now() + make_interval(secs => :lease_s)
+    FROM candidate c
+    LEFT JOIN held_back h ON h.topic = c.topic AND h.key = c.key
+    WHERE outbox.seq = c.seq AND (h.first_seq IS NULL OR c.seq < h.first_seq)
+    RETURNING outbox.seq, outbox.event_id, outbox.topic, outbox.key, outbox.value,
+        outbox.headers, outbox.created_at, outbox.attempts
+    """
+).columns(*_ROW_COLUMNS)
+_RENEW = (
+    update(OutboxRecord)
+    .where(col(OutboxRecord.claimed_by) == bindparam("relay"))
+    .where(col(OutboxRecord.seq).in_(bindparam("seqs", expanding=True)))
+    .values(claimed_until=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease_s")))
 )
 
 
-class RowPublisher(Protocol):
-    """What a claim strategy asks of the relay: publish rows, settle those that failed."""
-
-    def publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
-        """Produce every row and wait for the broker's answers; return the failures by seq."""
-        ...
+class FailureSettler(Protocol):
+    """What a claim strategy asks of the relay: settle the rows that failed."""
 
     def settle_failures(
         self, session: Session, rows: Sequence[Row[Any]], failures: dict[int, Failure]
     ) -> set[int]:
-        """Park the rows that failed for good, count an attempt on the others; return the
-        seqs to retry."""
+        """Park the rows that failed for good, count an attempt on the others (and give up
+        their lease); return the seqs to retry."""
         ...
 
 
 class OutboxClaims(ABC):
-    """How one relay takes the next outbox rows on `db` and deletes those published."""
+    """How one relay takes the next outbox rows on `db` and forgets those published."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -82,9 +138,24 @@ class OutboxClaims(ABC):
         self.published_through = 0
 
     @abstractmethod
-    def publish_pending(self, publisher: RowPublisher, limit: int) -> tuple[int, int]:
-        """Publish up to `limit` next rows; return (rows settled: confirmed or parked, rows
-        to retry)."""
+    def claim(self, limit: int) -> list[Row[Any]]:
+        """Take up to `limit` next rows to publish, in seq order."""
+
+    @abstractmethod
+    def settle(
+        self, settler: FailureSettler, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+    ) -> tuple[int, int]:
+        """After the broker answered for all of a round's `rows`: forget the confirmed ones,
+        settle the failed ones; return (rows settled: confirmed or parked, rows to retry)."""
+
+    @abstractmethod
+    def renew(self, rows: Sequence[Row[Any]]) -> None:
+        """Keep these rows, still in flight, claimed."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """No round is in flight: start again from what the database says is unpublished
+        (after a round with rows to retry, or after an error lost track of a round)."""
 
     @abstractmethod
     def delete_published(self, *, now: bool = False) -> None:
@@ -92,65 +163,110 @@ class OutboxClaims(ABC):
 
 
 class PostgresClaims(OutboxClaims):
-    """PostgreSQL: claim the oldest rows no other replica holds, delete them on confirmation."""
+    """PostgreSQL: lease the oldest rows no other relay holds, delete them on confirmation."""
 
-    def publish_pending(self, publisher: RowPublisher, limit: int) -> tuple[int, int]:
-        with self.db.write() as session:
-            rows = session.execute(_CLAIM_PENDING, {"limit": limit}).all()
-            if not rows:
-                return 0, 0
-            failures = publisher.publish(rows)
-            retry = publisher.settle_failures(session, rows, failures)
-            confirmed = [row.seq for row in rows if row.seq not in failures]
+    def __init__(self, db: Database, *, lease_s: float = 10.0) -> None:
+        super().__init__(db)
+        self.lease_s = lease_s
+        self.relay_id = _new_relay_id(db)
+
+    def claim(self, limit: int) -> list[Row[Any]]:
+        params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}
+        with self.db.write(durable=False) as session:
+            rows = session.execute(_CLAIM, params).all()
+        return sorted(rows, key=lambda row: row.seq)  # RETURNING keeps no order
+
+    def settle(
+        self, settler: FailureSettler, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+    ) -> tuple[int, int]:
+        confirmed = [row.seq for row in rows if row.seq not in failures]
+        with self.db.write(durable=False) as session:
+            retry = settler.settle_failures(session, rows, failures) if failures else set()
             if confirmed:
-                session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq).in_(confirmed)))
-            return len(rows) - len(retry), len(retry)
+                session.execute(_DELETE_SEQS, {"seqs": confirmed})
+        return len(rows) - len(retry), len(retry)
+
+    def renew(self, rows: Sequence[Row[Any]]) -> None:
+        params = {"relay": self.relay_id, "seqs": [r.seq for r in rows], "lease_s": self.lease_s}
+        with self.db.write(durable=False) as session:
+            session.execute(_RENEW, params)
+
+    def reset(self) -> None:
+        # Leases taken under the old identity now hold their keys back until they end, as
+        # any other relay's would: rows in flight that we lost track of stay in order.
+        self.relay_id = _new_relay_id(self.db)
 
     def delete_published(self, *, now: bool = False) -> None:
         """Nothing to do: each round deletes the rows it confirmed."""
 
 
+def _new_relay_id(db: Database) -> str:
+    """Who holds a lease: this replica, and which start and error of its relay."""
+    return f"{db.instance}/{uuid.uuid4().hex[:12]}"
+
+
 class SqliteClaims(OutboxClaims):
-    """SQLite: read on from the relay's place (`published_through`); delete what was
-    published at most once per `cleanup_interval_s`."""
+    """SQLite: read on after the last row produced; delete what was published at most once
+    per `cleanup_interval_s`."""
 
     def __init__(self, db: Database, *, cleanup_interval_s: float = 1.0) -> None:
         super().__init__(db)
         self.cleanup_interval_s = cleanup_interval_s
+        #: The last seq claimed (produced, or being produced).
+        self._claimed_through = 0
+        #: The first seq to retry, after a round with failures (None: none).
+        self._retry_from: int | None = None
         self._deleted_through = 0
         self._last_cleanup = time.monotonic()
 
-    def publish_pending(self, publisher: RowPublisher, limit: int) -> tuple[int, int]:
+    def claim(self, limit: int) -> list[Row[Any]]:
+        after = max(self._claimed_through, self.published_through)
         with self.db.read() as session:
-            rows = session.execute(
-                _PENDING_AFTER, {"after": self.published_through, "limit": limit}
-            ).all()
-        if not rows:
-            return 0, 0
-        failures = publisher.publish(rows)
+            rows = session.execute(_PENDING_AFTER, {"after": after, "limit": limit}).all()
+        if rows:
+            self._claimed_through = rows[-1].seq
+        return list(rows)
+
+    def settle(
+        self, settler: FailureSettler, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+    ) -> tuple[int, int]:
         retry: set[int] = set()
-        if failures:
+        if failures or self._retry_from is not None:
             with self.db.write() as session:
-                retry = publisher.settle_failures(session, rows, failures)
+                retry = settler.settle_failures(session, rows, failures) if failures else set()
+                if retry:
+                    first = min(retry)
+                    self._retry_from = (
+                        first if self._retry_from is None else min(first, self._retry_from)
+                    )
                 # Rows confirmed behind a row to retry are deleted now, so the watermark
                 # (which stops at that row) never sends them twice or hides newer rows.
-                first_retry = min(retry, default=None)
+                retry_from = self._retry_from
                 behind = [
                     row.seq
                     for row in rows
-                    if first_retry is not None and row.seq > first_retry and row.seq not in failures
+                    if retry_from is not None and row.seq > retry_from and row.seq not in failures
                 ]
                 if behind:
-                    session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq).in_(behind)))
-        return self._advance(rows, retry), len(retry)
+                    session.execute(_DELETE_SEQS, {"seqs": behind})
+        self._advance(rows)
+        return len(rows) - len(retry), len(retry)
 
-    def _advance(self, rows: Sequence[Row[Any]], retry: set[int]) -> int:
-        """Move the watermark up to the first row to retry; return the rows settled."""
+    def renew(self, rows: Sequence[Row[Any]]) -> None:
+        """Nothing to do: one relay per file, whose place is its own."""
+
+    def _advance(self, rows: Sequence[Row[Any]]) -> None:
+        """Move the watermark over this round's rows, up to the first row to retry."""
         for row in rows:
-            if row.seq in retry:
-                break
+            if self._retry_from is not None and row.seq >= self._retry_from:
+                return
             self.published_through = row.seq
-        return len(rows) - len(retry)
+
+    def reset(self) -> None:
+        # Read again from the watermark: the rows to retry, and any row of a round whose
+        # answers were lost (published again; the consumers drop the copies).
+        self._claimed_through = self.published_through
+        self._retry_from = None
 
     def delete_published(self, *, now: bool = False) -> None:
         """Delete the confirmed rows, at most once per cleanup interval unless `now`."""
@@ -165,8 +281,10 @@ class SqliteClaims(OutboxClaims):
         self._last_cleanup = time.monotonic()
 
 
-def claims_for(db: Database, *, cleanup_interval_s: float = 1.0) -> OutboxClaims:
+def claims_for(
+    db: Database, *, cleanup_interval_s: float = 1.0, lease_s: float = 10.0
+) -> OutboxClaims:
     """The claim strategy for `db`'s kind of database."""
     if db.is_sqlite:
         return SqliteClaims(db, cleanup_interval_s=cleanup_interval_s)
-    return PostgresClaims(db)
+    return PostgresClaims(db, lease_s=lease_s)

@@ -114,6 +114,10 @@ class OutboxRecord(SQLModel, table=True):
     #: Failed publication attempts so far, and the last error.
     attempts: int = 0
     last_error: str = ""
+    #: The relay that leased this row to publish it, and until when (PostgreSQL: see
+    #: services.common.messaging.claims; null: nobody holds it).
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
 
 
 #: The outbox table, for Core statements on the hot path (an ORM insert costs far more).

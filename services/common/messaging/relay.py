@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +31,9 @@ from sqlmodel import Session, col
 
 from services.common.crashpoints import crash_point
 from services.common.messaging.claims import claims_for
-from services.common.messaging.delivery import DeliveryCallback, Failure, error_of, record_failure
+from services.common.messaging.delivery import DeliveryCallback, Failure, error_of
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord, decode_headers
+from services.common.messaging.rounds import DeliveryPump, Round
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database
 from services.common.timeutil import utcnow
@@ -41,7 +43,14 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelay(BackgroundWorker):
-    """Publishes a service's outbox; start() runs it on its own thread, stop() drains it."""
+    """Publishes a service's outbox; start() runs it on its own thread, stop() drains it.
+
+    Up to `max_rounds` rounds are in flight at once: woken by a commit, the relay claims
+    and produces the new rows while earlier rounds still wait for the broker's answers
+    (which a `DeliveryPump` thread hears), and settles each round once it is answered, in
+    order. After a round with rows to retry it lets the rounds in flight finish, then
+    waits (backing off) before it claims again.
+    """
 
     def __init__(
         self,
@@ -54,6 +63,8 @@ class OutboxRelay(BackgroundWorker):
         flush_timeout_s: float = 10.0,
         max_attempts: int = 5,
         stale_after_s: float = 60.0,
+        max_rounds: int = 2,
+        lease_s: float = 10.0,
     ) -> None:
         super().__init__("outbox-relay")
         self.db = db
@@ -64,70 +75,169 @@ class OutboxRelay(BackgroundWorker):
         self.flush_timeout_s = flush_timeout_s
         self.max_attempts = max_attempts
         self.stale_after_s = stale_after_s
-        #: How this relay takes its rows and deletes the published ones (per database kind).
-        self.claims = claims_for(db, cleanup_interval_s=cleanup_interval_s)
+        self.max_rounds = max(1, max_rounds)
+        #: How this relay takes its rows and forgets the published ones (per database kind).
+        self.claims = claims_for(db, cleanup_interval_s=cleanup_interval_s, lease_s=lease_s)
+        #: Leases are renewed for rounds in flight longer than this (PostgreSQL).
+        self.renew_after_s = lease_s / 3
         #: Rows parked by this process since it started.
         self.parked = 0
+        self._pump = DeliveryPump(lambda: self.producer)
+        self._producer_failed = False
 
     @property
     def published_through(self) -> int:
         """Every row with seq <= this was confirmed or parked, though maybe not deleted yet."""
         return self.claims.published_through
 
+    def start(self) -> None:
+        self._pump.start()
+        super().start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
+        self._pump.stop(timeout_s)
+
+    def is_alive(self) -> bool:
+        return super().is_alive() and self._pump.is_alive()
+
     def _wake(self) -> None:
         """On stop: publish what is pending (as far as the broker allows), then end."""
-        self.db.outbox_signal.set()
+        self.db.outbox_signal.wake_here()
 
     def _run(self) -> None:
+        signal = self.db.outbox_signal
+        rounds: deque[Round] = deque()
         backoff = 0.1
+        look = True  # rows may be waiting: at start, after a commit, after a full round
+        retrying = False  # a round had rows to retry: finish the rounds in flight, then wait
         while True:
-            stopping = self._stopping.is_set()
+            if self._stopping.is_set():
+                self._finish(rounds)
+                return
+            if signal.is_set():
+                signal.clear()
+                look = True
             try:
-                retry = False
-                while True:
-                    handled, failed = self.publish_pending()
-                    retry = retry or failed > 0
-                    if handled < self.batch_size or failed:
-                        break
-                self.delete_published(now=stopping)
+                while rounds and rounds[0].answered:
+                    _, retry = self._settle(rounds.popleft())
+                    if retry:
+                        retrying = True
+                    elif not retrying:
+                        backoff = 0.1
+                    look = True  # the rows its keys held back may go now
+                self.claims.delete_published()  # SQLite: at most once per cleanup interval
+                if retrying and not rounds:
+                    self._after_failures()
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    retrying, look = False, True
+                    continue
+                self._renew(rounds)
+                if look and not retrying and len(rounds) < self.max_rounds:
+                    rows = self.claims.claim(self.batch_size)
+                    look = len(rows) == self.batch_size
+                    if rows:
+                        rounds.append(self._start_round(rows))
+                        continue
             except Exception:
                 log.exception("outbox relay round failed; retrying", extra={"backoff_s": backoff})
-                retry = True
-            if stopping:
-                return
-            if retry:
-                time.sleep(backoff)
+                self._lose_track(rounds)
+                self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+                look = True
                 continue
-            backoff = 0.1
-            self.db.outbox_signal.wait(self.idle_poll_s)
-            self.db.outbox_signal.clear()
+            # Woken by a commit, by a round answered, or to look (poll) and renew leases.
+            if signal.wait(self.renew_after_s if rounds else self.idle_poll_s) or not rounds:
+                look = True
+
+    def _finish(self, rounds: deque[Round]) -> None:
+        """On stop: settle the rounds in flight, publish what is pending, delete what was."""
+        try:
+            self._await(rounds)
+            while rounds:
+                self._settle(rounds.popleft())
+            while True:
+                handled, failed = self.publish_pending()
+                if handled < self.batch_size or failed:
+                    break
+            self.delete_published(now=True)
+        except Exception:
+            log.exception("outbox relay could not finish; the rows left are published later")
+
+    def _lose_track(self, rounds: deque[Round]) -> None:
+        """After an error: wait for the rounds in flight, drop them unsettled (their rows
+        are published again later, never lost) and start again from the database."""
+        try:
+            self._await(rounds)
+        except Exception:
+            log.exception("waiting for the rounds in flight failed")
+        rounds.clear()
+        self.claims.reset()
+
+    def _await(self, rounds: deque[Round]) -> None:
+        """Wait for the broker to answer for every round in flight (librdkafka ends each
+        wait by delivery.timeout.ms at the latest)."""
+        while any(not r.answered for r in rounds):
+            if self.producer.flush(self.flush_timeout_s):
+                log.warning("waiting for the broker to confirm outbox records")
+
+    def _renew(self, rounds: deque[Round]) -> None:
+        now = time.monotonic()
+        stale = [r for r in rounds if now - r.renewed > self.renew_after_s]
+        if stale:
+            self.claims.renew([row for r in stale for row in r.rows])
+            for r in stale:
+                r.renewed = now
+
+    def _after_failures(self) -> None:
+        """No round in flight after failures: read the rows to retry again, with a new
+        producer if the last one failed for good."""
+        self.claims.reset()
+        if self._producer_failed:
+            log.error("fatal producer error; starting a new producer")
+            self.producer.flush(0)
+            self.producer = self.new_producer()
+            self._producer_failed = False
 
     # -- one round -------------------------------------------------------------------
 
     def publish_pending(self) -> tuple[int, int]:
-        """Publish the next rows; return (rows settled: confirmed or parked, rows to retry)."""
+        """One round, start to end: claim the next rows, publish them, wait for the
+        broker's answers and settle them; return (rows settled: confirmed or parked, rows
+        to retry)."""
         self.db.outbox_signal.clear()
-        return self.claims.publish_pending(self, self.batch_size)
+        rows = self.claims.claim(self.batch_size)
+        if not rows:
+            return 0, 0
+        flight = self._start_round(rows)
+        self._await(deque([flight]))
+        settled, retry = self._settle(flight)
+        if retry or self._producer_failed:
+            self._after_failures()
+        return settled, retry
 
     def delete_published(self, *, now: bool = False) -> None:
         """Delete the published rows not deleted yet (SQLite: at most once per cleanup
         interval unless `now`)."""
         self.claims.delete_published(now=now)
 
-    def publish(self, rows: Sequence[Row[Any]]) -> dict[int, Failure]:
-        """Produce every row and wait for the broker's answers; return the failures by seq."""
-        failures: dict[int, Failure] = {}
-        started_ns = time.time_ns()
+    def _start_round(self, rows: Sequence[Row[Any]]) -> Round:
+        """Produce every row of a new round (the answers come later)."""
+        flight = Round(rows, self.db.outbox_signal.wake_here)
         for row in rows:
             try:
-                self._produce(row, record_failure(row.seq, failures))
+                self._produce(row, flight.on_delivery(row.seq))
             except Exception as exc:
-                failures[row.seq] = Failure.of_exception(exc)
-        # Wait for every confirmation: a row not yet confirmed must not be produced twice by
-        # the next round. librdkafka ends each wait by delivery.timeout.ms at the latest.
-        while self.producer.flush(self.flush_timeout_s):
-            log.warning("waiting for the broker to confirm outbox records")
+                flight.not_produced(row.seq, exc)
+        self._pump.produced()
+        return flight
+
+    def _settle(self, flight: Round) -> tuple[int, int]:
+        """A round the broker answered: forget what it confirmed, settle its failures."""
+        crash_point("relay.after-publish")
+        rows, failures = flight.rows, flight.failures
+        result = self.claims.settle(self, rows, failures)
         metrics.published(row.topic for row in rows if row.seq not in failures)
         if tracing.enabled():
             tracing.record_publish(
@@ -140,10 +250,9 @@ class OutboxRelay(BackgroundWorker):
                     )
                     for r in rows
                 ),
-                started_ns,
+                flight.started_ns,
             )
-        crash_point("relay.after-publish")
-        return failures
+        return result
 
     def _produce(self, row: Row[Any], callback: DeliveryCallback) -> None:
         headers: list[tuple[str, str | bytes | None]] = list(decode_headers(row.headers))
@@ -177,7 +286,13 @@ class OutboxRelay(BackgroundWorker):
             session.execute(
                 update(OutboxRecord)
                 .where(col(OutboxRecord.seq) == row.seq)
-                .values(attempts=attempts, last_error=failure.error[:2000])
+                # Its lease is given up: a row waiting for its retry holds no key back.
+                .values(
+                    attempts=attempts,
+                    last_error=failure.error[:2000],
+                    claimed_by=None,
+                    claimed_until=None,
+                )
             )
         if retry:
             first = failures[min(retry)]
@@ -186,9 +301,7 @@ class OutboxRelay(BackgroundWorker):
                 extra={"unconfirmed": len(retry), "error": first.error},
             )
         if any(f.fatal for f in failures.values()):
-            log.error("fatal producer error; starting a new producer")
-            self.producer.flush(0)
-            self.producer = self.new_producer()
+            self._producer_failed = True  # replaced once no round is in flight
         return retry
 
     def _old(self, row: Row[Any]) -> bool:

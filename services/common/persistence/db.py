@@ -97,6 +97,8 @@ class Database:
         self.outbox_signal = OutboxSignal()
         self._write_lock = self.kind.write_lock()
         self._writer, self._reader = self.kind.engines(url, pool_size)
+        #: For `write(durable=False)`.
+        self._relaxed_writer = self.kind.relaxed_engine(url, self._writer)
 
     @property
     def is_sqlite(self) -> bool:
@@ -116,9 +118,16 @@ class Database:
         return session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One write transaction: commits on success, rolls back on any exception."""
-        session = self._session(self._writer)
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
+        """One write transaction: commits on success, rolls back on any exception.
+
+        `durable=False` is for bookkeeping whose loss in a server crash costs only work done
+        again (the relay's claims and deletes: rows are published again, and the consumers'
+        inbox drops the copies): PostgreSQL then commits without waiting for the WAL flush
+        (`synchronous_commit=off` for that transaction only). Every other write waits, and
+        SQLite always does (`synchronous=FULL`).
+        """
+        session = self._session(self._writer if durable else self._relaxed_writer)
         try:
             with self._write_lock, session.begin():
                 yield session
@@ -147,3 +156,4 @@ class Database:
     def dispose(self) -> None:
         self._writer.dispose()
         self._reader.dispose()
+        self._relaxed_writer.dispose()

@@ -45,6 +45,11 @@ class DatabaseKind(ABC):
         """The engines for writes and for reads (the same one where reads need no other)."""
 
     @abstractmethod
+    def relaxed_engine(self, url: str, writer: Engine) -> Engine:
+        """The engine for writes that need not wait for the disk (Database.write's
+        `durable=False`): `writer` itself where every commit waits."""
+
+    @abstractmethod
     def write_lock(self) -> AbstractContextManager[Any]:
         """What one process's writers hold around each write transaction."""
 
@@ -66,6 +71,9 @@ class SqliteKind(DatabaseKind):
         # instead of failing when a read transaction tries to upgrade; reads use a plain
         # BEGIN on their own engine.
         return _sqlite_engine(url, begin="BEGIN IMMEDIATE"), _sqlite_engine(url, begin="BEGIN")
+
+    def relaxed_engine(self, url: str, writer: Engine) -> Engine:
+        return writer  # synchronous=FULL for every commit: the file has one setting
 
     def write_lock(self) -> AbstractContextManager[Any]:
         # SQLite has one writer at a time. Writers of this process queue on a Python lock,
@@ -118,6 +126,16 @@ class PostgresKind(DatabaseKind):
     def engines(self, url: str, pool_size: int) -> tuple[Engine, Engine]:
         engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
         return engine, engine
+
+    def relaxed_engine(self, url: str, writer: Engine) -> Engine:
+        # A small pool of its own whose sessions commit without waiting for the WAL flush;
+        # no pre-ping: its one user (the relay) retries a round that fails.
+        return create_engine(
+            url,
+            pool_size=2,
+            max_overflow=2,
+            connect_args={"options": "-c synchronous_commit=off"},
+        )
 
     def write_lock(self) -> AbstractContextManager[Any]:
         return nullcontext()
