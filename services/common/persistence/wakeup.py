@@ -14,10 +14,14 @@ the wake-up across: the writing process `announce()`s after each such commit, an
   processes sharing one SQLite file share a machine), about one `sendto` per commit. The
   relay's process binds it holding a lock file, so one process at a time publishes a
   SQLite outbox (two relays on one file would publish every row twice).
-- Other databases: no channel here yet (`channel_for` answers None) and the relay polls.
-  PostgreSQL's LISTEN/NOTIFY is such a channel: `announce()` may do nothing when the
-  writers NOTIFY inside their transactions, and `receive()` waits on the listening
-  connection.
+- PostgreSQL, `NotifyWakeup`: LISTEN/NOTIFY on the service's own database. A writing
+  process NOTIFYs after its commit, from a thread and a connection of its own, in a
+  transaction of its own: a NOTIFY inside the writers' transactions would hold a
+  database-wide lock from their commit until it is durable, queueing every writer's
+  commit behind the others'. Announcements made while one is sent are folded into the
+  next. The relay's process LISTENs on a connection of its own; any number of relay
+  processes may (their leases share the rows out, services.common.messaging.claims).
+- Other databases: no channel (`channel_for` answers None) and the relay polls.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import IO
 
+import psycopg
 from sqlalchemy.engine.url import make_url
 
 from services.common.worker import BackgroundWorker
@@ -198,6 +203,91 @@ class DatagramWakeup(WakeupChannel):
             self._lock = None
 
 
+#: The LISTEN/NOTIFY channel of a service's database (each service has a database of its own).
+NOTIFY_CHANNEL = "paysaga_outbox"
+
+
+class NotifyWakeup(WakeupChannel):
+    """PostgreSQL's LISTEN/NOTIFY on `NOTIFY_CHANNEL` (see the module docstring)."""
+
+    def __init__(self, url: str, retry_s: float = 1.0) -> None:
+        self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self.retry_s = retry_s
+        self._pending = threading.Event()
+        self._closed = threading.Event()
+        self._start_lock = threading.Lock()
+        self._sender: threading.Thread | None = None
+        self._listener: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def announce(self) -> None:
+        self._pending.set()
+        if self._sender is None:
+            with self._start_lock:
+                if self._sender is None and not self._closed.is_set():
+                    self._sender = threading.Thread(
+                        target=self._send, name="relay-wakeup-notify", daemon=True
+                    )
+                    self._sender.start()
+
+    def _send(self) -> None:
+        connection: psycopg.Connection[tuple[object, ...]] | None = None
+        while not self._closed.is_set():
+            self._pending.wait()
+            self._pending.clear()
+            if self._closed.is_set():
+                break
+            try:
+                if connection is None or connection.closed:
+                    connection = psycopg.connect(
+                        self.conninfo, autocommit=True, options="-c synchronous_commit=off"
+                    )
+                connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except psycopg.Error as exc:
+                # The relay polls meanwhile; the next announcement connects again.
+                log.warning("relay wake-up not sent", extra={"error": str(exc)})
+                connection = None
+                self._closed.wait(self.retry_s)
+        if connection is not None:
+            connection.close()
+
+    def listen(self) -> None:
+        self._listener = self._connect_listener()
+
+    def _connect_listener(self) -> psycopg.Connection[tuple[object, ...]]:
+        connection = psycopg.connect(self.conninfo, autocommit=True)
+        connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return connection
+
+    def receive(self, timeout_s: float) -> bool:
+        try:
+            if self._listener is None or self._listener.closed:
+                # Lost, and listening again: what was announced meanwhile is not known,
+                # so the relay looks once.
+                self._listener = self._connect_listener()
+                return True
+            if not any(True for _ in self._listener.notifies(timeout=timeout_s, stop_after=1)):
+                return False
+            for _ in self._listener.notifies(timeout=0):
+                pass  # every announcement queued so far: one relay round covers them all
+            return True
+        except psycopg.Error as exc:
+            log.warning("relay wake-up channel lost; listening again", extra={"error": str(exc)})
+            if self._listener is not None:
+                self._listener.close()
+            self._listener = None
+            self._closed.wait(min(timeout_s, self.retry_s))
+            return False
+
+    def close(self) -> None:
+        self._closed.set()
+        self._pending.set()
+        if self._sender is not None:
+            self._sender.join(5.0)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+
 def channel_for(url: str) -> WakeupChannel | None:
     """The channel between the processes of one database at `url`, or None (they poll)."""
     parsed = make_url(url)
@@ -206,4 +296,6 @@ def channel_for(url: str) -> WakeupChannel | None:
         if not path or path == ":memory:" or path.startswith("file:"):
             return None  # a database of one process only
         return DatagramWakeup(os.path.abspath(path))
+    if parsed.get_backend_name() == "postgresql":
+        return NotifyWakeup(url)
     return None

@@ -13,6 +13,7 @@ import pytest
 from services.common.persistence.db import Database
 from services.common.persistence.wakeup import (
     DatagramWakeup,
+    NotifyWakeup,
     OutboxSignal,
     RelayAlreadyRunning,
     WakeupListener,
@@ -101,7 +102,7 @@ def test_the_channel_of_each_kind_of_database(tmp_path: Path) -> None:
     assert isinstance(channel_for(f"sqlite:///{tmp_path}/order.db"), DatagramWakeup)
     assert channel_for("sqlite://") is None, "in memory: one process only"
     assert channel_for("sqlite:///:memory:") is None
-    assert channel_for("postgresql+psycopg://paysaga@127.0.0.1:1/paysaga_order") is None
+    assert isinstance(channel_for("postgresql+psycopg://paysaga@127.0.0.1:1/order"), NotifyWakeup)
 
 
 def test_the_database_signal_is_an_outbox_signal(tmp_path: Path) -> None:
