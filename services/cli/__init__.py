@@ -18,6 +18,7 @@ import grpc
 from services.cli import commands, deadletters, orders
 from services.cli.client import Client, CommandError
 from services.cli.targets import CONSUMER_OF, DEFAULTS, ENV, BadAddress, resolve
+from services.common.observability.build import package_version
 from services.common.security.devtokens import token_command
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Times are UTC. Exit status: 0 done, 1 a call failed (message says why), "
         "2 bad usage.",
     )
+    parser.add_argument("--version", action="version", version=f"paysaga {package_version()}")
     for service in ("order", "payment"):
         parser.add_argument(
             f"--{service}",

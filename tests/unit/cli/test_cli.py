@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from services.cli.client import CommandError
 from services.cli.deadletters import owner
 from services.cli.render import duration, hexdump, show_bytes, table
 from services.cli.targets import BadAddress, resolve
+from services.common.observability.build import pyproject_version
 from services.common.operations.backlog import OutboxBacklog, Progress, stall_problems
 
 pytestmark = pytest.mark.unit
@@ -157,3 +160,17 @@ def test_stall_rule() -> None:
         "relay not progressing: 3 outbox row(s) unpublished, the oldest 90 s old",
         "1 outbox row(s) parked (Kafka refused them)",
     ]
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"paysaga {importlib.metadata.version('paysaga')}"
+
+
+def test_version_falls_back_to_pyproject(tmp_path: Path) -> None:
+    assert pyproject_version(Path("pyproject.toml")) == importlib.metadata.version("paysaga")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert pyproject_version(tmp_path / "pyproject.toml") == "unknown"
+    assert pyproject_version(tmp_path / "missing.toml") == "unknown"
