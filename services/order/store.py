@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from paysaga.v1 import events_pb2
 from services.common.messaging.outbox import OutboxWriter
 from services.common.observability import tracing
+from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.db import Database, insert_ignoring_conflicts
 from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
@@ -31,7 +32,24 @@ from services.order.models import (
 )
 from services.saga.topics import SAGA_TOPICS
 
-_INSERT_DEADLINES = DEADLINES_TABLE.insert()
+_INSERT_DEADLINES = BulkInsert(DEADLINES_TABLE, ("order_id", "due_at"))
+_INSERT_ORDERS = BulkInsert(
+    ORDERS_TABLE,
+    (
+        "id",
+        "user_id",
+        "product_id",
+        "price_cents",
+        "status",
+        "failure_reason",
+        "request_id",
+        "version",
+        "created_at",
+        "updated_at",
+    ),
+    ignore_conflicts_on=("user_id", "request_id"),
+    returning="id",
+)
 _SELECT_PRICES = sa_select(PRODUCTS_TABLE.c.id, PRODUCTS_TABLE.c.price_cents).where(
     PRODUCTS_TABLE.c.id.in_(bindparam("product_ids", expanding=True))
 )
@@ -111,14 +129,9 @@ def create_orders(
         }
     created_ids: set[str] = set()
     if candidates:
-        inserted = session.execute(
-            insert_ignoring_conflicts(
-                session, ORDERS_TABLE, "user_id", "request_id", returning="id"
-            ),
-            # Sorted by key: two replicas inserting the same keys lock them in one order.
-            [candidates[key] for key in sorted(candidates)],
-        )
-        created_ids = set(inserted.scalars())
+        # Sorted by key: two replicas inserting the same keys lock them in one order.
+        ordered = [candidates[key] for key in sorted(candidates)]
+        created_ids = set(_INSERT_ORDERS.execute(session, ordered))
     existing = _orders_by_key(
         session, [k for k, o in candidates.items() if o["id"] not in created_ids]
     )
@@ -179,7 +192,7 @@ def _stage_new_orders(
         trace = traces.get((order["user_id"], order["request_id"]), ())
         outbox.add_event(event, key=order["user_id"], subject=order["id"], trace=trace)
         announce(outbox, order, trace=trace)
-    session.execute(_INSERT_DEADLINES, due)
+    _INSERT_DEADLINES.execute(session, due)
     outbox.write(session)
     metrics.orders_created_after_commit(session, len(created))
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Table
 from sqlmodel import Field, Session, SQLModel
 
-from services.common.persistence.db import insert_ignoring_conflicts
+from services.common.persistence.bulk import BulkInsert
 from services.common.timeutil import utcnow
 
 
@@ -23,6 +22,14 @@ class ProcessedEvent(SQLModel, table=True):
     processed_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+_INSERT_NEW = BulkInsert(
+    ProcessedEvent.__table__,  # type: ignore[attr-defined]
+    ("event_id", "topic", "processed_at"),
+    ignore_conflicts_on=("event_id",),
+    returning="event_id",
+)
+
+
 def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
     """Record the (event id, topic) pairs not seen before; return their ids.
 
@@ -35,9 +42,5 @@ def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
     if not new:
         return set()
     now = utcnow()
-    table: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
-    inserted = session.execute(
-        insert_ignoring_conflicts(session, table, "event_id", returning="event_id"),
-        [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()],
-    )
-    return set(inserted.scalars())
+    rows = [{"event_id": i, "topic": t, "processed_at": now} for i, t in new.items()]
+    return set(_INSERT_NEW.execute(session, rows))

@@ -23,6 +23,7 @@ from sqlalchemy import Table
 from sqlmodel import Field, Index, Session, SQLModel
 
 from services.common.messaging.cloudevents import EventMeta
+from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.columns import blob, int64
 from services.common.persistence.db import insert_ignoring_conflicts
 from services.common.timeutil import utcnow
@@ -110,7 +111,7 @@ class Redrive(SQLModel, table=True):
 TABLES: list[type[SQLModel]] = [SagaStep, DeadLetter, Redrive]
 
 STEPS_TABLE: Table = SagaStep.__table__  # type: ignore[attr-defined]
-_INSERT_STEPS = STEPS_TABLE.insert()
+_INSERT_STEPS = BulkInsert(STEPS_TABLE, [c.name for c in STEPS_TABLE.columns if c.name != "id"])
 DEAD_LETTERS_TABLE: Table = DeadLetter.__table__  # type: ignore[attr-defined]
 
 
@@ -241,11 +242,10 @@ class Journal:
         """Insert what was collected, in the caller's transaction (one INSERT per table)."""
         if self.steps:
             replica = str(session.info.get("replica", ""))
-            # The Core table, not the ORM class: the ORM splits a batch into one statement
-            # per run of rows with the same None columns (PRODUCED and APPLIED alternate).
-            session.execute(
-                _INSERT_STEPS, [_storable({**s, "replica": replica}) for s in self.steps]
-            )
+            for step in self.steps:
+                step["replica"] = replica
+                _storable(step)
+            _INSERT_STEPS.execute(session, self.steps)
             self.steps = []
         if self.dead_letters:
             # A redelivered poison record is stopped by the inbox first; this only makes sure.
@@ -264,14 +264,15 @@ def storable_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def _storable(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with NUL characters in its texts escaped (PostgreSQL text refuses them) and
-    its texts cut to MAX_TEXT_CHARS, its order id to MAX_ORDER_ID_CHARS: a poison record's
+    """The row, its NUL characters in texts escaped (PostgreSQL text refuses them) and its
+    texts cut to MAX_TEXT_CHARS, its order id to MAX_ORDER_ID_CHARS: a poison record's
     order id or reason may hold anything, and the journal must never be what stops a dead
     letter from being written, nor an event from being applied. (Texts come from decoded
-    headers and protobuf strings: valid Unicode.)"""
-    return {
-        k: v.replace("\x00", "\\x00")[: MAX_ORDER_ID_CHARS if k == "order_id" else MAX_TEXT_CHARS]
-        if isinstance(v, str)
-        else v
-        for k, v in row.items()
-    }
+    headers and protobuf strings: valid Unicode.) Changed in place: only the rare text that
+    needs it is copied."""
+    for key, value in row.items():
+        if isinstance(value, str):
+            limit = MAX_ORDER_ID_CHARS if key == "order_id" else MAX_TEXT_CHARS
+            if len(value) > limit or "\x00" in value:
+                row[key] = value.replace("\x00", "\\x00")[:limit]
+    return row

@@ -22,6 +22,7 @@ from services.common.messaging.cloudevents import EventMeta
 from services.common.messaging.journal import Journal, StepKind, parse_time
 from services.common.messaging.topics import Topic, TopicTable
 from services.common.observability import tracing
+from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.columns import blob, int64
 from services.common.persistence.db import run_after_commit
 from services.common.timeutil import utcnow
@@ -122,7 +123,10 @@ class OutboxRecord(SQLModel, table=True):
 
 #: The outbox table, for Core statements on the hot path (an ORM insert costs far more).
 OUTBOX_TABLE: Table = OutboxRecord.__table__  # type: ignore[attr-defined]
-_INSERT_OUTBOX = OUTBOX_TABLE.insert()
+_INSERT_OUTBOX = BulkInsert(
+    OUTBOX_TABLE,
+    ("event_id", "topic", "key", "value", "headers", "created_at", "attempts", "last_error"),
+)
 
 
 class ParkedRecord(SQLModel, table=True):
@@ -287,7 +291,7 @@ class OutboxWriter:
         self.journal.write(session)
         if not self.rows:
             return
-        session.execute(_INSERT_OUTBOX, self.rows)
+        _INSERT_OUTBOX.execute(session, self.rows)
         self.rows = []
         signal = session.info.get("outbox_signal")
         if signal is not None:

@@ -255,13 +255,13 @@ class OutboxRelay(BackgroundWorker):
         return result
 
     def _produce(self, row: Row[Any], callback: DeliveryCallback) -> None:
-        headers: list[tuple[str, str | bytes | None]] = list(decode_headers(row.headers))
+        # The answers are served by the DeliveryPump (or the caller's flush), not here.
+        headers: Any = decode_headers(row.headers)
         while True:
             try:
                 self.producer.produce(
                     row.topic, key=row.key, value=row.value, headers=headers, on_delivery=callback
                 )
-                self.producer.poll(0)
                 return
             except BufferError:  # the local queue is full: wait for the broker to drain it
                 self.producer.poll(0.1)
