@@ -2,7 +2,9 @@
 
 `python -m services.common.security.devtokens token --user N [--operator] [--ttl 1h]` (what
 `make token` runs), and `paysaga token ...`. The signing key comes from the PAYSAGA_AUTH_*
-settings (services.common.security.auth_settings).
+settings (services.common.security.auth_settings); when none names a key, from the
+development secret `make secrets` writes, var/secrets/jwt-hs256.secret under the current
+directory (run from the project, as `make token` is), and from nowhere else.
 """
 
 from __future__ import annotations
@@ -11,11 +13,34 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 
 import jwt
 
 from services.common.security.auth_settings import AuthSettings
+from services.common.security.keys import KeyConfigError
 from services.common.security.tokens import mint_token
+
+#: Where `make secrets` writes the development HS256 secret, relative to the project.
+DEV_SECRET = Path("var/secrets/jwt-hs256.secret")
+
+
+def signing_settings(settings: AuthSettings, cwd: Path | None = None) -> AuthSettings:
+    """`settings` as they are if one names a signing key; else with the development secret
+    under `cwd` (the current directory) as the HS256 secret file, if `make secrets` wrote it
+    there; a KeyConfigError saying what to set or run otherwise."""
+    if settings.hs256_secret or settings.hs256_secret_file or settings.private_key_file:
+        return settings
+    here = cwd or Path.cwd()
+    found = here / DEV_SECRET
+    if found.is_file():
+        return settings.model_copy(update={"hs256_secret_file": str(found)})
+    raise KeyConfigError(
+        f"no signing key: no PAYSAGA_AUTH_HS256_SECRET_FILE, PAYSAGA_AUTH_HS256_SECRET or "
+        f"PAYSAGA_AUTH_PRIVATE_KEY_FILE is set, and there is no {DEV_SECRET} under the current "
+        f"directory ({here}): run this from the project after "
+        f"`make secrets` (or `make up AUTH=1`), or set one of those"
+    )
 
 
 def parse_ttl(text: str) -> int:
@@ -51,7 +76,7 @@ def token_command(
         parser.error("give --user N (and/or --operator)")
     try:
         ttl_s = parse_ttl(args.ttl)
-        settings = AuthSettings()
+        settings = signing_settings(AuthSettings())
         text = mint_token(settings, subject=user or "operator", operator=args.operator, ttl_s=ttl_s)
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"error: {exc}\n")
