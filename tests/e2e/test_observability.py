@@ -314,9 +314,9 @@ def test_metrics_count_orders_events_dead_letters_and_calls(observed: Observed) 
     assert delta("order", "grpc_server_handled_total", grpc_code="NOT_FOUND", **create_order) == 1
     assert delta("order", "grpc_server_handling_seconds_count", **create_order) == 4
     # Every CreateOrder write went through a group commit, the unknown product's too.
-    assert delta("order", "paysaga_group_commit_size_sum") == 4
-    assert delta("order", "paysaga_batch_size_sum") == 3
-    assert delta("payment", "paysaga_batch_size_sum") == 6 + 3  # orders + payments
+    assert delta("order", "paysaga_group_commit_size_requests_sum") == 4
+    assert delta("order", "paysaga_batch_size_events_sum") == 3
+    assert delta("payment", "paysaga_batch_size_events_sum") == 6 + 3  # orders + payments
     for name in ("order", "payment"):
         samples = after[name]
         for metric in (

@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from services.common.observability.build import package_version, python_version
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,20 @@ DUPLICATES_SKIPPED = Counter(
     ["topic"],
 )
 BATCH_SIZE = Histogram(
-    "paysaga_batch_size",
+    "paysaga_batch_size_events",
     "Records per consumed batch (one database transaction each).",
     buckets=SIZE_BUCKETS,
 )
 GROUP_COMMIT_SIZE = Histogram(
-    "paysaga_group_commit_size",
+    "paysaga_group_commit_size_requests",
     "CreateOrder writes per group commit (one transaction and one fsync each).",
     buckets=SIZE_BUCKETS,
+)
+BUILD_INFO = Gauge(
+    "paysaga_build_info",
+    "Always 1: which paysaga version and Python this service process runs "
+    "(join on it: `* on (instance) group_left(version) paysaga_build_info`).",
+    ["version", "service", "python"],
 )
 GRPC_STARTED = Counter(
     "grpc_server_started_total",
@@ -111,6 +119,11 @@ def recording() -> bool:
 def set_recording(on: bool) -> None:
     global _recording
     _recording = on
+
+
+def announce_build(service: str) -> None:
+    """paysaga_build_info{version, service, python} = 1 for this process (once, at start)."""
+    BUILD_INFO.labels(package_version(), service, python_version()).set(1)
 
 
 def group_committed(size: int) -> None:

@@ -44,6 +44,7 @@ class Telemetry:
                 provider.shutdown()
             raise
         if server is not None:
+            metrics.announce_build(name)
             log.info("metrics served", extra={"address": f"http://{server.address}/metrics"})
         return cls(provider, server)
 

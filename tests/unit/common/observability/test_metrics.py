@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import platform
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
 
 from services.common.observability import metrics
+from services.common.observability.build import package_version
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +65,19 @@ def test_published_dead_letters_count_under_their_source_topic(recording: None) 
     metrics.published(["payments.dlt", "transactions", "payments.dlt"])
     assert sample("paysaga_dead_letters_total", topic="payments") - dead == 2
     assert sample("paysaga_events_published_total", topic="payments.dlt") - published == 2
+
+
+def test_build_info_names_the_version_service_and_python() -> None:
+    metrics.announce_build("order")
+    labels = {"version": package_version(), "service": "order", "python": platform.python_version()}
+    assert REGISTRY.get_sample_value("paysaga_build_info", labels) == 1
+    assert package_version() == importlib.metadata.version("paysaga")
+
+
+def test_size_histograms_carry_their_unit(recording: None) -> None:
+    before = REGISTRY.get_sample_value("paysaga_batch_size_events_sum") or 0
+    metrics.consumed(["orders", "orders", "payments"])
+    assert REGISTRY.get_sample_value("paysaga_batch_size_events_sum") == before + 3
+    before = REGISTRY.get_sample_value("paysaga_group_commit_size_requests_sum") or 0
+    metrics.group_committed(4)
+    assert REGISTRY.get_sample_value("paysaga_group_commit_size_requests_sum") == before + 4
