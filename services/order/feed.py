@@ -1,22 +1,31 @@
 """The order feed: recent changes from `order-updates` in topic order, fanned out to watchers.
 
-Threads: the tail (services.order.updates_tail) reads Kafka on its own thread and hands
-each batch to the event loop; everything here (history, positions, watchers) is touched
-on the loop only, so a stream registers and reads the history in one step, with no gap
-between the two.
+Threads: the tail (services.order.updates_tail) reads Kafka on its own thread and fans each
+change out there, off the gRPC event loop: it keeps the change in the history, finds its
+watchers in three indexes (watchers of its order, of its user, of every order: a change
+touches only those), serializes the WatchOrdersResponse once for all of them, queues the
+change on each, and tells the loop which idle streams now have something to send
+(services.order.write_turns). The streams (services.order.streams) only write.
+
+A lock keeps the history, positions and indexes whole between that thread and the loop, so
+a stream registers and reads the history in one step, with no gap between the two; it is
+held for one change at a time. A watcher's queue is a deque (appends and pops are atomic),
+shared by the two threads without the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from paysaga.v1 import orders_pb2
-from services.order.resume_tokens import Position, ResumeTokenTooOld
+from services.order.resume_tokens import Position, ResumeToken, ResumeTokenTooOld
+from services.order.write_turns import Writer, WriteTurns
 
 log = logging.getLogger(__name__)
 
@@ -25,60 +34,113 @@ _Key = TypeVar("_Key", int, str)
 #: The statuses an order ends in: a watch of that one order ends with it.
 TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 
+#: After a change queued on this many watchers the fan-out thread lets the loop run (it
+#: gives up the GIL), rather than wait for the interpreter to take it back after 5 ms.
+_YIELD_AFTER = 256
 
-@dataclass(frozen=True, slots=True)
+
 class Change:
     """One OrderUpdated record: the order as it stood right after one change."""
 
-    partition: int
-    offset: int
-    order: orders_pb2.Order
+    __slots__ = ("partition", "offset", "order", "after", "_frame", "_frame_one_order")
+
+    def __init__(self, partition: int, offset: int, order: orders_pb2.Order) -> None:
+        self.partition = partition
+        self.offset = offset
+        self.order = order
+        #: The feed's position right after this change (set when the feed takes it; never
+        #: changed after): the resume token of every stream it is sent to in step.
+        self.after: Position = {}
+        self._frame: bytes | None = None
+        self._frame_one_order: bytes | None = None
+
+    def frame(self) -> bytes:
+        """The WatchOrdersResponse of this change for a watch of a user or of every order,
+        serialized once for all of them: its token is `after`, with no version pending."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = _response(self.order, ResumeToken(self.after))
+        return frame
+
+    def frame_for_one_order(self) -> bytes:
+        """The same for a watch of this change's order: its token holds the version sent."""
+        frame = self._frame_one_order
+        if frame is None:
+            versions = {self.order.id: self.order.version}
+            frame = self._frame_one_order = _response(self.order, ResumeToken(self.after, versions))
+        return frame
 
 
-class Watcher:
-    """One stream's filter and its queue of changes not yet sent."""
+def _response(order: orders_pb2.Order, token: ResumeToken) -> bytes:
+    response = orders_pb2.WatchOrdersResponse(order=order, resume_token=token.encode())
+    return response.SerializeToString()
+
+
+class Watcher(Writer):
+    """One stream's filter and its queue of changes not yet sent.
+
+    `pending` (a deque: appends and pops are atomic) and `ended` are shared by the fan-out
+    thread and the loop; the rest is the loop's (services.order.write_turns).
+    """
 
     def __init__(self, user_id: int, order_id: str, max_backlog: int) -> None:
+        super().__init__()
         self.user_id = user_id
         self.order_id = order_id
         self.max_backlog = max_backlog
         self.pending: deque[Change] = deque()
-        self.wakeup = asyncio.Event()
         #: Why the stream must end now ("behind" or "shutdown"); None while it may go on.
         self.ended: str | None = None
+        #: The feed's position when the watcher registered (taken in the same step).
+        self.registered_at: Position = {}
 
     def wants(self, order: orders_pb2.Order) -> bool:
         return (not self.user_id or order.user_id == self.user_id) and (
             not self.order_id or order.id == self.order_id
         )
 
-    def offer(self, change: Change) -> None:
+    def offer(self, change: Change) -> bool:
+        """Queue `change`; True if the loop must hear of it (the stream waits, or ends now)."""
         if self.ended:
-            return
+            return False
         if len(self.pending) >= self.max_backlog:
             self.end("behind")
-            return
+            return True
         self.pending.append(change)
-        self.wakeup.set()
+        return self.idle
 
     def end(self, reason: str) -> None:
         self.ended = reason
         self.pending.clear()
-        self.wakeup.set()
+
+    def take(self, most: int) -> list[Change]:
+        """Up to `most` changes from the front of the queue (loop)."""
+        taken: list[Change] = []
+        pending = self.pending
+        try:
+            while len(taken) < most:
+                taken.append(pending.popleft())
+        except IndexError:
+            pass  # empty, or emptied by end() meanwhile
+        return taken
 
 
 class OrderFeed:
-    """Recent order changes in topic order, and the watchers they are handed to (loop only).
+    """Recent order changes in topic order, and the watchers they are handed to.
 
     It keeps the last `history_size` changes (and reads as many back from the topic when
     the process starts), so a stream that reconnects, here or on another replica, resumes
-    from its token without missing a change.
+    from its token without missing a change. A change of an order whose version the feed
+    already holds (published twice, or an older one after a newer) is not sent to anyone.
     """
 
     def __init__(self, history_size: int = 50_000, max_backlog: int = 1000) -> None:
         self.history_size = history_size
         self.max_backlog = max_backlog
+        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The streams' turns to write, on the loop.
+        self.turns = WriteTurns()
         self._history: list[Change] = []
         #: Next offset per partition after the last change received.
         self.position: Position = {}
@@ -93,50 +155,68 @@ class OrderFeed:
         self.following = False
         self.closed = False
 
-    # -- called from the tail's thread ---------------------------------------------------
-
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Deliver on `loop` (the gRPC server's) from now on."""
+        """The streams write on `loop` (the gRPC server's)."""
         self._loop = loop
 
+    # -- called from the tail's thread ---------------------------------------------------
+
     def started_threadsafe(self, first: Position) -> None:
-        self._call(self._started, dict(first))
+        with self._lock:
+            self._first = dict(first)
+            self.position = {p: max(o, self.position.get(p, 0)) for p, o in first.items()}
 
     def caught_up_threadsafe(self) -> None:
-        self._call(self._caught_up)
-
-    def publish_threadsafe(self, changes: list[Change]) -> None:
-        self._call(self._append, changes)
-
-    def _call(self, fn: object, *args: object) -> None:
-        if self._loop is None:
-            raise RuntimeError("OrderFeed.bind(loop) was not called")
-        self._loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
-
-    # -- on the loop -------------------------------------------------------------------
-
-    def _started(self, first: Position) -> None:
-        self._first = dict(first)
-        self.position = {p: max(o, self.position.get(p, 0)) for p, o in first.items()}
-
-    def _caught_up(self) -> None:
         if not self.following:
             log.info("following order-updates", extra={"changes_held": len(self._history)})
         self.following = True
 
-    def _append(self, changes: list[Change]) -> None:
+    def publish_threadsafe(self, changes: Iterable[Change]) -> None:
+        """Fan `changes` out on this thread; wake their idle streams on the loop."""
+        loop, turns = self._loop, self.turns
+        if loop is None:
+            raise RuntimeError("OrderFeed.bind(loop) was not called")
         for change in changes:
+            woken = self._append_one(change)
+            if woken:
+                loop.call_soon_threadsafe(turns.ready, woken)
+                if len(woken) >= _YIELD_AFTER:
+                    time.sleep(0)
+
+    # -- the fan-out (under the lock) ------------------------------------------------------
+
+    def _append(self, changes: Iterable[Change]) -> list[Watcher]:
+        """Take `changes`; return the idle watchers given one (or ended), each once."""
+        woken: dict[Watcher, None] = {}
+        for change in changes:
+            woken.update(dict.fromkeys(self._append_one(change)))
+        return list(woken)
+
+    def _append_one(self, change: Change) -> list[Watcher]:
+        with self._lock:
             if change.offset < self.position.get(change.partition, 0):
-                continue  # read again after a reassignment
-            self._history.append(change)
+                return []  # read again after a reassignment
             self.position[change.partition] = change.offset + 1
             order = change.order
+            newest = self._newest.get(order.id)
+            if order.version and newest is not None and order.version <= newest[0]:
+                return []  # published twice, or older than one already sent
+            change.after = dict(self.position)
+            self._history.append(change)
             self._newest[order.id] = (order.version, change.partition, change.offset)
-            for watcher in self._targets(order):
-                if watcher.wants(order):
-                    watcher.offer(change)
-        if len(self._history) > 2 * self.history_size:
-            self._forget(len(self._history) - self.history_size)
+            if len(self._history) > 2 * self.history_size:
+                self._forget(len(self._history) - self.history_size)
+            by_user = self._by_user.get(order.user_id, ())
+            by_order = self._by_order.get(order.id, ())
+            if self._everyone or by_user:
+                change.frame()  # serialized here, once, for all of them
+            if by_order:
+                change.frame_for_one_order()
+            # Each watcher is in one index only; the user's and every order's want it all.
+            woken = [w for w in self._everyone if w.offer(change)]
+            woken += [w for w in by_user if w.offer(change)]
+            woken += [w for w in by_order if w.wants(order) and w.offer(change)]
+            return woken
 
     def _forget(self, count: int) -> None:
         """Drop the oldest `count` changes: resuming from before them is no longer possible."""
@@ -149,10 +229,7 @@ class OrderFeed:
                 del self._newest[change.order.id]
         del self._history[:count]
 
-    def _targets(self, order: orders_pb2.Order) -> Iterable[Watcher]:
-        yield from self._everyone
-        yield from self._by_user.get(order.user_id, ())
-        yield from self._by_order.get(order.id, ())
+    # -- called on the loop --------------------------------------------------------------
 
     def watch(self, user_id: int, order_id: str, resume_from: Position | None) -> Watcher:
         """Register a watcher; with `resume_from`, queue the held changes from there on.
@@ -160,22 +237,25 @@ class OrderFeed:
         Raises ResumeTokenTooOld if changes after `resume_from` are no longer held.
         """
         watcher = Watcher(user_id, order_id, self.max_backlog)
-        if resume_from is not None:
-            for partition, first in self._first.items():
-                if resume_from.get(partition, 0) < first:
-                    raise ResumeTokenTooOld(
-                        f"resume_token is older than the changes this server holds "
-                        f"(partition {partition} from offset {first}): watch again without it"
-                    )
-            for change in self._since(resume_from):
-                if watcher.wants(change.order):
-                    watcher.offer(change)
-        if order_id:
-            self._by_order.setdefault(order_id, set()).add(watcher)
-        elif user_id:
-            self._by_user.setdefault(user_id, set()).add(watcher)
-        else:
-            self._everyone.add(watcher)
+        with self._lock:
+            if resume_from is not None:
+                for partition, first in self._first.items():
+                    if resume_from.get(partition, 0) < first:
+                        raise ResumeTokenTooOld(
+                            f"resume_token is older than the changes this server holds "
+                            f"(partition {partition} from offset {first}): watch again "
+                            "without it"
+                        )
+                for change in self._since(resume_from):
+                    if watcher.wants(change.order):
+                        watcher.offer(change)
+            watcher.registered_at = dict(self.position)
+            if order_id:
+                self._by_order.setdefault(order_id, set()).add(watcher)
+            elif user_id:
+                self._by_user.setdefault(user_id, set()).add(watcher)
+            else:
+                self._everyone.add(watcher)
         return watcher
 
     def _since(self, position: Position) -> list[Change]:
@@ -193,12 +273,13 @@ class OrderFeed:
         return found
 
     def unwatch(self, watcher: Watcher) -> None:
-        if watcher.order_id:
-            _discard(self._by_order, watcher.order_id, watcher)
-        elif watcher.user_id:
-            _discard(self._by_user, watcher.user_id, watcher)
-        else:
-            self._everyone.discard(watcher)
+        with self._lock:
+            if watcher.order_id:
+                _discard(self._by_order, watcher.order_id, watcher)
+            elif watcher.user_id:
+                _discard(self._by_user, watcher.user_id, watcher)
+            else:
+                self._everyone.discard(watcher)
 
     def seen_before(self, order: orders_pb2.Order, position: Position) -> bool:
         """True if this version of `order` came on the topic before `position`.
@@ -207,7 +288,7 @@ class OrderFeed:
         change is still to come on the topic, and a stream must not send it twice. An
         order with no change held is taken as not seen (the safe answer).
         """
-        newest = self._newest.get(order.id)
+        newest = self._newest.get(order.id)  # one atomic read: no lock needed
         if newest is None:
             return False
         version, partition, offset = newest
@@ -215,21 +296,24 @@ class OrderFeed:
 
     def close(self) -> None:
         """End every stream (the server is shutting down) and take no new ones."""
-        self.closed = True
-        for watcher in [
+        with self._lock:
+            self.closed = True
+            watchers = self._all()
+            for watcher in watchers:
+                watcher.end("shutdown")
+        self.turns.ready(watchers)
+
+    def _all(self) -> list[Watcher]:
+        return [
             *self._everyone,
             *(w for group in self._by_user.values() for w in group),
             *(w for group in self._by_order.values() for w in group),
-        ]:
-            watcher.end("shutdown")
+        ]
 
     @property
     def watchers(self) -> int:
-        return (
-            len(self._everyone)
-            + sum(len(g) for g in self._by_user.values())
-            + sum(len(g) for g in self._by_order.values())
-        )
+        with self._lock:
+            return len(self._all())
 
 
 def _discard(groups: dict[_Key, set[Watcher]], key: _Key, watcher: Watcher) -> None:

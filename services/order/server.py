@@ -2,7 +2,9 @@
 
 CreateOrder and WatchOrders are coroutines on the server's event loop (CreateOrder awaits
 its group commit; a stream costs no thread); GetOrder and ListOrders are short database
-reads, run on the server's thread pool.
+reads, run on the server's thread pool. WatchOrders writes responses already serialized
+(a change once for all its watchers, services.order.feed): `register_order_service`
+registers it with no response serializer, the wire format unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from services.order.models import Order, OrderRow
 from services.order.streams import WatchStreams
 
 log = logging.getLogger(__name__)
+
+#: The RPCs whose responses the servicer writes as bytes, serialized already.
+_PRESERIALIZED = ("WatchOrders",)
 
 
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
@@ -117,3 +122,35 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     ) -> None:
         authz.require_user(request.user_id)
         await self.streams.serve(request, context)
+
+
+def register_order_service(server: grpc.aio.Server, servicer: OrderServicer) -> None:
+    """OrderService on `server` as the generated code registers it, except that WatchOrders'
+    responses are bytes the feed serialized (the identity as response serializer)."""
+    servicer.streams.writes_bytes = True
+    generated = _Registration()
+    orders_pb2_grpc.add_OrderServiceServicer_to_server(servicer, generated)  # type: ignore[arg-type]
+    handlers = {
+        name: handler._replace(response_serializer=None) if name in _PRESERIALIZED else handler
+        for name, handler in generated.handlers.items()
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(generated.service, handlers),)
+    )
+    server.add_registered_method_handlers(generated.service, handlers)
+
+
+class _Registration:
+    """Takes the generated code's method handlers instead of a server."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: object) -> None:
+        pass  # the same handlers come to add_registered_method_handlers
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.service, self.handlers = service, handlers

@@ -2,8 +2,8 @@
 
 Every Order replica tails `order-updates` (OrderUpdated, written through the outbox in the
 transaction of each change) without a consumer group, so a stream on any replica sees
-every change, whichever replica made it. The tail reads on its own thread and hands each
-batch to the feed's event loop.
+every change, whichever replica made it. The tail reads on its own thread and fans each
+batch out there too (services.order.feed), off the gRPC event loop.
 """
 
 from __future__ import annotations

@@ -19,13 +19,13 @@ def _change(partition: int, offset: int, order_id: str, user: int, version: int 
 
 def _feed(history_size: int = 100, max_backlog: int = 10) -> OrderFeed:
     feed = OrderFeed(history_size, max_backlog)
-    feed._started({0: 0, 1: 0})
-    feed._caught_up()
+    feed.started_threadsafe({0: 0, 1: 0})
+    feed.caught_up_threadsafe()
     return feed
 
 
 def _in_loop(test: object) -> None:
-    """Run a test body on an event loop (watchers wake through asyncio events)."""
+    """Run a test body on an event loop, as the feed's callers on the loop do."""
 
     async def body() -> None:
         test()  # type: ignore[operator]

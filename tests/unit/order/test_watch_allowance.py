@@ -58,8 +58,8 @@ def run(tmp_path: Path, body: Callable[[WatchStreams], Awaitable[None]], **caps:
 
     async def main() -> None:
         feed = OrderFeed(100, 10)
-        feed._started({0: 0})
-        feed._caught_up()
+        feed.started_threadsafe({0: 0})
+        feed.caught_up_threadsafe()
         limits = {"max_streams": 10, "max_streams_per_caller": 2, "max_streams_per_operator": 3}
         streams = WatchStreams(db, feed, **(limits | caps))
         await body(streams)
