@@ -206,6 +206,7 @@ def test_one_order_is_one_trace_across_both_services_and_three_topics(observed: 
     assert (group.service, group.parent_id) == ("paysaga-order", root.span_id)
     for topic, creator in zip(("orders", "payments", "transactions"), chain, strict=False):
         assert published[topic].parent_id == creator.span_id, f"publish {topic}"
+        assert published[topic].name == f"send {topic}"
         assert published[topic].service == creator.service
 
     # The records of each topic carry the trace context (stored with their outbox rows).

@@ -29,12 +29,11 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.propagate import get_global_textmap
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.observability import metrics, tracing
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 #: Calls of these services are counted but not traced.
 UNTRACED = ("grpc.health.v1.Health", "grpc.reflection.")
 #: Server-side codes that mark a span as failed (the others are the caller's doing).
@@ -133,11 +132,14 @@ class _Call:
 
 
 def _remote_context(metadata: Any) -> Context:
+    """The caller's context, read by the global propagator (OTEL_PROPAGATORS)."""
+    propagator = get_global_textmap()
+    fields = propagator.fields
     carrier = {}
     for key, value in metadata or ():
-        if key in (tracing.TRACEPARENT, tracing.TRACESTATE):
+        if key in fields:
             carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
-    return _PROPAGATOR.extract(carrier) if carrier else Context()
+    return propagator.extract(carrier) if carrier else Context()
 
 
 def _current(call: _Call) -> Any:

@@ -1,21 +1,31 @@
 """OpenTelemetry traces: one order is one trace, across gRPC and every Kafka hop.
 
 Configured from the standard environment variables (`configure`): OTEL_TRACES_EXPORTER
-(`otlp`, `console`, `none`, or a comma-separated list), OTEL_EXPORTER_OTLP_ENDPOINT
-(OTLP over gRPC, e.g. http://127.0.0.1:4317), OTEL_SERVICE_NAME (default paysaga-<svc>),
-OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, OTEL_SDK_DISABLED. Unset (or `none`),
-tracing is off: every helper here returns at once (no span, no header, no context).
+(`otlp`, `console`, `none`, or a comma-separated list), OTEL_EXPORTER_OTLP_ENDPOINT,
+OTEL_EXPORTER_OTLP_PROTOCOL (`grpc`, default, e.g. http://127.0.0.1:4317; or
+`http/protobuf`, e.g. http://127.0.0.1:4318), OTEL_SERVICE_NAME (default paysaga-<svc>),
+OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, OTEL_PROPAGATORS (default
+`tracecontext,baggage`: the global propagator injects and extracts every context),
+OTEL_SDK_DISABLED. Unset (or `none`), tracing is off: every helper here returns at once
+(no span, no header, no context).
+
+Span names and attributes follow OpenTelemetry's messaging conventions: `{operation name}
+{destination}`, i.e. `send <topic>` (PRODUCER, operation type send) and `process <topic>`
+(CONSUMER, type process), each with `messaging.operation.name` and
+`messaging.operation.type`.
 
 How an order's trace is carried:
 - the CreateOrder server span (services.common.observability.grpc_telemetry) is current when the
   request is made; its context goes with the request to the group committer, which
   records a `group commit` span (the shared transaction) in each request's trace;
-- the relay records a PRODUCER span per published row (`record_publish`), a child of
-  the row's stored context, from its produce() to the broker's answer;
+- the relay records a PRODUCER `send` span per published row (`record_publish`), a child
+  of the row's stored context, from its produce() to the broker's answer;
 - an event written to the outbox takes the context it was created in as a W3C
   `traceparent` (+ `tracestate`) header, stored with the row: the relay publishes it as
   it is, so it survives restarts, redelivery and replays, and a dead letter keeps it;
-- each consumed event gets a CONSUMER span, child of its record's `traceparent`, current
+- each consumed event gets a CONSUMER `process` span, child of its record's `traceparent`
+  and linked to that creation context (the conventions' link; a record carrying a
+  `ce_traceparent` too is linked to that one), current
   while its handler applies it, so the events it writes carry the child's context and
   every log line written meanwhile carries trace_id and span_id (observability.logs).
   The consumer applies a batch in one transaction: each event's span ends when that
@@ -35,6 +45,7 @@ malformed or foreign header never fails an event: it starts a new trace.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -45,10 +56,11 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context, get_current
+from opentelemetry.propagate import get_global_textmap
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.headers import Headers, header_text
@@ -60,7 +72,14 @@ TRACESTATE = "tracestate"
 #: The same context under the CloudEvents distributed-tracing extension's binary-mode names.
 _CE_FALLBACK = {TRACEPARENT: "ce_traceparent", TRACESTATE: "ce_tracestate"}
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+#: OTLP protocols (OTEL_EXPORTER_OTLP_PROTOCOL) and the exporter module of each.
+OTLP_PROTOCOLS = {
+    "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+}
+#: The CloudEvents distributed-tracing extension (`ce_traceparent`) is W3C Trace Context
+#: whatever OTEL_PROPAGATORS says: it is read in that format.
+_CLOUDEVENTS_FORMAT = TraceContextTextMapPropagator()
 _NULL: AbstractContextManager[None] = nullcontext()
 
 #: The tracer when tracing is on; None when it is off.
@@ -81,17 +100,22 @@ def tracer() -> Tracer | None:
 
 def _exporter(name: str) -> SpanExporter:
     if name == "otlp":
-        protocol = os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+        protocol = (
+            os.environ.get(
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
+            ).strip()
+            or "grpc"
         )
-        if protocol not in ("", "grpc"):
+        if protocol not in OTLP_PROTOCOLS:
             raise TracingConfigError(
-                f"OTLP protocol {protocol!r} is not available: paysaga exports OTLP over gRPC "
-                "(unset OTEL_EXPORTER_OTLP_PROTOCOL or set it to grpc; port 4317)"
+                f"OTLP protocol {protocol!r} is not available: set OTEL_EXPORTER_OTLP_PROTOCOL "
+                "to grpc (the default, port 4317) or http/protobuf (port 4318)"
             )
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _INSECURE
+        module = importlib.import_module(OTLP_PROTOCOLS[protocol])
+        # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _INSECURE, _TIMEOUT, ...
+        exporter: SpanExporter = module.OTLPSpanExporter()
+        return exporter
     if name == "console":
         return ConsoleSpanExporter()
     raise TracingConfigError(
@@ -139,32 +163,53 @@ def use_tracer(new: Tracer | None) -> None:
 
 
 def current_headers() -> tuple[tuple[str, bytes], ...]:
-    """The current trace context as Kafka headers (`traceparent`, `tracestate`); () when
-    tracing is off or no span is current."""
+    """The current context as Kafka headers, as the global propagator (OTEL_PROPAGATORS)
+    writes it: `traceparent` (+ `tracestate`, `baggage`) by default; () when tracing is
+    off or no span is current."""
     if _tracer is None:
         return ()
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
+    get_global_textmap().inject(carrier)
     return tuple((name, value.encode()) for name, value in carrier.items())
 
 
 def context_from_headers(headers: Headers | None) -> Context:
-    """The trace context a record's headers carry; an empty context (a new trace) when
-    they carry none, or a malformed one."""
+    """The context a record's headers carry, read by the global propagator
+    (OTEL_PROPAGATORS); an empty context (a new trace) when they carry none, or a
+    malformed one."""
+    propagator = get_global_textmap()
+    fields = propagator.fields
     found: dict[str, str] = {}
     fallback: dict[str, str] = {}
     for name, value in headers or []:
         lowered = name.lower()
-        if lowered in (TRACEPARENT, TRACESTATE):
+        if lowered in fields:
             found[lowered] = header_text(value)
         elif lowered in _CE_FALLBACK.values():
             fallback[lowered.removeprefix("ce_")] = header_text(value)
-    carrier = found if TRACEPARENT in found else fallback
     try:
-        return _PROPAGATOR.extract(carrier)
+        if found.keys() & fields - {"baggage"} or not fallback:
+            return propagator.extract(found) if found else Context()
+        return _CLOUDEVENTS_FORMAT.extract(fallback)
     except Exception:  # the propagator tolerates junk; be sure a header never fails an event
         log.debug("unusable trace context ignored", exc_info=True)
         return Context()
+
+
+def creation_link(headers: Headers, context: Context) -> Link | None:
+    """The link a process span carries to the event's creation context: the CloudEvents
+    `ce_traceparent` when the record has one of its own, else the `context` its
+    `traceparent` gave (the producer side); None when neither is valid."""
+    carried = trace.get_current_span(context).get_span_context()
+    for name, value in headers:
+        if name.lower() == _CE_FALLBACK[TRACEPARENT]:
+            own = trace.get_current_span(
+                _CLOUDEVENTS_FORMAT.extract({TRACEPARENT: header_text(value)})
+            ).get_span_context()
+            if own.is_valid:
+                carried = own
+            break
+    return Link(carried) if carried.is_valid else None
 
 
 # -- consumer spans -----------------------------------------------------------------------
@@ -215,6 +260,7 @@ class EventSpans:
         topic = record.topic() or ""
         attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
+            "messaging.operation.name": "process",
             "messaging.operation.type": "process",
             "messaging.destination.name": topic,
             "messaging.destination.partition.id": str(record.partition() or 0),
@@ -226,11 +272,14 @@ class EventSpans:
             attributes["messaging.message.id"] = event_id
         if order_id:
             attributes["paysaga.order_id"] = order_id
+        created = context_from_headers(headers)
+        creation = creation_link(headers, created)
         span = tracer.start_span(
             f"process {topic}",
-            context=context_from_headers(headers),
+            context=created,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
+            links=(creation,) if creation is not None else (),
         )
         self.spans.append(span)
         with trace.use_span(span, end_on_exit=False, record_exception=False):
@@ -250,8 +299,9 @@ def record_publish(
     published: Iterable[tuple[str, str, Headers, str | None]], started_ns: int
 ) -> None:
     """PRODUCER spans of a relay round: per (topic, event id, stored headers, error or
-    None) one `publish <topic>` span, child of the context the event was created in, from
-    `started_ns` (the round's first produce) to now (every broker answer is in)."""
+    None) one `send <topic>` span (operation type send), child of the context the event
+    was created in, from `started_ns` (the round's first produce) to now (every broker
+    answer is in)."""
     if _tracer is None:
         return
     ended_ns = time.time_ns()
@@ -260,12 +310,13 @@ def record_publish(
         if not trace.get_current_span(parent).get_span_context().is_valid:
             continue  # an event created outside any trace: no lone publish trace
         span = _tracer.start_span(
-            f"publish {topic}",
+            f"send {topic}",
             context=parent,
             kind=SpanKind.PRODUCER,
             start_time=started_ns,
             attributes={
                 "messaging.system": "kafka",
+                "messaging.operation.name": "send",
                 "messaging.operation.type": "send",
                 "messaging.destination.name": topic,
                 "messaging.message.id": event_id,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -66,6 +66,27 @@ def test_a_record_with_a_traceparent_gets_a_child_span(spans: InMemorySpanExport
     assert span.attributes is not None
     assert span.attributes["messaging.destination.partition.id"] == "2"
     assert span.attributes["messaging.kafka.offset"] == 7
+    assert span.attributes["messaging.operation.name"] == "process"
+    assert span.attributes["messaging.operation.type"] == "process"
+    (link,) = span.links
+    assert format(link.context.trace_id, "032x") == FOREIGN_TRACE
+    assert format(link.context.span_id, "016x") == FOREIGN_SPAN
+
+
+def test_the_link_goes_to_the_cloudevents_creation_context_when_there_is_one(
+    spans: InMemorySpanExporter,
+) -> None:
+    created = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    span = consumer_span(
+        [("traceparent", FOREIGN.encode()), ("ce_traceparent", created.encode())], spans
+    )
+    assert span.parent is not None and format(span.parent.span_id, "016x") == FOREIGN_SPAN
+    (link,) = span.links
+    assert format(link.context.span_id, "016x") == "b7ad6b7169203331"
+
+
+def test_a_new_trace_has_no_link(spans: InMemorySpanExporter) -> None:
+    assert consumer_span([], spans).links == ()
 
 
 def test_the_cloudevents_extension_header_is_followed_too(spans: InMemorySpanExporter) -> None:
@@ -195,10 +216,45 @@ def test_configure_reads_the_standard_variables(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(tracing.TracingConfigError, match="use otlp, console or none"):
         tracing.configure("order")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    with pytest.raises(tracing.TracingConfigError, match="OTLP over gRPC"):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(tracing.TracingConfigError, match="grpc .* or http/protobuf"):
         tracing.configure("order")
     assert not tracing.enabled()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "exporter"),
+    [
+        ("grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+        ("http/protobuf", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
+    ],
+)
+def test_otlp_goes_over_the_protocol_asked_for(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, exporter: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    made = tracing._exporter("otlp")
+    assert type(made).__module__ == exporter
+    made.shutdown()
+
+
+def test_otel_propagators_choose_the_headers(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The global propagator, which OTEL_PROPAGATORS configures, reads and writes the
+    headers: with `baggage` alone, a `traceparent` is neither followed nor written."""
+    default = propagate.get_global_textmap()
+    monkeypatch.setenv("OTEL_PROPAGATORS", "baggage")
+    propagate.set_global_textmap(propagate._load_propagators())
+    try:
+        span = consumer_span([("traceparent", FOREIGN.encode())], spans)
+        assert span.parent is None and span.links == ()
+        with tracing.EventSpans() as events, events.handling(record([])):
+            assert [name for name, _ in tracing.current_headers()] == []
+    finally:
+        propagate.set_global_textmap(default)
+    with tracing.EventSpans() as events, events.handling(record([])):
+        assert [name for name, _ in tracing.current_headers()] == ["traceparent"]
 
 
 def test_the_relay_records_a_publish_span_per_traced_row(spans: InMemorySpanExporter) -> None:
@@ -211,7 +267,10 @@ def test_the_relay_records_a_publish_span_per_traced_row(spans: InMemorySpanExpo
         started_ns=1,
     )
     ok, failed = spans.get_finished_spans()
-    assert ok.name == "publish payments" and ok.kind == trace.SpanKind.PRODUCER
+    assert ok.name == "send payments" and ok.kind == trace.SpanKind.PRODUCER
+    assert ok.attributes is not None
+    assert ok.attributes["messaging.operation.name"] == "send"
+    assert ok.attributes["messaging.operation.type"] == "send"
     assert ok.parent is not None and format(ok.parent.span_id, "016x") == FOREIGN_SPAN
     assert ok.start_time == 1
     assert failed.status.status_code == StatusCode.ERROR
