@@ -57,12 +57,21 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 )
             )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
-            await abort_async(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            reused = isinstance(exc, store.RequestIdReused)
+            await abort_async(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                str(exc),
+                "REQUEST_ID_REUSED" if reused else "INVALID_ORDER_REQUEST",
+            )
         except store.UnknownProduct as exc:
-            await abort_async(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            await abort_async(context, grpc.StatusCode.NOT_FOUND, str(exc), "PRODUCT_NOT_FOUND")
         except ShuttingDown as exc:
             await abort_async(
-                context, grpc.StatusCode.UNAVAILABLE, f"{exc} with the same request_id"
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"{exc} with the same request_id",
+                "SHUTTING_DOWN",
             )
         log.debug(
             "order created", extra={"order_id": order["id"], "request_id": request.request_id}
@@ -79,11 +88,17 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"order_id must be an order id (a UUID), got {echo(request.order_id)}",
+                "INVALID_ORDER_ID",
             )
         with self.db.read() as session:
             order = session.get(Order, request.order_id)
         if order is None or not authz.may_see(order.user_id):
-            abort(context, grpc.StatusCode.NOT_FOUND, f"order {request.order_id} does not exist")
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"order {request.order_id} does not exist",
+                "ORDER_NOT_FOUND",
+            )
         return orders_pb2.GetOrderResponse(order=order_to_proto(order.model_dump()))
 
     def ListOrders(
@@ -94,16 +109,22 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
+                "INVALID_USER_ID",
             )
         if request.status not in STATUS_FROM_PROTO and request.status != 0:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown status {request.status}",
+                "INVALID_STATUS",
+            )
         authz.require_user(request.user_id)
         status = STATUS_FROM_PROTO.get(request.status)
         scope = f"orders:{request.user_id}:{request.status}"
         try:
             limit, after = parse_page(request.page_size, request.page_token, scope)
         except BadPageRequest as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_PAGE_REQUEST")
         with self.db.read() as session:
             rows = store.list_orders(
                 session=session,

@@ -37,7 +37,10 @@ def _check_uuid(context: grpc.ServicerContext, name: str, value: str) -> None:
         uuid.UUID(value)
     except ValueError:
         abort(
-            context, grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a UUID, got {echo(value)}"
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{name} must be a UUID, got {echo(value)}",
+            f"INVALID_{name.upper()}",
         )
 
 
@@ -55,12 +58,18 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be a positive integer, got {request.user_id}",
+                "INVALID_USER_ID",
             )
         authz.require_user(request.user_id)
         with self.db.read() as session:
             account = session.get(Account, request.user_id)
         if account is None:
-            abort(context, grpc.StatusCode.NOT_FOUND, f"user {request.user_id} does not exist")
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"user {request.user_id} does not exist",
+                "USER_NOT_FOUND",
+            )
         return payments_pb2.GetBalanceResponse(
             user_id=account.user_id,
             balance_cents=account.balance_cents,
@@ -78,6 +87,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 f"transaction {request.transaction_id} does not exist",
+                "TRANSACTION_NOT_FOUND",
             )
         return payments_pb2.GetTransactionResponse(transaction=transaction_to_proto(transaction))
 
@@ -89,6 +99,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"user_id must be positive (or 0 for any user), got {request.user_id}",
+                "INVALID_USER_ID",
             )
         if request.order_id:
             _check_uuid(context, "order_id", request.order_id)
@@ -97,7 +108,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         try:
             limit, after = parse_page(request.page_size, request.page_token, scope)
         except BadPageRequest as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_PAGE_REQUEST")
         with self.db.read() as session:
             rows = store.list_transactions(
                 session=session,

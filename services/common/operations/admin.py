@@ -207,7 +207,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.GetOrderTimelineResponse:
         order_id = request.order_id.strip()
         if not order_id or len(order_id) > _MAX_ID_CHARS:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "order_id is required (an order's id)")
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "order_id is required (an order's id)",
+                "ORDER_ID_REQUIRED",
+            )
         with self.db.read() as session:
             rows = session.execute(
                 select(SagaStep)
@@ -221,6 +226,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 context,
                 grpc.StatusCode.NOT_FOUND,
                 f"the {self.service} service recorded nothing for order {echo(order_id)}",
+                "ORDER_NOT_FOUND",
             )
         return response
 
@@ -255,6 +261,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             context,
             grpc.StatusCode.UNIMPLEMENTED,
             f"the {self.service} service holds no orders: ask the Order service",
+            "NOT_THIS_SERVICE",
         )
 
     # -- dead letters ----------------------------------------------------------------
@@ -266,6 +273,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"no saga topic {echo(topic)}: use one of {', '.join(sorted(known))}",
+                "UNKNOWN_TOPIC",
             )
 
     def ListDeadLetters(
@@ -284,7 +292,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         try:
             letter = deadletters.get_dead_letter(self.db, request.id)
         except deadletters.NoSuchDeadLetter as exc:
-            abort(context, grpc.StatusCode.NOT_FOUND, f"{exc} (ids look like payments:3:17)")
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"{exc} (ids look like payments:3:17)",
+                "DEAD_LETTER_NOT_FOUND",
+            )
         headers = decode_headers(letter.headers)
         response = admin_pb2.GetDeadLetterResponse(
             dead_letter=self._letter(letter),
@@ -303,7 +316,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.RedriveDeadLettersResponse:
         by = request.requested_by.strip()
         if not by:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "requested_by is required: who asks")
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "requested_by is required: who asks",
+                "REQUESTED_BY_REQUIRED",
+            )
         caller = current_caller()
         if caller is not None and caller is not LOCAL_CALLER:
             by = f"{by} (token: {caller.describe()})"  # who asked, as the token proves it
@@ -312,9 +330,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "name the dead letters to redrive (ids), or set all with a topic: not both",
+                "IDS_OR_ALL",
             )
         if request.all and not request.topic:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "all needs a topic")
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "all needs a topic", "TOPIC_REQUIRED")
         self._check_topic(context, request.topic)
         try:
             plan = deadletters.redrive(
@@ -327,9 +346,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 dry_run=request.dry_run,
             )
         except deadletters.NoSuchDeadLetter as exc:
-            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            abort(context, grpc.StatusCode.NOT_FOUND, str(exc), "DEAD_LETTER_NOT_FOUND")
         except (deadletters.AlreadyConsumed, deadletters.RedriveLimit) as exc:
-            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            limit = isinstance(exc, deadletters.RedriveLimit)
+            abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(exc),
+                "REDRIVE_LIMIT" if limit else "ALREADY_CONSUMED",
+            )
         if not request.dry_run:
             sent, left_out = [d.id for d in plan.send], [d.id for d in plan.left_out]
             log.warning(

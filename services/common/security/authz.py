@@ -16,13 +16,20 @@ from services.common.security.identity import Caller, current_caller
 
 
 class PermissionDenied(Exception):
-    """The caller may not do this; the message says why (for PERMISSION_DENIED)."""
+    """The caller may not do this; the message says why (for PERMISSION_DENIED), `reason`
+    names it for programs (the error's ErrorInfo reason)."""
+
+    def __init__(self, message: str, reason: str = "INSUFFICIENT_SCOPE") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _caller() -> Caller:
     caller = current_caller()
     if caller is None:
-        raise PermissionDenied("no authenticated caller (the server's auth interceptor is missing)")
+        raise PermissionDenied(
+            "no authenticated caller (the server's auth interceptor is missing)", "NO_CALLER"
+        )
     return caller
 
 
@@ -42,7 +49,8 @@ def require_user(user_id: int) -> None:
         )
     if user_id != caller.user_id:
         raise PermissionDenied(
-            f"user_id {user_id} is not you: your token acts for user {caller.user_id} only"
+            f"user_id {user_id} is not you: your token acts for user {caller.user_id} only",
+            "NOT_YOUR_USER",
         )
 
 

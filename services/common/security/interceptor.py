@@ -52,15 +52,16 @@ def _matches(method: str, pattern: str) -> bool:
 
 
 class _Deny(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
 
 
-def _denied(code: grpc.StatusCode, message: str) -> Callable[..., Awaitable[None]]:
+def _denied(code: grpc.StatusCode, message: str, reason: str) -> Callable[..., Awaitable[None]]:
     async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
-        await abort_async(context, code, message)
+        await abort_async(context, code, message, reason)
 
     return deny
 
@@ -74,7 +75,9 @@ def _as_caller(behavior: Callable[..., Any], caller: Caller) -> Callable[..., An
                 try:
                     return await behavior(request, context)
                 except PermissionDenied as exc:
-                    await abort_async(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                    await abort_async(
+                        context, grpc.StatusCode.PERMISSION_DENIED, str(exc), exc.reason
+                    )
 
         return run_async
     if inspect.isasyncgenfunction(behavior) or inspect.isgeneratorfunction(behavior):
@@ -85,7 +88,7 @@ def _as_caller(behavior: Callable[..., Any], caller: Caller) -> Callable[..., An
             try:
                 return behavior(request, context)
             except PermissionDenied as exc:
-                abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), exc.reason)
 
     return run
 
@@ -114,14 +117,15 @@ class Authenticate(grpc.aio.ServerInterceptor):
         try:
             caller = self.verifier.verify(bearer_token(metadata))
         except InvalidCredentials as exc:
-            raise _Deny(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+            raise _Deny(grpc.StatusCode.UNAUTHENTICATED, str(exc), "UNAUTHENTICATED") from None
         except Exception:  # never UNKNOWN, nor a library's text, for a token
             log.exception("verifying a token failed unexpectedly")
-            raise _Deny(grpc.StatusCode.UNAUTHENTICATED, UNVERIFIABLE) from None
+            raise _Deny(grpc.StatusCode.UNAUTHENTICATED, UNVERIFIABLE, "UNAUTHENTICATED") from None
         if not caller.operator and any(_matches(method, p) for p in self.operator_services):
             raise _Deny(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{method.lstrip('/').split('/')[0]} needs the operator scope",
+                "INSUFFICIENT_SCOPE",
             )
         return caller
 
@@ -137,7 +141,7 @@ class Authenticate(grpc.aio.ServerInterceptor):
         try:
             caller = self.authenticate(method, handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
         except _Deny as deny:
-            behavior = _denied(deny.code, deny.message)
+            behavior = _denied(deny.code, deny.message, deny.reason)
             return _replace_behavior(handler, lambda _: behavior)
         return _replace_behavior(handler, lambda b: _as_caller(b, caller))
 

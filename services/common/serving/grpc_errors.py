@@ -1,5 +1,11 @@
 """gRPC errors: `abort` for the ones a caller must fix, and a guard for the unexpected ones.
 
+Every error carries, besides its status code and message, a `google.rpc.Status` in the
+`grpc-status-details-bin` trailer with one `google.rpc.ErrorInfo` detail (AIP-193): a
+stable `reason` a program can branch on (REQUEST_ID_REUSED, PRODUCT_NOT_FOUND, ...; by
+default the status code's name) and the domain `paysaga.dev`. Clients that do not read it
+(grpcurl) still show the message. `error_info(rpc_error)` reads it back.
+
 An unexpected exception in a servicer ends the call with INTERNAL and a generic message;
 the details (which may hold SQL or data) go to the log, never to the client. A message that
 repeats what the caller sent repeats it through `echo`: quoted and cut to a short prefix.
@@ -13,6 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +39,59 @@ def echo(value: str, limit: int = ECHO_LIMIT) -> str:
     return f"{value[:limit]!r}…({len(value)} characters)"
 
 
-def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    """End the RPC with `code` and a message that says what to fix (plain servicer methods)."""
+#: The ErrorInfo domain of every error paysaga raises.
+ERROR_DOMAIN = "paysaga.dev"
+
+
+def error_status(
+    code: grpc.StatusCode, message: str, reason: str | None = None
+) -> status_pb2.Status:
+    """The google.rpc.Status of an error: its code, message and an ErrorInfo with `reason`
+    (the code's name when None) in the paysaga.dev domain."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason or code.name, domain=ERROR_DOMAIN))
+    return status_pb2.Status(code=code.value[0], message=message, details=[detail])
+
+
+def _attach(context: Any, code: grpc.StatusCode, message: str, reason: str | None) -> None:
+    """Put the error's google.rpc.Status in the call's trailing metadata (before abort)."""
+    set_trailing = getattr(context, "set_trailing_metadata", None)
+    if set_trailing is not None:  # a test's stand-in context may have none
+        set_trailing(rpc_status.to_status(error_status(code, message, reason)).trailing_metadata)
+
+
+def abort(
+    context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str | None = None
+) -> NoReturn:
+    """End the RPC with `code`, a message that says what to fix and an ErrorInfo `reason`
+    (default: the code's name) (plain servicer methods)."""
+    _attach(context, code, message, reason)
     context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
 
 
 async def abort_async(
-    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    reason: str | None = None,
 ) -> NoReturn:
-    """End the RPC with `code` and a message that says what to fix (coroutine methods)."""
+    """End the RPC with `code`, a message that says what to fix and an ErrorInfo `reason`
+    (default: the code's name) (coroutine methods)."""
+    _attach(context, code, message, reason)
     await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo a failed call carries (client side), or None if it carries none."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
 
 
 def _aborted(context: Any, exc: BaseException) -> bool:
@@ -64,7 +114,7 @@ def _guard_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any
             if _aborted(context, exc):
                 raise
             _log_unexpected(method)
-            abort(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            abort(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "INTERNAL")
 
     return guarded
 
@@ -83,7 +133,7 @@ def _guard_async(behavior: Callable[..., Awaitable[Any]], method: str) -> Callab
                 log.debug("call ended by its client", extra={"method": method})
                 return None
             _log_unexpected(method)
-            await abort_async(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            await abort_async(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "INTERNAL")
 
     return guarded
 
