@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +13,10 @@ from services.cli.targets import Targets
 from services.common.security import tls
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+
+#: The most items one page of an admin list has (the admin API's limit).
+MAX_PAGE = 1000
 
 
 class CommandError(Exception):
@@ -77,6 +81,26 @@ class Client:
                     raise
                 problems.append(explain(exc, service, address))
         raise CommandError("; ".join(problems))
+
+    def pages(
+        self,
+        service: str,
+        call: Callable[[admin_pb2_grpc.AdminServiceStub, str, int], Any],
+        items: Callable[[Any], Sequence[Item]],
+        limit: int,
+    ) -> list[Item]:
+        """Up to `limit` items of an admin list, following its next_page_token page by page:
+        `call(stub, page_token, page_size)` asks for one page, `items(answer)` are its items."""
+        found: list[Item] = []
+        token = ""
+        while len(found) < limit:
+            size = min(limit - len(found), MAX_PAGE)
+            answer = self.first(service, lambda stub: call(stub, token, size))  # noqa: B023
+            found.extend(items(answer))
+            token = answer.next_page_token
+            if not token:
+                break
+        return found[:limit]
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -37,16 +38,20 @@ def owner(dead_letter_id: str) -> str:
 
 def dlq_list(client: Client, args: argparse.Namespace) -> str:
     """Dead letters of both services, newest first."""
-    request = admin_pb2.ListDeadLettersRequest(topic=args.topic or "", limit=args.limit)
-    if args.since is not None:
-        request.since.FromDatetime(args.since)
+
+    def page(stub: admin_pb2_grpc.AdminServiceStub, token: str, size: int) -> Any:
+        request = admin_pb2.ListDeadLettersRequest(
+            topic=args.topic or "", limit=size, page_token=token
+        )
+        if args.since is not None:
+            request.since.FromDatetime(args.since)
+        return stub.ListDeadLetters(request, timeout=client.timeout_s)
+
     services = [CONSUMER_OF[args.topic]] if args.topic else list(SERVICES)
     letters = [
         letter
         for service in services
-        for letter in client.first(
-            service, lambda stub: stub.ListDeadLetters(request, timeout=client.timeout_s)
-        ).dead_letters
+        for letter in client.pages(service, page, lambda answer: answer.dead_letters, args.limit)
     ]
     letters.sort(key=lambda d: (d.dead_letter_time.seconds, d.dead_letter_time.nanos), reverse=True)
     if args.json:

@@ -14,21 +14,28 @@ from services.cli.client import Client, CommandError, explain
 from services.cli.render import dumps, duration, short, table, to_dict, when
 from services.common.money import format_cents
 
-#: The most orders one listing asks for (the admin API's limit).
+#: The most order ids one ListHeldOrders asks the Payment service about (the API's limit).
 MAX_ORDERS = 1000
 
 
 def orders_stuck(client: Client, args: argparse.Namespace) -> str:
     """Orders not terminal past --older-than, with the step each waits for."""
-    request = admin_pb2.ListStuckOrdersRequest(older_than_seconds=args.older_than, limit=args.limit)
-    answer = client.first(
-        "order", lambda stub: stub.ListStuckOrders(request, timeout=client.timeout_s)
+    stuck = client.pages(
+        "order",
+        lambda stub, token, size: stub.ListStuckOrders(
+            admin_pb2.ListStuckOrdersRequest(
+                older_than_seconds=args.older_than, limit=size, page_token=token
+            ),
+            timeout=client.timeout_s,
+        ),
+        lambda answer: answer.orders,
+        args.limit,
     )
     if args.json:
-        return dumps([to_dict(o) for o in answer.orders])
+        return dumps([to_dict(o) for o in stuck])
     now = datetime.now(UTC)
     rows = []
-    for order in answer.orders:
+    for order in stuck:
         created = when(order.create_time)
         deadline = when(order.deadline_time)
         rows.append(
@@ -57,24 +64,43 @@ class HeldMoney:
 
 def held_money(client: Client, older_than_s: float, limit: int) -> HeldMoney:
     """Ask the Order service for its held orders, then the Payment service about them."""
-    request = admin_pb2.ListHeldOrdersRequest(older_than_seconds=older_than_s, limit=limit)
-    orders = list(
-        client.first(
-            "order", lambda stub: stub.ListHeldOrders(request, timeout=client.timeout_s)
-        ).orders
+    orders = client.pages(
+        "order",
+        lambda stub, token, size: stub.ListHeldOrders(
+            admin_pb2.ListHeldOrdersRequest(
+                older_than_seconds=older_than_s, limit=size, page_token=token
+            ),
+            timeout=client.timeout_s,
+        ),
+        lambda answer: answer.orders,
+        limit,
     )
     if not orders:
         return HeldMoney(orders, {})
-    ask = admin_pb2.ListHeldOrdersRequest(order_ids=[o.order_id for o in orders], limit=limit)
+    ids = [o.order_id for o in orders]
+    charged: dict[str, admin_pb2.HeldOrder] = {}
     try:
-        answer = client.first(
-            "payment", lambda stub: stub.ListHeldOrders(ask, timeout=client.timeout_s)
-        )
+        for start in range(0, len(ids), MAX_ORDERS):
+            chunk = ids[start : start + MAX_ORDERS]
+            for order in client.pages(
+                "payment",
+                lambda stub, token, size: stub.ListHeldOrders(
+                    admin_pb2.ListHeldOrdersRequest(
+                        order_ids=chunk,  # noqa: B023
+                        limit=size,
+                        page_token=token,
+                    ),
+                    timeout=client.timeout_s,
+                ),
+                lambda answer: answer.orders,
+                len(chunk),
+            ):
+                charged[order.order_id] = order
     except grpc.RpcError as exc:
         return HeldMoney(orders, None, explain(exc, "payment", ""))
     except CommandError as exc:
         return HeldMoney(orders, None, str(exc))
-    return HeldMoney(orders, {o.order_id: o for o in answer.orders})
+    return HeldMoney(orders, charged)
 
 
 def _payment_view(found: HeldMoney, order_id: str) -> str:

@@ -22,9 +22,10 @@ from paysaga.admin.v1 import admin_pb2
 from paysaga.v1 import events_pb2
 from services.common.messaging.journal import SagaStep, StepKind
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord
-from services.common.operations.admin import AdminServicer
+from services.common.operations.admin import AdminServicer, held_scope, page_after
 from services.common.persistence.db import Database
 from services.common.serving.grpc_errors import abort
+from services.common.serving.paging import keyset_page, oldest_first_after
 from services.common.timeutil import to_timestamp, utcnow
 from services.order.domain import Status
 from services.order.models import ORDERS_TABLE, SagaDeadline
@@ -84,20 +85,25 @@ class OrderAdmin(AdminServicer):
             )
         older_than = request.older_than_seconds or _DEFAULT_OLDER_THAN_S
         limit = min(request.limit, 1000) if request.limit > 0 else 100
+        scope = f"stuck:{older_than:g}"
+        after = page_after(context, request.page_token, scope)
         now = utcnow()
+        created, order_id = ORDERS_TABLE.c.created_at, ORDERS_TABLE.c.id
         with self.db.read() as session:
-            orders = (
+            found = (
                 session.execute(
                     select(ORDERS_TABLE, col(SagaDeadline.due_at))
-                    .outerjoin(SagaDeadline, col(SagaDeadline.order_id) == ORDERS_TABLE.c.id)
+                    .outerjoin(SagaDeadline, col(SagaDeadline.order_id) == order_id)
                     .where(ORDERS_TABLE.c.status == Status.CREATED.value)
-                    .where(ORDERS_TABLE.c.created_at < now - timedelta(seconds=older_than))
-                    .order_by(ORDERS_TABLE.c.created_at)
-                    .limit(limit)
+                    .where(created < now - timedelta(seconds=older_than))
+                    .where(oldest_first_after(created, order_id, after))
+                    .order_by(created, order_id)
+                    .limit(limit + 1)
                 )
                 .mappings()
                 .all()
             )
+            orders, token = keyset_page(found, limit, scope, lambda o: (o["created_at"], o["id"]))
             waits = _waiting_for(session, [o["id"] for o in orders], now)
         stuck = []
         for order in orders:
@@ -110,7 +116,7 @@ class OrderAdmin(AdminServicer):
             if order["due_at"] is not None:
                 item.deadline_time.CopyFrom(to_timestamp(order["due_at"]))
             stuck.append(item)
-        return admin_pb2.ListStuckOrdersResponse(orders=stuck)
+        return admin_pb2.ListStuckOrdersResponse(orders=stuck, next_page_token=token)
 
     def ListHeldOrders(
         self, request: admin_pb2.ListHeldOrdersRequest, context: grpc.ServicerContext
@@ -129,19 +135,22 @@ class OrderAdmin(AdminServicer):
             )
         older_than = request.older_than_seconds or _DEFAULT_OLDER_THAN_S
         limit = min(request.limit, 1000) if request.limit > 0 else 100
+        scope = held_scope(older_than, request.order_ids)
+        after = page_after(context, request.page_token, scope)
+        charged, order_id = ORDERS_TABLE.c.charged_at, ORDERS_TABLE.c.id
         query = (
             select(ORDERS_TABLE)
             .where(HELD)
-            .where(ORDERS_TABLE.c.charged_at < utcnow() - timedelta(seconds=older_than))
+            .where(charged < utcnow() - timedelta(seconds=older_than))
+            .where(oldest_first_after(charged, order_id, after))
         )
         if request.order_ids:
-            query = query.where(ORDERS_TABLE.c.id.in_(set(request.order_ids)))
+            query = query.where(order_id.in_(set(request.order_ids)))
         with self.db.read() as session:
-            orders = (
-                session.execute(query.order_by(ORDERS_TABLE.c.charged_at).limit(limit))
-                .mappings()
-                .all()
+            found = (
+                session.execute(query.order_by(charged, order_id).limit(limit + 1)).mappings().all()
             )
+        orders, token = keyset_page(found, limit, scope, lambda o: (o["charged_at"], o["id"]))
         held = []
         for order in orders:
             item = admin_pb2.HeldOrder(
@@ -154,7 +163,7 @@ class OrderAdmin(AdminServicer):
             if order["refund_reannounced_at"] is not None:
                 item.reannounce_time.CopyFrom(to_timestamp(order["refund_reannounced_at"]))
             held.append(item)
-        return admin_pb2.ListHeldOrdersResponse(orders=held)
+        return admin_pb2.ListHeldOrdersResponse(orders=held, next_page_token=token)
 
     def status(self) -> admin_pb2.GetStatusResponse:
         """The shared status, with the orders whose money is held (any age)."""

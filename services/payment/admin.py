@@ -14,9 +14,10 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from paysaga.admin.v1 import admin_pb2
-from services.common.operations.admin import AdminServicer
+from services.common.operations.admin import AdminServicer, held_scope, page_after
 from services.common.persistence.db import Database
 from services.common.serving.grpc_errors import abort
+from services.common.serving.paging import keyset_page, oldest_first_after
 from services.common.timeutil import to_timestamp
 from services.payment.models import Payment
 from services.payment.settings import PaymentSettings
@@ -45,15 +46,21 @@ class PaymentAdmin(AdminServicer):
                 f"at most {_MAX_ORDER_IDS} order_ids at once, got {len(request.order_ids)}",
             )
         limit = min(request.limit, 1000) if request.limit > 0 else 100
+        scope = held_scope(0, request.order_ids)
+        after = page_after(context, request.page_token, scope)
         with self.db.read() as session:
-            payments = session.execute(
+            found = session.execute(
                 select(Payment)
                 .where(col(Payment.order_id).in_(set(request.order_ids)))
                 .where(col(Payment.approved).is_(True))
                 .where(col(Payment.refunded_at).is_(None))
-                .order_by(col(Payment.created_at))
-                .limit(limit)
+                .where(oldest_first_after(col(Payment.created_at), col(Payment.order_id), after))
+                .order_by(col(Payment.created_at), col(Payment.order_id))
+                .limit(limit + 1)
             ).scalars()
+            payments, token = keyset_page(
+                list(found), limit, scope, lambda p: (p.created_at, p.order_id)
+            )
             held = [
                 admin_pb2.HeldOrder(
                     order_id=p.order_id,
@@ -63,7 +70,7 @@ class PaymentAdmin(AdminServicer):
                 )
                 for p in payments
             ]
-        return admin_pb2.ListHeldOrdersResponse(orders=held)
+        return admin_pb2.ListHeldOrdersResponse(orders=held, next_page_token=token)
 
 
 def payment_admin(db: Database, settings: PaymentSettings) -> PaymentAdmin:

@@ -10,9 +10,10 @@ only it knows (the Order service: orders and stuck sagas).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -24,17 +25,23 @@ from paysaga.admin.v1 import admin_pb2, admin_pb2_grpc
 from services.common.headers import header_dict
 from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.inbox import ProcessedEvent
-from services.common.messaging.journal import DeadLetter, SagaStep, StepKind
+from services.common.messaging.journal import SagaStep, StepKind
 from services.common.messaging.kafka import admin_config
 from services.common.messaging.outbox import decode_headers
 from services.common.messaging.relay import OutboxRelay
 from services.common.messaging.topics import TopicTable
 from services.common.operations import deadletters
 from services.common.operations.backlog import Progress, group_lag, outbox_backlog, stall_problems
+from services.common.operations.letter_messages import (
+    decode_payload,
+    letter_message,
+    redriven_message,
+)
 from services.common.operations.retention import purge_worker
 from services.common.persistence.db import Database
 from services.common.security.identity import LOCAL_CALLER, current_caller
 from services.common.serving.grpc_errors import abort, echo
+from services.common.serving.paging import BadPageRequest, Cursor, keyset_page
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.worker import PeriodicWorker
 
@@ -57,8 +64,19 @@ def _limit(requested: int) -> int:
     return min(requested, _MAX_LIMIT) if requested > 0 else _DEFAULT_LIMIT
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def held_scope(older_than_s: float, order_ids: Iterable[str]) -> str:
+    """A ListHeldOrders page token's scope: its filters (the order ids as a digest)."""
+    ids = ",".join(sorted(set(order_ids)))
+    return f"held:{older_than_s:g}:{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
+
+
+def page_after(context: grpc.ServicerContext, token: str, scope: str) -> Cursor | None:
+    """The cursor an admin list's page_token carries (None: the first page); a token of
+    another listing ends the call with INVALID_ARGUMENT."""
+    try:
+        return Cursor.decode(token, scope) if token else None
+    except BadPageRequest as exc:
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), "INVALID_PAGE_REQUEST")
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -281,10 +299,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListDeadLettersResponse:
         self._check_topic(context, request.topic)
         since = request.since.ToDatetime(UTC) if request.HasField("since") else None
+        scope = f"dead-letters:{request.topic}:{since.isoformat() if since else ''}"
+        after = page_after(context, request.page_token, scope)
+        limit = _limit(request.limit)
         found = deadletters.list_dead_letters(
-            self.db, topic=request.topic, since=since, limit=_limit(request.limit)
+            self.db, topic=request.topic, since=since, limit=limit + 1, after=after
         )
-        return admin_pb2.ListDeadLettersResponse(dead_letters=[self._letter(d) for d in found])
+        page, token = keyset_page(found, limit, scope, lambda d: (d.dead_lettered_at, d.id))
+        return admin_pb2.ListDeadLettersResponse(
+            dead_letters=[letter_message(d, self.service) for d in page], next_page_token=token
+        )
 
     def GetDeadLetter(
         self, request: admin_pb2.GetDeadLetterRequest, context: grpc.ServicerContext
@@ -300,14 +324,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             )
         headers = decode_headers(letter.headers)
         response = admin_pb2.GetDeadLetterResponse(
-            dead_letter=self._letter(letter),
+            dead_letter=letter_message(letter, self.service),
             value=letter.value or b"",
             headers=[admin_pb2.Header(name=n, value=v or b"") for n, v in headers],
         )
         if letter.key is not None:
             response.key = letter.key
-        response.decoded, response.decode_error = self._decode_payload(
-            letter.topic, header_dict(list(headers)).get("ce_type", ""), letter.value
+        response.decoded, response.decode_error = decode_payload(
+            self.topic_table,
+            letter.topic,
+            header_dict(list(headers)).get("ce_type", ""),
+            letter.value,
         )
         return response
 
@@ -362,60 +389,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 extra={"ids": sent, "left_out": left_out, "requested_by": by},
             )
         return admin_pb2.RedriveDeadLettersResponse(
-            redriven=[_redriven(d) for d in plan.send],
+            redriven=[redriven_message(d) for d in plan.send],
             dry_run=request.dry_run,
-            left_out=[_redriven(d) for d in plan.left_out],
+            left_out=[redriven_message(d) for d in plan.left_out],
         )
-
-    def _decode_payload(self, topic: str, ce_type: str, value: bytes | None) -> tuple[str, str]:
-        """(the payload in protobuf text format, "") if it decodes with the contract, else
-        ("", why not)."""
-        known = self.topic_table.consumed.get(topic)
-        event_type = known.event_type_named(ce_type) if known else None
-        if event_type is None:
-            return "", f"no event type {echo(ce_type)} on topic {echo(topic)}"
-        if not value:
-            return "", "empty payload"
-        try:
-            return str(event_type.FromString(value)), ""
-        except Exception as exc:
-            return "", f"not a valid {ce_type}: {exc}"
-
-    def _letter(self, letter: DeadLetter) -> admin_pb2.DeadLetter:
-        message = admin_pb2.DeadLetter(
-            id=letter.id,
-            topic=letter.topic,
-            partition=letter.kafka_partition,
-            offset=letter.kafka_offset,
-            event_id=letter.event_id,
-            event_type=letter.event_type,
-            order_id=letter.order_id,
-            reason=letter.reason,
-            dead_letter_time=to_timestamp(_aware(letter.dead_lettered_at)),
-            redrive_count=letter.redrive_count,
-            redriven_by=letter.redriven_by,
-            service=self.service,
-        )
-        if letter.redriven_at is not None:
-            message.redrive_time.CopyFrom(to_timestamp(letter.redriven_at))
-        return message
-
-
-def _redriven(item: deadletters.Redriven) -> admin_pb2.Redriven:
-    message = admin_pb2.Redriven(
-        id=item.id,
-        redrive_id=item.redrive_id,
-        redrive_count=item.redrive_count,
-        topic=item.topic,
-        partition=item.partition,
-        offset=item.offset,
-        event_id=item.event_id,
-        event_type=item.event_type,
-        reason=item.reason,
-        order_id=item.order_id,
-        note=item.note,
-        record_redrive_count=item.record_redrive_count,
-    )
-    if item.key is not None:
-        message.key = item.key
-    return message

@@ -45,6 +45,7 @@ from services.common.messaging.journal import (
 from services.common.messaging.outbox import DLT_HEADERS, OutboxWriter, decode_headers
 from services.common.persistence.db import Database
 from services.common.serving.grpc_errors import echo
+from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import utcnow
 
 #: Most dead letters one list or one redrive handles.
@@ -101,17 +102,25 @@ class RedrivePlan:
 
 
 def list_dead_letters(
-    db: Database, *, topic: str = "", since: datetime | None = None, limit: int = 100
+    db: Database,
+    *,
+    topic: str = "",
+    since: datetime | None = None,
+    limit: int = 100,
+    after: Cursor | None = None,
 ) -> list[DeadLetter]:
-    """Dead letters newest first, optionally of one original topic / since a time."""
-    query = select(DeadLetter)
+    """Dead letters newest first, optionally of one original topic / since a time, after a
+    page's cursor (at most MAX_BATCH + 1: a page and whether there is another)."""
+    query = select(DeadLetter).where(
+        newest_first_after(col(DeadLetter.dead_lettered_at), col(DeadLetter.id), after)
+    )
     if topic:
         query = query.where(col(DeadLetter.topic) == topic)
     if since is not None:
         query = query.where(col(DeadLetter.dead_lettered_at) >= since)
     query = query.order_by(col(DeadLetter.dead_lettered_at).desc(), col(DeadLetter.id).desc())
     with db.read() as session:
-        return list(session.execute(query.limit(min(limit, MAX_BATCH))).scalars())
+        return list(session.execute(query.limit(min(limit, MAX_BATCH + 1))).scalars())
 
 
 def get_dead_letter(db: Database, dead_letter_id: str) -> DeadLetter:

@@ -1,16 +1,17 @@
 """Page tokens for List RPCs: opaque, URL-safe, and checked when they come back.
 
 A token is the position after the last row of a page: the row's (time, id) in the
-newest-first order, so pages stay stable while new rows arrive.
+newest-first order (or oldest-first: the admin lists), so pages stay stable while new rows
+arrive.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, true
@@ -71,6 +72,28 @@ def newest_first_after(created_at: Any, row_id: Any, cursor: Cursor | None) -> C
     return or_(
         created_at < cursor.created_at, and_(created_at == cursor.created_at, row_id < cursor.id)
     )
+
+
+def oldest_first_after(created_at: Any, row_id: Any, cursor: Cursor | None) -> ColumnElement[bool]:
+    """The SQL condition for rows after `cursor` in (created_at, id) ascending order."""
+    if cursor is None:
+        return true()
+    return or_(
+        created_at > cursor.created_at, and_(created_at == cursor.created_at, row_id > cursor.id)
+    )
+
+
+def keyset_page(
+    rows: Sequence[T], limit: int, scope: str, key: Callable[[T], tuple[datetime, Any]]
+) -> tuple[Sequence[T], str]:
+    """Given up to limit+1 rows, the page to return and the token for the next one ("" on
+    the last page); `key` gives a row's (time, id), the order the rows were read in."""
+    page = rows[:limit]
+    if len(rows) <= limit:
+        return page, ""
+    moment, row_id = key(page[-1])
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return page, Cursor(moment, str(row_id)).encode(scope)
 
 
 def split_page(rows: Sequence[T], limit: int, scope: str) -> tuple[Sequence[T], str]:

@@ -132,12 +132,14 @@ class GetOrderTimelineResponse(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., status: _Optional[str] = ..., failure_reason: _Optional[str] = ...) -> None: ...
 
 class ListStuckOrdersRequest(_message.Message):
-    __slots__ = ("older_than_seconds", "limit")
+    __slots__ = ("older_than_seconds", "limit", "page_token")
     OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     older_than_seconds: float
     limit: int
-    def __init__(self, older_than_seconds: _Optional[float] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, older_than_seconds: _Optional[float] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class StuckOrder(_message.Message):
     __slots__ = ("order_id", "user_id", "create_time", "waiting_for", "deadline_time")
@@ -154,10 +156,12 @@ class StuckOrder(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., waiting_for: _Optional[str] = ..., deadline_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListStuckOrdersResponse(_message.Message):
-    __slots__ = ("orders",)
+    __slots__ = ("orders", "next_page_token")
     ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     orders: _containers.RepeatedCompositeFieldContainer[StuckOrder]
-    def __init__(self, orders: _Optional[_Iterable[_Union[StuckOrder, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[StuckOrder, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("id", "topic", "partition", "offset", "event_id", "event_type", "order_id", "reason", "dead_letter_time", "redrive_count", "redrive_time", "redriven_by", "service")
@@ -198,20 +202,24 @@ class Header(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class ListDeadLettersRequest(_message.Message):
-    __slots__ = ("topic", "since", "limit")
+    __slots__ = ("topic", "since", "limit", "page_token")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     topic: str
     since: _timestamp_pb2.Timestamp
     limit: int
-    def __init__(self, topic: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, topic: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListDeadLettersResponse(_message.Message):
-    __slots__ = ("dead_letters",)
+    __slots__ = ("dead_letters", "next_page_token")
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
-    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetDeadLetterRequest(_message.Message):
     __slots__ = ("id",)
@@ -290,14 +298,16 @@ class RedriveDeadLettersResponse(_message.Message):
     def __init__(self, redriven: _Optional[_Iterable[_Union[Redriven, _Mapping]]] = ..., dry_run: _Optional[bool] = ..., left_out: _Optional[_Iterable[_Union[Redriven, _Mapping]]] = ...) -> None: ...
 
 class ListHeldOrdersRequest(_message.Message):
-    __slots__ = ("older_than_seconds", "limit", "order_ids")
+    __slots__ = ("older_than_seconds", "limit", "order_ids", "page_token")
     OLDER_THAN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     older_than_seconds: float
     limit: int
     order_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, older_than_seconds: _Optional[float] = ..., limit: _Optional[int] = ..., order_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    page_token: str
+    def __init__(self, older_than_seconds: _Optional[float] = ..., limit: _Optional[int] = ..., order_ids: _Optional[_Iterable[str]] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class HeldOrder(_message.Message):
     __slots__ = ("order_id", "user_id", "amount_cents", "charge_time", "failure_reason", "reannounce_time")
@@ -316,7 +326,9 @@ class HeldOrder(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount_cents: _Optional[int] = ..., charge_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failure_reason: _Optional[str] = ..., reannounce_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListHeldOrdersResponse(_message.Message):
-    __slots__ = ("orders",)
+    __slots__ = ("orders", "next_page_token")
     ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     orders: _containers.RepeatedCompositeFieldContainer[HeldOrder]
-    def __init__(self, orders: _Optional[_Iterable[_Union[HeldOrder, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[HeldOrder, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
