@@ -13,7 +13,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from paysaga.v1 import payments_pb2, payments_pb2_grpc
+from paysaga.v1 import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
+from services.common.messaging.journal import DeadLetter, SagaStep
+from services.common.messaging.outbox import OutboxRecord, ParkedRecord
 from services.common.persistence.db import Database
 from services.common.security import authz
 from services.common.security.auth_settings import AuthSettings
@@ -27,6 +29,11 @@ from services.common.serving.grpc_errors import (
     abort_async,
     error_info,
 )
+from services.order.feed import OrderFeed
+from services.order.models import Order, Product, SagaDeadline
+from services.order.server import OrderServicer
+from services.order.store import seed_catalogue
+from services.order.streams import WatchStreams
 from services.payment.models import Account, Payment, Transaction
 from services.payment.server import PaymentServicer
 
@@ -186,3 +193,57 @@ def test_the_payment_service_names_its_errors(channel: grpc.Channel) -> None:
         ),
     )
     assert info.reason == "INVALID_PAGE_REQUEST"
+
+
+@pytest.fixture(scope="module")
+def orders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[orders_pb2_grpc.OrderServiceStub]:
+    """The real Order servicer on an in-process server (auth off: the local caller)."""
+    path: Path = tmp_path_factory.mktemp("orders") / "order.db"
+    db = Database(f"sqlite:///{path}")
+    db.create_tables(
+        [Product, Order, SagaDeadline, OutboxRecord, ParkedRecord, SagaStep, DeadLetter]
+    )
+    seed_catalogue(db)
+    feed = OrderFeed(10, 10)
+    streams = WatchStreams(
+        db, feed, max_streams=1, max_streams_per_caller=1, max_streams_per_operator=1
+    )
+    servicer = OrderServicer(db, streams, deadline_s=60)
+    app = GrpcApp(
+        address="127.0.0.1:0",
+        service_names=[],
+        register=lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(
+            servicer, server
+        ),
+        workers=[servicer.writes],
+        readiness_checks=[],
+        drain_s=0,
+        interceptors=[authenticator(AuthSettings(enabled=False))],
+    )
+    app.start()
+    with grpc.insecure_channel(app.address) as chan:
+        yield orders_pb2_grpc.OrderServiceStub(chan)
+    app.stop()
+
+
+def test_the_order_service_names_its_errors(
+    channel: grpc.Channel, orders: orders_pb2_grpc.OrderServiceStub
+) -> None:
+    def create(product_id: int, request_id: str) -> Any:
+        return lambda _: orders.CreateOrder(
+            orders_pb2.CreateOrderRequest(user_id=1, product_id=product_id, request_id=request_id),
+            timeout=10,
+        )
+
+    orders.CreateOrder(
+        orders_pb2.CreateOrderRequest(user_id=1, product_id=1, request_id="r-1"), timeout=10
+    )
+    error, info = failed(channel, create(2, "r-1"))
+    assert (error.code(), info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+    error, info = failed(channel, create(999_999, "r-2"))
+    assert (error.code(), info.reason) == (grpc.StatusCode.NOT_FOUND, "PRODUCT_NOT_FOUND")
+    _, info = failed(
+        channel,
+        lambda _: orders.GetOrder(orders_pb2.GetOrderRequest(order_id=str(uuid.uuid4()))),
+    )
+    assert info.reason == "ORDER_NOT_FOUND"
