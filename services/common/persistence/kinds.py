@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import DisconnectionError
 
 #: SQLite settings applied to every connection. synchronous=FULL makes every commit
 #: durable across power loss: a committed debit must never vanish after its Kafka
@@ -124,18 +126,20 @@ class PostgresKind(DatabaseKind):
     """PostgreSQL: a pool shared by reads and writes; the database orders the writers."""
 
     def engines(self, url: str, pool_size: int) -> tuple[Engine, Engine]:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        ping_when_idle(engine)
         return engine, engine
 
     def relaxed_engine(self, url: str, writer: Engine) -> Engine:
-        # A small pool of its own whose sessions commit without waiting for the WAL flush;
-        # no pre-ping: its one user (the relay) retries a round that fails.
-        return create_engine(
+        # A small pool of its own whose sessions commit without waiting for the WAL flush.
+        engine = create_engine(
             url,
             pool_size=2,
             max_overflow=2,
             connect_args={"options": "-c synchronous_commit=off"},
         )
+        ping_when_idle(engine)
+        return engine
 
     def write_lock(self) -> AbstractContextManager[Any]:
         return nullcontext()
@@ -155,6 +159,38 @@ class PostgresKind(DatabaseKind):
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             connection.commit()
+
+
+#: A pooled connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_AFTER_S = 1.0
+
+
+def ping_when_idle(engine: Engine, idle_s: float | None = None) -> None:
+    """Check a pooled connection before handing it out, as SQLAlchemy's `pool_pre_ping`
+    does, but only one that sat unused for over `idle_s` (IDLE_PING_AFTER_S): under load
+    connections come back within milliseconds, and a ping on every checkout cost each
+    transaction a round trip. A connection the server dropped while idle (a restart, an
+    idle timeout) is replaced before anyone uses it; one dropped in the last second fails
+    its next statement, which writers retry (a lost connection is transient) and after
+    which the pool replaces every older connection."""
+    limit = IDLE_PING_AFTER_S if idle_s is None else idle_s
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _used(_dbapi_connection: Any, record: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used_at", 0.0) <= limit:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_connection.rollback()
+        except Exception as exc:  # the pool retries the checkout with a new connection
+            raise DisconnectionError(f"pooled connection lost while idle: {exc}") from exc
 
 
 SQLITE = SqliteKind()

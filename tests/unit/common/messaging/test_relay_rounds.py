@@ -188,3 +188,26 @@ def test_stopping_waits_for_the_rounds_in_flight_and_publishes_what_is_pending(
         stopped.join(0.05)
     assert producer.sent == ["a", "b", "c"]
     assert remaining(db) == 0 and not relay.is_alive()
+
+
+def test_a_round_answered_quickly_is_not_overlapped_and_the_rows_go_together_after_it(
+    db: Database, producer: HeldProducer
+) -> None:
+    # Where the broker answers within overlap_after_s, rows committed during a round wait
+    # for it and go in one round (one produce request) instead of a round each.
+    relay = OutboxRelay(db, lambda: producer, idle_poll_s=0.2, overlap_after_s=3600)  # type: ignore[arg-type, return-value]
+    relay.start()
+    try:
+        stage(db, "a")
+        eventually(lambda: producer.produced == ["a"])
+        stage(db, "b")
+        stage(db, "c")
+        time.sleep(0.3)
+        assert producer.produced == ["a"]
+        producer.answer()
+        eventually(lambda: producer.produced == ["a", "b", "c"])
+    finally:
+        producer.answer()
+        relay.stop(timeout_s=5)
+        producer.answer()
+    assert producer.sent == ["a", "b", "c"]
