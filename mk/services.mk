@@ -7,10 +7,14 @@
 # every replica; `make up` ends with its URL, `make ps` and `make down` include it.
 # Running `make up` again starts only what is missing; `make ps` and `make down` find every
 # replica, every Kafka node and PostgreSQL by themselves.
+# ROLES=all runs each replica as one process; ROLES=split as two, named in `make ps`:
+# order-0-api (the gRPC API, on the replica's ports) and order-0-worker (consumer, relay,
+# background workers; health and admin API on the ports + 10: 50061, metrics 9111).
 
 DB ?= sqlite
 REPLICAS ?= 1
-STACK := $(PY) -m deploy.stack --db $(DB) --replicas $(REPLICAS)
+ROLES ?= all
+STACK := $(PY) -m deploy.stack --db $(DB) --replicas $(REPLICAS) --roles $(ROLES)
 # PostgreSQL is started only for DB=postgres; SQLite needs nothing.
 DB_UP := $(if $(filter postgres,$(DB)),pg-up)
 
@@ -18,7 +22,7 @@ DB_UP := $(if $(filter postgres,$(DB)),pg-up)
 check-stack: venv
 	@$(STACK) check
 
-up: check-prereqs venv tools check-stack kafka-up $(DB_UP) ## start Kafka, the databases and the services (REPLICAS=1 DB=sqlite BROKERS=1)
+up: check-prereqs venv tools check-stack kafka-up $(DB_UP) ## start Kafka, the databases and the services (REPLICAS=1 DB=sqlite BROKERS=1 ROLES=all)
 	@$(STACK) up
 
 migrate: check-stack $(DB_UP) ## bring both databases' schema up to date (Alembic; idempotent)

@@ -1,9 +1,11 @@
-"""`python -m deploy.stack [--db D] [--replicas N] up|down|ps|migrate|seed|check`: make's stack.
+"""`python -m deploy.stack [--db D] [--replicas N] [--roles R] up|down|ps|migrate|seed|check`:
+make's stack.
 
 The services run from var/ (pid files var/run, logs var/log, SQLite files var/*.db) on
 the Kafka of KAFKA_BOOTSTRAP_SERVERS and, with --db postgres, the PostgreSQL of PG_PORT;
 `make up` starts those first (kafka-up, pg-up). `up` migrates, seeds and starts only the
-replicas that are not running; `down` and `ps` find every replica by its pid file.
+processes that are not running; `down` and `ps` find every process by its pid file.
+`--roles split` runs each replica as an api and a worker process (config).
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ import sys
 from pathlib import Path
 
 from deploy.postgres.cli import runtime_from_env
-from deploy.stack.config import CONSOLE, ROOT, SERVICES, StackConfigError, replica_address
+from deploy.stack.config import (
+    CONSOLE,
+    LAYOUTS,
+    ROLES_OF,
+    ROOT,
+    SERVICES,
+    Layout,
+    StackConfigError,
+    replica_address,
+    role_address,
+)
 from deploy.stack.datastores import DB_KINDS
 from deploy.stack.processes import (
     ConsoleProcess,
@@ -25,7 +37,7 @@ from deploy.stack.processes import (
     replicas_found,
     stop_all,
 )
-from deploy.stack.stack import Stack, check_layout
+from deploy.stack.stack import Stack, check_layout, check_roles
 from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import TlsSettings
 from services.common.security.tokens import mint_token
@@ -43,18 +55,26 @@ def stack_from_args(args: argparse.Namespace) -> Stack:
         replicas=args.replicas,
         kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
         postgres=runtime_from_env() if args.db == "postgres" else None,
+        roles=args.roles,
     )
 
 
-def found_processes(replicas: int = 1) -> list[ServiceProcess]:
-    """Every replica that left a pid file in var/run (and the first `replicas` of each)."""
+def found_processes(replicas: int = 1, roles: Layout = "all") -> list[ServiceProcess]:
+    """Every process that left a pid file in var/run (and those of the first `replicas`
+    replicas of each service, in layout `roles` where none ran)."""
     run_dir, logs = VAR / "run", VAR / "log"
     found = []
     for spec in SERVICES:
         base = os.environ.get(spec.address_env) or spec.default_address
-        for i in sorted({*range(replicas), *replicas_found(run_dir, spec.name)}):
-            address = replica_address(base, i)
-            found.append(ServiceProcess(spec, address, run_dir=run_dir, log_dir=logs, replica=i))
+        running = replicas_found(run_dir, spec.name)
+        for i in sorted({*range(replicas), *running}):
+            for role in ROLES_OF[running.get(i, roles)]:
+                address = role_address(replica_address(base, i), role)
+                found.append(
+                    ServiceProcess(
+                        spec, address, run_dir=run_dir, log_dir=logs, replica=i, role=role
+                    )
+                )
     return found
 
 
@@ -74,8 +94,8 @@ def console_process(stack: Stack | None = None) -> ConsoleProcess:
         env,
         run_dir=VAR / "run",
         log_dir=VAR / "log",
-        order_addresses=stack.addresses("order") if stack else [],
-        payment_addresses=stack.addresses("payment") if stack else [],
+        order_addresses=stack.admin_addresses("order") if stack else [],
+        payment_addresses=stack.admin_addresses("payment") if stack else [],
         https=bool(running["tls"]) if running else None,
         ca_file=str(running.get("ca_file", "")),
     )
@@ -100,6 +120,7 @@ def _security() -> dict[str, object]:
 def _state(stack: Stack) -> dict[str, object]:
     return {
         "db": stack.db,
+        "roles": stack.roles,
         "databases": stack.database_urls,
         "bootstrap": stack.bootstrap,
         **_security(),
@@ -108,7 +129,7 @@ def _state(stack: Stack) -> dict[str, object]:
 
 def _running_state() -> dict[str, object]:
     running: dict[str, object] = json.loads(STATE_FILE.read_text()) if STATE_FILE.exists() else {}
-    return {"auth": False, "tls": False, "ca_file": "", **running}
+    return {"auth": False, "tls": False, "ca_file": "", "roles": "all", **running}
 
 
 def _check_same_layout(stack: Stack) -> None:
@@ -118,11 +139,11 @@ def _check_same_layout(stack: Stack) -> None:
     running = _running_state()
     if running != _state(stack):
         raise StackConfigError(
-            f"the services that run use DB={running.get('db')} on Kafka "
-            f"{running.get('bootstrap')} (auth {_on(running['auth'])}, TLS "
-            f"{_on(running['tls'])}), not DB={stack.db} on {stack.bootstrap} (auth "
-            f"{_on(_security()['auth'])}, TLS {_on(_security()['tls'])}): stop them first "
-            "(`make down`), then `make up` again"
+            f"the services that run use DB={running.get('db')} ROLES={running['roles']} on "
+            f"Kafka {running.get('bootstrap')} (auth {_on(running['auth'])}, TLS "
+            f"{_on(running['tls'])}), not DB={stack.db} ROLES={stack.roles} on "
+            f"{stack.bootstrap} (auth {_on(_security()['auth'])}, TLS "
+            f"{_on(_security()['tls'])}): stop them first (`make down`), then `make up` again"
         )
 
 
@@ -149,7 +170,9 @@ def up(args: argparse.Namespace) -> int:
         console.wait_serving()
         print(f"==> console: started on {console.url}")
     STATE_FILE.write_text(json.dumps(_state(stack)) + "\n")
-    extra = sorted(p.name for p in found_processes() if p.pid() and p.replica >= args.replicas)
+    extra = sorted(
+        p.name for p in found_processes(roles=stack.roles) if p.pid() and p.replica >= args.replicas
+    )
     if extra:
         print(f"==> also running (beyond REPLICAS={args.replicas}): {', '.join(extra)}")
     print_summary(stack)
@@ -158,7 +181,11 @@ def up(args: argparse.Namespace) -> int:
 
 def print_summary(stack: Stack) -> None:
     """What runs where, and commands to try."""
-    print(f"\npaysaga is up: {stack.replicas} replica(s) of each service, DB={stack.db}")
+    layout = "one process each" if stack.roles == "all" else "an api and a worker process each"
+    print(
+        f"\npaysaga is up: {stack.replicas} replica(s) of each service ({layout}, "
+        f"ROLES={stack.roles}), DB={stack.db}"
+    )
     for proc in stack.all_processes():
         print(
             f"  {proc.name:<10} {proc.address:<16} pid {proc.pid() or '-':<8} "
@@ -201,6 +228,12 @@ def print_summary(stack: Stack) -> None:
     if stack.replicas > 1:
         others = ", ".join(stack.addresses("order")[1:])
         print(f"  any replica serves any call: the same on {others}")
+    if stack.roles == "split":
+        # The worker processes serve health and the admin API only, on ports of their own.
+        order_all = ",".join(stack.admin_addresses("order"))
+        payment_all = ",".join(stack.admin_addresses("payment"))
+        print(f"  PAYSAGA_ORDER_ADDRESSES={order_all} PAYSAGA_PAYMENT_ADDRESSES={payment_all} \\")
+        print("    .venv/bin/paysaga status    # every process: the api and the worker ones")
     print(f"\nThe console: open {console.url} (a browser on this machine)")
     print("Logs: var/log/   Status: make ps   Stop: make down")
 
@@ -220,7 +253,8 @@ def down(args: argparse.Namespace) -> int:
 def ps(args: argparse.Namespace) -> int:
     ca_file = str(_running_state()["ca_file"])
     tls = TlsSettings(ca_file=ca_file) if ca_file else None
-    for proc in found_processes(args.replicas):
+    roles = str(_running_state()["roles"]) if STATE_FILE.exists() else args.roles
+    for proc in found_processes(args.replicas, _layout(roles)):
         pid = proc.pid()
         if pid is None:
             state = "stopped"
@@ -245,8 +279,13 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def check(args: argparse.Namespace) -> int:
-    check_layout(args.db, args.replicas)
+    check_layout(args.db, args.replicas, roles=args.roles)
     return 0
+
+
+def _layout(roles: str) -> Layout:
+    """`roles` as written in var/run/stack.json, as a Layout ("all" if unknown)."""
+    return "split" if roles == "split" else "all"
 
 
 COMMANDS = {"up": up, "down": down, "ps": ps, "migrate": migrate, "seed": migrate, "check": check}
@@ -257,9 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--db", choices=DB_KINDS, default="sqlite", help="(%(default)s)")
     parser.add_argument("--replicas", type=int, default=1, help="of each service (%(default)s)")
+    parser.add_argument(
+        "--roles",
+        default="all",
+        help=f"{' or '.join(LAYOUTS)}: each replica one process, or an api and a worker "
+        "process (%(default)s)",
+    )
     parser.add_argument("command", choices=COMMANDS)
     args = parser.parse_args(argv)
     try:
+        args.roles = check_roles(args.roles)
         return COMMANDS[args.command](args)
     except (StackConfigError, StartError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,11 @@
 
 Replica i of a service listens on its base port + PORT_STEP·i and is named after the
 service with `-i` appended (replica 0 has the bare name): `order`, `order-1`, ...
+
+Layouts (`make up ROLES=...`): "all", one process per replica doing everything; "split",
+two per replica, its api process (the replica's ports and address) and its worker process
+(consumer, relay, background workers: services.common.runtime.roles) on the replica's
+ports + WORKER_PORT_OFFSET, named `order-0-api`, `order-0-worker`, `order-1-api`, ...
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PORT_STEP = 100
 #: "default": the services' usual ports (or their env overrides); "free": chosen now.
 Ports = Literal["default", "free"]
+#: How a replica runs: one process ("all"), or an api and a worker process ("split").
+Layout = Literal["all", "split"]
+LAYOUTS: tuple[Layout, ...] = ("all", "split")
+#: A role of one process: the layout "all" runs role "all", "split" runs "api" and "worker".
+ROLES_OF: dict[Layout, tuple[str, ...]] = {"all": ("all",), "split": ("api", "worker")}
+#: The worker process of a split replica listens (gRPC, metrics) on the replica's ports + this
+#: (50061, 9111 for Order replica 0): clear of the next replica (+100), of Kafka (9092/9093
+#: + 100·j) and of the console (8088).
+WORKER_PORT_OFFSET = 10
 
 
 class StackConfigError(ValueError):
@@ -82,15 +96,29 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def replica_address(base: str, replica: int) -> str:
+def replica_address(base: str, replica: int, *, offset: int = 0) -> str:
     """`127.0.0.1:50051`, replica 2 -> `127.0.0.1:50251` (an address switched off, "0" or
-    empty, stays off)."""
+    empty, stays off); `offset` is added to the port as well."""
     if base.strip() in ("", "0", "off"):
         return "0"
     host, _, port = base.rpartition(":")
-    return f"{host}:{int(port) + PORT_STEP * replica}"
+    return f"{host}:{int(port) + PORT_STEP * replica + offset}"
 
 
 def replica_name(service: str, replica: int) -> str:
     """Names replica i's pid file and log: order, order-1, order-2, ..."""
     return service if replica == 0 else f"{service}-{replica}"
+
+
+def process_name(service: str, replica: int, role: str = "all") -> str:
+    """Names one process's pid file and log: replica_name for role "all", else
+    `order-0-api`, `order-0-worker`, `order-1-api`, ..."""
+    return replica_name(service, replica) if role == "all" else f"{service}-{replica}-{role}"
+
+
+def role_address(address: str, role: str) -> str:
+    """Where a process of `role` listens, given its replica's address (`127.0.0.1:50051`:
+    the worker on `127.0.0.1:50061`; an address switched off stays off)."""
+    if role != "worker":
+        return address
+    return replica_address(address, 0, offset=WORKER_PORT_OFFSET)

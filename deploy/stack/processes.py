@@ -2,7 +2,9 @@
 
 Replica 0 of a service is named after it (`order`: var/run/order.pid, var/log/order.log);
 replica i ≥ 1 appends `-i` (`order-1.pid`, `order-1.log`). Each replica gets its identity
-in its consumer group from <SERVICE>_INSTANCE_ID (`order-0`, `order-1`, ...).
+in its consumer group from <SERVICE>_INSTANCE_ID (`order-0`, `order-1`, ...). In the split
+layout a replica is two processes, each named and identified by its role (`order-0-api`,
+`order-0-worker`) and started with <SERVICE>_ROLE (config).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.stack.config import ROOT, ServiceSpec, replica_name
+from deploy.stack.config import ROOT, Layout, ServiceSpec, process_name
 from services.common.security.tls import TlsSettings, channel
 
 
@@ -45,14 +47,19 @@ def is_serving(address: str, timeout_s: float = 1.0, tls: TlsSettings | None = N
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def replicas_found(run_dir: Path, service: str) -> list[int]:
-    """The replica numbers of `service` that left a pid file in `run_dir`."""
-    found = [0] if (run_dir / f"{service}.pid").exists() else []
+def replicas_found(run_dir: Path, service: str) -> dict[int, Layout]:
+    """The replicas of `service` that left a pid file in `run_dir`, and their layout
+    (`order.pid`, `order-1.pid`: "all"; `order-0-api.pid`, `order-0-worker.pid`: "split")."""
+    found: dict[int, Layout] = {0: "all"} if (run_dir / f"{service}.pid").exists() else {}
     for path in run_dir.glob(f"{service}-*.pid"):
-        index = path.stem.removeprefix(f"{service}-")
-        if index.isdigit() and int(index) > 0:
-            found.append(int(index))
-    return sorted(found)
+        index, _, role = path.stem.removeprefix(f"{service}-").partition("-")
+        if not index.isdigit():
+            continue
+        if role in ("api", "worker"):
+            found[int(index)] = "split"
+        elif not role and int(index) > 0:
+            found.setdefault(int(index), "all")
+    return dict(sorted(found.items()))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -79,17 +86,25 @@ class ServiceProcess:
     run_dir: Path = ROOT / "var" / "run"
     log_dir: Path = ROOT / "var" / "log"
     replica: int = 0
+    #: What this process runs (<SERVICE>_ROLE): "all", or "api" / "worker" of a split replica.
+    role: str = "all"
     #: Its Prometheus endpoint (<SERVICE>_METRICS_ADDRESS; "0": off); None: the environment's.
     metrics_address: str | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
     def name(self) -> str:
-        return replica_name(self.spec.name, self.replica)
+        return process_name(self.spec.name, self.replica, self.role)
 
     @property
     def instance_id(self) -> str:
-        return f"{self.spec.name}-{self.replica}"
+        """Its identity (consumer group, saga journal): `order-1`, or `order-1-worker`."""
+        return f"{self.spec.name}-{self.replica}" if self.role == "all" else self.name
+
+    @property
+    def serves_api(self) -> bool:
+        """Whether it serves the public API (a worker process serves health and admin only)."""
+        return self.role != "worker"
 
     @property
     def pid_file(self) -> Path:
@@ -117,6 +132,7 @@ class ServiceProcess:
         env = {**os.environ, **self.env}
         env[self.spec.address_env] = self.address
         env[self.spec.instance_env] = self.instance_id
+        env[f"{self.spec.env_prefix}ROLE"] = self.role
         if self.metrics_address is not None:
             env[self.spec.metrics_env] = self.metrics_address
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
@@ -209,6 +225,16 @@ class ServiceProcess:
             time.sleep(0.05)
         return False
 
+    def exit_status(self, timeout_s: float = 5.0) -> int | None:
+        """The exit status of the process start() started, once it has ended (negative: the
+        signal that ended it); None if it was not started here or still runs."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM (graceful shutdown), then SIGKILL if it is still there after timeout_s."""
         pid = self.signal(signal.SIGTERM)
@@ -277,8 +303,15 @@ class ConsoleProcess(ServiceProcess):
 
 
 def stop_all(processes: Iterable[ServiceProcess], timeout_s: float = 20.0) -> None:
-    """SIGTERM every process at once (graceful), SIGKILL those left after timeout_s."""
-    stopping = [(proc, proc.signal(signal.SIGTERM)) for proc in processes]
-    for proc, pid in stopping:
-        if pid is not None and not proc.wait_exit(pid, timeout_s):
-            proc.kill()
+    """SIGTERM every process at once (graceful), SIGKILL those left after timeout_s; the
+    worker processes of split replicas once the others are gone, so their relays publish
+    what the api processes committed last."""
+    processes = list(processes)
+    for wave in (
+        [p for p in processes if p.serves_api],
+        [p for p in processes if not p.serves_api],
+    ):
+        stopping = [(proc, proc.signal(signal.SIGTERM)) for proc in wave]
+        for proc, pid in stopping:
+            if pid is not None and not proc.wait_exit(pid, timeout_s):
+                proc.kill()

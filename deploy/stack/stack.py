@@ -7,7 +7,8 @@
 
 It starts what it was not given (a Kafka cluster of `brokers` nodes, the datastore of its
 database kind), migrates both databases, seeds the demo data, starts every replica and
-waits until each is SERVING; `stop()` stops what it started, in reverse. Under `home`:
+waits until each is SERVING; `stop()` stops what it started, in reverse. With
+`roles="split"` each replica is an api and a worker process (config). Under `home`:
 run/ (pid files), log/ (logs), and whatever it starts itself (kafka*/, postgres/, SQLite
 files). The command line (`python -m deploy.stack up|down|ps|migrate|seed|check`) is in cli.
 """
@@ -24,7 +25,11 @@ from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.runtime import KafkaRuntime
 from deploy.postgres.runtime import PostgresRuntime
 from deploy.stack.config import (
+    LAYOUTS,
+    ROLES_OF,
     SERVICES,
+    WORKER_PORT_OFFSET,
+    Layout,
     Ports,
     ServiceSpec,
     StackConfigError,
@@ -34,17 +39,30 @@ from deploy.stack.config import (
 from deploy.stack.datastores import DATASTORES, DbKind
 from deploy.stack.processes import ServiceProcess, is_serving, stop_all
 
-__all__ = ["Stack", "check_layout"]
+__all__ = ["Stack", "check_layout", "check_roles"]
 
 
-def check_layout(db: str, replicas: int, brokers: int = 1) -> None:
-    """Raise StackConfigError unless `db`, `replicas` and `brokers` make a stack that works."""
+def check_layout(db: str, replicas: int, brokers: int = 1, roles: str = "all") -> None:
+    """Raise StackConfigError unless `db`, `replicas`, `brokers` and `roles` make a stack
+    that works."""
     datastore = DATASTORES.get(db)
     if datastore is None:
         raise StackConfigError(f"DB={db!r}: choose DB=sqlite or DB=postgres")
+    check_roles(roles)
     if replicas < 1 or brokers < 1:
         raise StackConfigError(f"REPLICAS={replicas}, BROKERS={brokers}: both must be 1 or more")
     datastore.check_replicas(replicas)
+
+
+def check_roles(roles: str) -> Layout:
+    """`roles` as a Layout, or StackConfigError saying what to choose."""
+    for layout in LAYOUTS:
+        if roles == layout:
+            return layout
+    raise StackConfigError(
+        f"ROLES={roles!r}: choose ROLES=all (one process per replica) or ROLES=split (an "
+        "api and a worker process per replica)"
+    )
 
 
 class Stack:
@@ -57,7 +75,8 @@ class Stack:
     `ports`: "default" = 50051/50052 (or ORDER_/PAYMENT_GRPC_ADDRESS) + 100·i, metrics
     9101/9102 (or ORDER_/PAYMENT_METRICS_ADDRESS) + 100·i, Kafka 9092; "free" = free ports
     chosen now. `metrics=False` switches the metrics off. `env` is added to every
-    service's environment.
+    service's environment. `roles`: "all" runs each replica as one process, "split" as an
+    api process (the replica's ports) and a worker process (those ports + 10).
     """
 
     def __init__(
@@ -75,11 +94,13 @@ class Stack:
         databases: Mapping[str, str] | None = None,
         detach: bool = True,
         metrics: bool = True,
+        roles: Layout = "all",
     ) -> None:
-        check_layout(db, replicas, brokers)
+        check_layout(db, replicas, brokers, roles)
         self.home = Path(home).resolve()
         self.db = db
         self.replicas = replicas
+        self.roles = roles
         self.seed = seed
         self.run_dir = self.home / "run"
         self.log_dir = self.home / "log"
@@ -96,25 +117,15 @@ class Stack:
         self.postgres = self.datastore.postgres
         self.database_urls = dict(databases) if databases else self.datastore.urls()
         common = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **(env or {})}
+        #: Every process of each service, replica by replica (in the split layout each
+        #: replica's api process, then its worker).
         self.processes: dict[str, list[ServiceProcess]] = {
-            spec.name: [
-                ServiceProcess(
-                    spec,
-                    address,
-                    {**common, spec.database_env: self.database_urls[spec.name]},
-                    run_dir=self.run_dir,
-                    log_dir=self.log_dir,
-                    replica=i,
-                    metrics_address=metrics_address if metrics else "0",
-                )
-                for i, (address, metrics_address) in enumerate(
-                    zip(
-                        self._addresses(spec, ports),
-                        self._metrics_addresses(spec, ports),
-                        strict=True,
-                    )
-                )
-            ]
+            spec.name: self._new_processes(
+                spec,
+                ports,
+                {**common, spec.database_env: self.database_urls[spec.name]},
+                metrics=metrics,
+            )
             for spec in SERVICES
         }
 
@@ -133,21 +144,49 @@ class Stack:
             detach=detach,
         )
 
-    def _addresses(self, spec: ServiceSpec, ports: Ports) -> list[str]:
+    def _addresses(self, spec: ServiceSpec, ports: Ports, role: str) -> list[str]:
         if ports == "free":
             return [f"127.0.0.1:{port}" for port in free_ports(self.replicas)]
         base = os.environ.get(spec.address_env) or spec.default_address
-        return [replica_address(base, i) for i in range(self.replicas)]
+        offset = WORKER_PORT_OFFSET if role == "worker" else 0
+        return [replica_address(base, i, offset=offset) for i in range(self.replicas)]
 
-    def _metrics_addresses(self, spec: ServiceSpec, ports: Ports) -> list[str]:
+    def _metrics_addresses(self, spec: ServiceSpec, ports: Ports, role: str) -> list[str]:
         if ports == "free":
             return [f"127.0.0.1:{port}" for port in free_ports(self.replicas)]
         base = os.environ.get(spec.metrics_env, spec.default_metrics_address)
-        return [replica_address(base, i) for i in range(self.replicas)]
+        offset = WORKER_PORT_OFFSET if role == "worker" else 0
+        return [replica_address(base, i, offset=offset) for i in range(self.replicas)]
+
+    def _new_processes(
+        self, spec: ServiceSpec, ports: Ports, env: dict[str, str], *, metrics: bool
+    ) -> list[ServiceProcess]:
+        processes = [
+            ServiceProcess(
+                spec,
+                address,
+                env,
+                run_dir=self.run_dir,
+                log_dir=self.log_dir,
+                replica=i,
+                role=role,
+                metrics_address=metrics_address if metrics else "0",
+            )
+            for role in ROLES_OF[self.roles]
+            for i, (address, metrics_address) in enumerate(
+                zip(
+                    self._addresses(spec, ports, role),
+                    self._metrics_addresses(spec, ports, role),
+                    strict=True,
+                )
+            )
+        ]
+        return sorted(processes, key=lambda proc: proc.replica)  # stable: api, then worker
 
     def metrics_address(self, name: str, replica: int = 0) -> str:
-        """Where replica `replica` of `name` serves /metrics ("0": switched off)."""
-        return self.processes[name][replica].metrics_address or "0"
+        """Where replica `replica` of `name` serves /metrics (its api process in the split
+        layout; "0": switched off)."""
+        return self.process(name, replica).metrics_address or "0"
 
     # -- where things are ----------------------------------------------------------------
 
@@ -156,19 +195,31 @@ class Stack:
         """KAFKA_BOOTSTRAP_SERVERS: every node's address, comma-separated."""
         return self.kafka if isinstance(self.kafka, str) else self.kafka.bootstrap_servers
 
-    def process(self, name: str, replica: int = 0) -> ServiceProcess:
-        return self.processes[name][replica]
+    def process(self, name: str, replica: int = 0, role: str = "") -> ServiceProcess:
+        """Replica `replica`'s process of `role`; by default the one serving the public API."""
+        for proc in self.processes[name]:
+            if proc.replica == replica and (proc.role == role or not role and proc.serves_api):
+                return proc
+        raise KeyError(f"{name} has no replica {replica} of role {role or 'api'!r}")
 
     def all_processes(self) -> list[ServiceProcess]:
-        """Every replica of every service: order, order-1, ..., payment, payment-1, ..."""
+        """Every process of every service: order, order-1, ..., payment, payment-1, ...
+        (order-0-api, order-0-worker, ... in the split layout)."""
         return [proc for spec in SERVICES for proc in self.processes[spec.name]]
 
     def address(self, name: str, replica: int = 0) -> str:
-        return self.processes[name][replica].address
+        """Where replica `replica` of `name` serves the public API."""
+        return self.process(name, replica).address
 
     def addresses(self, name: str) -> list[str]:
-        """Every replica's address of one service, replica 0 first."""
-        return [proc.address for proc in self.processes[name]]
+        """Every replica's public API address of one service, replica 0 first."""
+        return [proc.address for proc in self.processes[name] if proc.serves_api]
+
+    def admin_addresses(self, name: str) -> list[str]:
+        """Every process's address of one service, those serving the public API first: all
+        of them answer the admin API (`paysaga status` sees each)."""
+        ordered = sorted(self.processes[name], key=lambda proc: not proc.serves_api)
+        return [proc.address for proc in ordered]
 
     @property
     def order_address(self) -> str:
@@ -228,13 +279,13 @@ class Stack:
             self.kafka.stop()
         self.datastore.stop()
 
-    def kill(self, name: str, replica: int = 0) -> None:
-        """kill -9 one replica."""
-        self.process(name, replica).kill()
+    def kill(self, name: str, replica: int = 0, role: str = "") -> None:
+        """kill -9 one replica (its process of `role`, see process())."""
+        self.process(name, replica, role).kill()
 
-    def restart(self, name: str, replica: int = 0) -> None:
+    def restart(self, name: str, replica: int = 0, role: str = "") -> None:
         """Start one replica again (same port, same identity) and wait until it serves."""
-        proc = self.process(name, replica)
+        proc = self.process(name, replica, role)
         proc.start()
         proc.wait_serving()
 

@@ -16,6 +16,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
 
     grpc_address: str = "127.0.0.1:0"
+    #: Which part of the service this process runs: "api" (the public gRPC API), "worker"
+    #: (the consumer, the outbox relay, the background workers) or "all" (both). Checked,
+    #: and overridden by `serve --role`, in services.common.runtime (roles, entrypoint).
+    role: str = "all"
     database_url: str = "sqlite:///var/service.db"
     #: Connections kept open to PostgreSQL per process (as many again may open under load).
     database_pool_size: int = 10

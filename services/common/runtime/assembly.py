@@ -1,9 +1,16 @@
-"""Wires a service process from its parts: database, relay, consumer and gRPC app."""
+"""Wires a service process from its parts: database, relay, consumer and gRPC app, for its role.
+
+A service hands in its public API and its background work as factories (`PublicApi`,
+`Background`); `build_app` builds only what the process's role runs (services.common.
+runtime.roles): `api` the public API, `worker` the consumer, the relay and the background
+workers, `all` both. Every role serves health and the admin API.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from confluent_kafka import Consumer
@@ -18,7 +25,11 @@ from services.common.messaging.kafka import (
 from services.common.messaging.relay import OutboxRelay
 from services.common.messaging.retries import RetryPolicy
 from services.common.messaging.topics import TopicTable
+from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from services.common.operations.admin import AdminServicer
 from services.common.persistence.db import Database
+from services.common.persistence.wakeup import WakeupListener, channel_for
+from services.common.runtime.roles import Role, check_role, runs_workers, serves_api
 from services.common.security.policy import Security
 from services.common.serving.grpc_app import GrpcApp, Worker
 from services.common.settings import ServiceSettings
@@ -31,6 +42,40 @@ KAFKA_HEALTH = "paysaga.kafka"
 CONSUMER_HEALTH = "paysaga.consumer"
 
 
+@dataclass(frozen=True)
+class PublicApi:
+    """What the api role serves: the service's public gRPC API and what it needs.
+
+    `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
+    after the gRPC server and the consumer, and before the relay publishes the rest.
+    `readers` feed the servicers (e.g. the order-updates tail); they start first and stop
+    last. `on_loop` hooks get the server's event loop before it starts; `on_drain` hooks
+    run on it when the service stops (see GrpcApp).
+    """
+
+    service_name: str
+    register: Callable[[grpc.aio.Server], None]
+    writers: Sequence[Worker] = ()
+    readers: Sequence[Worker] = ()
+    status_checks: Mapping[str, Callable[[], str | None]] = field(default_factory=dict)
+    on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = ()
+    on_drain: Sequence[Callable[[], None]] = ()
+
+
+@dataclass(frozen=True)
+class Background:
+    """What the worker role runs besides the consumer and the relay: `workers` (deadlines,
+    retention, ...), stopped before the relay; `on_consumer` hooks get the consumer once it
+    is built (e.g. a worker that asks it what it has caught up with)."""
+
+    workers: Sequence[Worker] = ()
+    on_consumer: Sequence[Callable[[EventConsumer], None]] = ()
+
+
+#: What a worker process serves instead of a public API: nothing but health and the admin API.
+_NO_PUBLIC_API = PublicApi(service_name="", register=lambda server: None)
+
+
 def build_app(
     *,
     name: str,
@@ -39,29 +84,97 @@ def build_app(
     group_id: str,
     topics: TopicTable,
     handlers: dict[str, Handler],
-    service_names: Sequence[str],
-    register: Callable[[grpc.aio.Server], None],
-    writers: Sequence[Worker] = (),
-    readers: Sequence[Worker] = (),
-    on_consumer: Sequence[Callable[[EventConsumer], None]] = (),
-    readiness_checks: Sequence[Callable[[], None]] = (),
-    status_checks: Mapping[str, Callable[[], str | None]] | None = None,
-    on_loop: Sequence[Callable[[asyncio.AbstractEventLoop], None]] = (),
-    on_drain: Sequence[Callable[[], None]] = (),
+    admin: AdminServicer,
+    api: Callable[[], PublicApi],
+    background: Callable[[], Background] = Background,
 ) -> GrpcApp:
-    """A runnable service: its servicers, the outbox relay and the consumer of `handlers`
-    (whose topics are in `topics`, the table the service speaks).
+    """A runnable process of the service in the role `settings.role`: the public API that
+    `api` builds, the outbox relay, the consumer of `handlers` (whose topics are in
+    `topics`, the table the service speaks) and the workers `background` builds, as far as
+    the role runs them; in every role health and `admin`.
 
-    `writers` are workers the servicers write through (e.g. a GroupCommitter); they stop
-    after the gRPC server and the consumer, and before the relay publishes the rest.
-    `readers` are workers that feed the servicers (e.g. the order-updates tail); they start
-    first and stop last. `on_consumer` hooks get the consumer once it is built (e.g. a
-    worker that asks it what it has caught up with). `on_loop` hooks get the server's
-    event loop before it starts; `on_drain` hooks run on it when the service stops (see
-    GrpcApp).
+    Raises BadRole, or RelayAlreadyRunning when another process is the worker of this
+    SQLite database already.
     """
+    role: Role = check_role(settings.role, f"{name.upper()}_ROLE")
     security = Security()
     security.check_address(settings.grpc_address)
+    bootstrap = settings.kafka_bootstrap_servers
+    public = api() if serves_api(role) else _NO_PUBLIC_API
+    status_checks: dict[str, Callable[[], str | None]] = {}
+    if runs_workers(role):
+        relay, consumer, listener = _relay_and_consumer(
+            name, settings, db, group_id, topics, handlers, listen=role == "worker"
+        )
+        parts = background()
+        for hook in parts.on_consumer:
+            hook(consumer)
+        workers: list[Worker] = [
+            *public.readers,
+            *listener,
+            relay,
+            *public.writers,
+            *parts.workers,
+            consumer,
+        ]
+        status_checks[OUTBOX_HEALTH] = relay.problem
+        status_checks[KAFKA_HEALTH] = KafkaProbe(bootstrap).problem
+        status_checks[CONSUMER_HEALTH] = lambda: consumer.stalled(settings.relay_stale_after_s)
+    else:
+        workers = [*public.readers, *public.writers]
+        status_checks[KAFKA_HEALTH] = KafkaProbe(bootstrap).problem
+        channel = channel_for(db.url)
+        if channel is not None:  # each commit of outbox rows wakes the worker's relay
+            db.outbox_signal.announce_through(channel)
+
+    def register(server: grpc.aio.Server) -> None:
+        public.register(server)
+        admin.register(server)
+
+    app = GrpcApp(
+        address=settings.grpc_address,
+        service_names=[n for n in (public.service_name, ADMIN_SERVICE_NAME) if n],
+        register=register,
+        workers=workers,
+        # Ready = can answer its RPCs, which need the database only: during a broker
+        # outage CreateOrder still takes orders (their events wait in the outbox), and
+        # the outage shows under KAFKA_HEALTH.
+        readiness_checks=[db.ping],
+        status_checks={**status_checks, **public.status_checks},
+        on_loop=public.on_loop,
+        on_drain=public.on_drain,
+        max_workers=settings.grpc_max_workers,
+        keepalive_s=settings.grpc_keepalive_s,
+        keepalive_timeout_s=settings.grpc_keepalive_timeout_s,
+        max_request_bytes=settings.grpc_max_request_bytes,
+        grace_s=settings.shutdown_grace_s,
+        drain_s=settings.shutdown_drain_s,
+        health_address=settings.health_address,
+        interceptors=security.interceptors(),
+        credentials=security.credentials(),
+        reflection=security.reflection,
+    )
+    admin.attach_app(app)
+    return app
+
+
+def _relay_and_consumer(
+    name: str,
+    settings: ServiceSettings,
+    db: Database,
+    group_id: str,
+    topics: TopicTable,
+    handlers: dict[str, Handler],
+    *,
+    listen: bool,
+) -> tuple[OutboxRelay, EventConsumer, list[WakeupListener]]:
+    """The outbox relay, the consumer and, when `listen` (a worker process: the rows are
+    written elsewhere too), what wakes the relay for commits made in other processes."""
+    listeners = []
+    channel = channel_for(db.url) if listen else None
+    if channel is not None:
+        channel.listen()  # first: a second worker on this SQLite file stops here
+        listeners.append(WakeupListener(channel, db.outbox_signal))
     bootstrap = settings.kafka_bootstrap_servers
     relay = OutboxRelay(
         db,
@@ -87,33 +200,4 @@ def build_app(
         high_watermarks=HighWatermarks(bootstrap),
         new_consumer=lambda: Consumer(config),
     )
-    for hook in on_consumer:
-        hook(consumer)
-    return GrpcApp(
-        address=settings.grpc_address,
-        service_names=service_names,
-        register=register,
-        workers=[*readers, relay, *writers, consumer],
-        # Ready = can answer its RPCs, which need the database only: during a broker
-        # outage CreateOrder still takes orders (their events wait in the outbox), and
-        # the outage shows under KAFKA_HEALTH.
-        readiness_checks=[db.ping, *readiness_checks],
-        status_checks={
-            OUTBOX_HEALTH: relay.problem,
-            KAFKA_HEALTH: KafkaProbe(bootstrap).problem,
-            CONSUMER_HEALTH: lambda: consumer.stalled(settings.relay_stale_after_s),
-            **(status_checks or {}),
-        },
-        on_loop=on_loop,
-        on_drain=on_drain,
-        max_workers=settings.grpc_max_workers,
-        keepalive_s=settings.grpc_keepalive_s,
-        keepalive_timeout_s=settings.grpc_keepalive_timeout_s,
-        max_request_bytes=settings.grpc_max_request_bytes,
-        grace_s=settings.shutdown_grace_s,
-        drain_s=settings.shutdown_drain_s,
-        health_address=settings.health_address,
-        interceptors=security.interceptors(),
-        credentials=security.credentials(),
-        reflection=security.reflection,
-    )
+    return relay, consumer, listeners
