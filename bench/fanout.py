@@ -106,12 +106,14 @@ class Publisher(threading.Thread):
 class Server:
     """The Order servicer, feed and streams on a real grpc.aio server (GrpcApp)."""
 
-    def __init__(self, home: Path, max_backlog: int) -> None:
+    def __init__(self, home: Path, max_backlog: int, max_writing: int | None) -> None:
         url = f"sqlite:///{home}/order.db"
         migrate(url, MIGRATIONS)
         self.db = Database(url)
         seed_catalogue(self.db)
         self.feed = OrderFeed(50_000, max_backlog)
+        if max_writing is not None:
+            self.feed.turns.max_writing = max_writing
         streams = WatchStreams(
             self.db,
             self.feed,
@@ -215,7 +217,7 @@ def _probe_phase(address: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fanout-") as home:
-        server = Server(Path(home), args.max_backlog)
+        server = Server(Path(home), args.max_backlog, args.max_writing)
         try:
             gc_pauses = GcPauses()
             lag_alone, lag_task = server.loop_lag()
@@ -225,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.end_orders()
             streams = _child("streams", args, server.app.address)
             opened = _read(streams, "OPENED")
+            gc_pauses.take()  # not those of opening the streams
             publisher = Publisher(server.feed, args.rate, args.users)
             lag, lag_task = server.loop_lag()
             cpu_before, wall_before = time.process_time(), time.perf_counter()
@@ -437,6 +440,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--interval", type=float, default=0.05, help="pause between probes, s")
     parser.add_argument("--max-backlog", type=int, default=1000, help="ORDER_WATCH_MAX_BACKLOG")
+    parser.add_argument(
+        "--max-writing", type=int, default=None, help="streams writing at once (WriteTurns)"
+    )
     parser.add_argument("--drain", type=float, default=5.0, help="wait for late deliveries, s")
     args = parser.parse_args()
     if args.role == "streams":

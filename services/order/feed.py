@@ -35,7 +35,7 @@ _Key = TypeVar("_Key", int, str)
 TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 
 #: After a change queued on this many watchers the fan-out thread lets the loop run (it
-#: gives up the GIL), rather than wait for the interpreter to take it back after 5 ms.
+#: gives up the GIL), rather than keep it until the interpreter takes it back after 5 ms.
 _YIELD_AFTER = 256
 
 
@@ -177,11 +177,11 @@ class OrderFeed:
         if loop is None:
             raise RuntimeError("OrderFeed.bind(loop) was not called")
         for change in changes:
-            woken = self._append_one(change)
+            woken, reached = self._append_one(change)
             if woken:
                 loop.call_soon_threadsafe(turns.ready, woken)
-                if len(woken) >= _YIELD_AFTER:
-                    time.sleep(0)
+            if reached >= _YIELD_AFTER:
+                time.sleep(0)
 
     # -- the fan-out (under the lock) ------------------------------------------------------
 
@@ -189,18 +189,19 @@ class OrderFeed:
         """Take `changes`; return the idle watchers given one (or ended), each once."""
         woken: dict[Watcher, None] = {}
         for change in changes:
-            woken.update(dict.fromkeys(self._append_one(change)))
+            woken.update(dict.fromkeys(self._append_one(change)[0]))
         return list(woken)
 
-    def _append_one(self, change: Change) -> list[Watcher]:
+    def _append_one(self, change: Change) -> tuple[list[Watcher], int]:
+        """Take one change: the idle watchers given it (or ended), and how many it reached."""
         with self._lock:
             if change.offset < self.position.get(change.partition, 0):
-                return []  # read again after a reassignment
+                return [], 0  # read again after a reassignment
             self.position[change.partition] = change.offset + 1
             order = change.order
             newest = self._newest.get(order.id)
             if order.version and newest is not None and order.version <= newest[0]:
-                return []  # published twice, or older than one already sent
+                return [], 0  # published twice, or older than one already sent
             change.after = dict(self.position)
             self._history.append(change)
             self._newest[order.id] = (order.version, change.partition, change.offset)
@@ -216,7 +217,7 @@ class OrderFeed:
             woken = [w for w in self._everyone if w.offer(change)]
             woken += [w for w in by_user if w.offer(change)]
             woken += [w for w in by_order if w.wants(order) and w.offer(change)]
-            return woken
+            return woken, len(self._everyone) + len(by_user) + len(by_order)
 
     def _forget(self, count: int) -> None:
         """Drop the oldest `count` changes: resuming from before them is no longer possible."""
