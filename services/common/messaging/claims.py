@@ -38,10 +38,11 @@ relays:
   it produced and deletes what was published about once a second, sparing a disk sync per
   round. `published_through` is the seq up to which every row was confirmed or parked.
 
-One exception, on both: a row that failed and waits for its retry (no lease, an error
-recorded) no longer holds back the rows after it, so a record Kafka refuses for a while
-does not stall its key; the rows produced behind it (in flight, or claimed after it) may
-reach Kafka first. Rows with a null key go to any partition and have no order to keep.
+A row that failed and waits for its retry (no lease, an error recorded) does not stall its
+key: on SQLite the rows produced behind it go on; on PostgreSQL it is claimed again with
+them, first, so they may reach Kafka before its retry does. Failure bookkeeping is done
+only by the relay that holds a row's lease: a relay whose lease was taken over leaves the
+row to its new holder. Rows with a null key go to any partition and have no order to keep.
 
 `claims_for(db)` picks the strategy for the database's kind.
 """
@@ -80,8 +81,9 @@ _DELETE_SEQS = delete(OutboxRecord).where(
 )
 #: PostgreSQL: lease the oldest rows nobody holds whose key no other relay has in flight
 #: (see the module docstring). `held_back`: per key among the candidates, the first earlier
-#: row that holds it back (not a candidate, not this relay's own in flight, not a row
-#: waiting for its retry).
+#: row that holds it back (not a candidate, not this relay's own in flight). A row waiting
+#: for its retry holds no lease, so it is a candidate itself and goes first; only when
+#: another relay's claim has it locked right now does it hold its key back.
 _CLAIM = text(
     """
     WITH candidate AS (
@@ -97,7 +99,6 @@ _CLAIM = text(
           AND o.seq NOT IN (SELECT seq FROM candidate)
           AND (o.topic, o.key) IN (SELECT topic, key FROM candidate)
           AND NOT COALESCE(o.claimed_by = :relay AND o.claimed_until >= now(), false)
-          AND NOT (o.claimed_by IS NULL AND o.last_error <> '')
         GROUP BY o.topic, o.key
     )
     UPDATE outbox
@@ -137,6 +138,11 @@ class OutboxClaims(ABC):
         #: (0 where rows are deleted as soon as they are confirmed).
         self.published_through = 0
 
+    @property
+    def lease_holder(self) -> str | None:
+        """Who this relay's leases name (None where rows are not leased)."""
+        return None
+
     @abstractmethod
     def claim(self, limit: int) -> list[Row[Any]]:
         """Take up to `limit` next rows to publish, in seq order."""
@@ -169,6 +175,10 @@ class PostgresClaims(OutboxClaims):
         super().__init__(db)
         self.lease_s = lease_s
         self.relay_id = _new_relay_id(db)
+
+    @property
+    def lease_holder(self) -> str | None:
+        return self.relay_id
 
     def claim(self, limit: int) -> list[Row[Any]]:
         params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}

@@ -26,13 +26,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Producer
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, func, select, update
 from sqlmodel import Session, col
 
 from services.common.crashpoints import crash_point
 from services.common.messaging.claims import claims_for
 from services.common.messaging.delivery import DeliveryCallback, Failure, error_of
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord, decode_headers
+from services.common.messaging.parking import park, rows_changed
 from services.common.messaging.rounds import DeliveryPump, Round
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database
@@ -301,13 +302,13 @@ class OutboxRelay(BackgroundWorker):
                 continue
             attempts = row.attempts + (1 if failure.counts else 0)
             if failure.permanent or (attempts >= self.max_attempts and self._old(row)):
-                self._park(session, row, attempts, failure.error)
+                self.parked += park(session, row, attempts, failure.error, self._still_ours())
                 continue
-            retry.add(row.seq)
-            session.execute(
+            given_up = session.execute(
                 update(OutboxRecord)
                 .where(col(OutboxRecord.seq) == row.seq)
-                # Its lease is given up: a row waiting for its retry holds no key back.
+                .where(self._still_ours())
+                # Its lease is given up: the row is claimed again, first of its key.
                 .values(
                     attempts=attempts,
                     last_error=failure.error[:2000],
@@ -315,6 +316,8 @@ class OutboxRelay(BackgroundWorker):
                     claimed_until=None,
                 )
             )
+            if rows_changed(given_up):  # else another relay took the row over: theirs
+                retry.add(row.seq)
         if retry:
             first = failures[min(retry)]
             log.warning(
@@ -331,33 +334,12 @@ class OutboxRelay(BackgroundWorker):
             created = created.replace(tzinfo=UTC)
         return (utcnow() - created).total_seconds() > self.stale_after_s
 
-    def _park(self, session: Session, row: Row[Any], attempts: int, error: str) -> None:
-        session.execute(
-            insert(ParkedRecord).values(
-                seq=row.seq,
-                event_id=row.event_id,
-                topic=row.topic,
-                key=row.key,
-                value=row.value,
-                headers=row.headers,
-                created_at=row.created_at,
-                attempts=attempts,
-                error=error[:2000],
-                parked_at=utcnow(),
-            )
-        )
-        session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq) == row.seq))
-        self.parked += 1
-        log.error(
-            "outbox record parked: Kafka will not take it; the rows after it go on",
-            extra={
-                "seq": row.seq,
-                "event_id": row.event_id,
-                "topic": row.topic,
-                "attempts": attempts,
-                "error": error,
-            },
-        )
+    def _still_ours(self) -> Any:
+        """Rows whose lease this relay still holds (every row, where rows are not leased)."""
+        holder = self.claims.lease_holder
+        if holder is None:
+            return col(OutboxRecord.claimed_by).is_(None)
+        return col(OutboxRecord.claimed_by) == holder
 
     # -- health ----------------------------------------------------------------------
 
