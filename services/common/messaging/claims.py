@@ -132,6 +132,10 @@ class FailureSettler(Protocol):
 class OutboxClaims(ABC):
     """How one relay takes the next outbox rows on `db` and forgets those published."""
 
+    #: Settling a round may free rows its claim held back (another relay's, or this one's
+    #: own later ones): the relay claims again at once instead of waiting for a commit.
+    frees_held_rows = False
+
     def __init__(self, db: Database) -> None:
         self.db = db
         #: Every row with seq <= this was confirmed or parked, though maybe not deleted yet
@@ -170,6 +174,8 @@ class OutboxClaims(ABC):
 
 class PostgresClaims(OutboxClaims):
     """PostgreSQL: lease the oldest rows no other relay holds, delete them on confirmation."""
+
+    frees_held_rows = True
 
     def __init__(self, db: Database, *, lease_s: float = 10.0) -> None:
         super().__init__(db)

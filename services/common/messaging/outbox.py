@@ -168,6 +168,7 @@ class OutboxWriter:
 
     def __init__(self, topics: TopicTable | None) -> None:
         self.rows: list[dict[str, Any]] = []
+        self._created_at: datetime | None = None
         self.journal = Journal()
         self._topic_for: Callable[[Message], Topic] = (
             topics.for_event if topics is not None else _no_topic_table
@@ -179,6 +180,8 @@ class OutboxWriter:
     def _add(
         self, *, event_id: str, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None:
+        if self._created_at is None:  # one moment for the rows of one transaction
+            self._created_at = utcnow()
         self.rows.append(
             {
                 "event_id": event_id,
@@ -186,7 +189,7 @@ class OutboxWriter:
                 "key": key,
                 "value": value,
                 "headers": encode_headers(headers),
-                "created_at": utcnow(),
+                "created_at": self._created_at,
                 "attempts": 0,
                 "last_error": "",
             }

@@ -133,7 +133,7 @@ class OutboxRelay(BackgroundWorker):
                         retrying = True
                     elif not retrying:
                         backoff = 0.1
-                    look = True  # the rows its keys held back may go now
+                    look = look or self.claims.frees_held_rows
                 self.claims.delete_published()  # SQLite: at most once per cleanup interval
                 if retrying and not rounds:
                     self._after_failures()

@@ -31,13 +31,23 @@ _MAX_BINDS = 30000
 Converter = Callable[[Any], Any]
 
 
+#: The last datetime sqlite_time wrote, and its text: rows of one batch often share one
+#: moment (an inbox batch, an order's creation and update times). One tuple, swapped whole.
+_last_time: tuple[datetime | None, str | None] = (None, None)
+
+
 def sqlite_time(value: datetime | None) -> str | None:
     """A datetime as SQLAlchemy's SQLite DATETIME stores it: UTC, 'YYYY-MM-DD HH:MM:SS.ffffff'."""
+    global _last_time
     if value is None:
         return None
-    if value.tzinfo is not UTC and value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # less "+00:00"
+    last, text = _last_time
+    if value is last:
+        return text
+    moment = value.astimezone(UTC) if value.tzinfo not in (UTC, None) else value
+    text = moment.isoformat(" ", "microseconds")[:26]  # less "+00:00"
+    _last_time = (value, text)
+    return text
 
 
 def _aware(value: datetime | None) -> datetime | None:
