@@ -104,7 +104,13 @@ def build_app(
     status_checks: dict[str, Callable[[], str | None]] = {}
     if runs_workers(role):
         relay, consumer, listener = _relay_and_consumer(
-            name, settings, db, group_id, topics, handlers, listen=role == "worker"
+            name,
+            settings,
+            db,
+            group_id,
+            topics,
+            handlers,
+            listen=role == "worker" or (role == "all" and db.is_sqlite),
         )
         parts = background()
         for hook in parts.on_consumer:
@@ -169,7 +175,9 @@ def _relay_and_consumer(
     listen: bool,
 ) -> tuple[OutboxRelay, EventConsumer, list[WakeupListener]]:
     """The outbox relay, the consumer and, when `listen` (a worker process: the rows are
-    written elsewhere too), what wakes the relay for commits made in other processes."""
+    written elsewhere too; or any process with a relay on a SQLite file, whose lock then
+    refuses a second relay on that file), what wakes the relay for commits made in other
+    processes."""
     listeners = []
     channel = channel_for(db.url) if listen else None
     if channel is not None:
