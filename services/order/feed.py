@@ -247,9 +247,12 @@ class OrderFeed:
                             f"(partition {partition} from offset {first}): watch again "
                             "without it"
                         )
-                for change in self._since(resume_from):
-                    if watcher.wants(change.order):
-                        watcher.offer(change)
+                replay = [c for c in self._since(resume_from) if watcher.wants(c.order)]
+                # The backlog allowance counts live changes: a stream resumed from far behind
+                # gets its replay on top, or it would be ended again at once, forever.
+                watcher.max_backlog += len(replay)
+                for change in replay:
+                    watcher.offer(change)
             watcher.registered_at = dict(self.position)
             if order_id:
                 self._by_order.setdefault(order_id, set()).add(watcher)

@@ -88,6 +88,19 @@ def test_a_watcher_that_falls_behind_is_ended_not_grown() -> None:
     _in_loop(body)
 
 
+def test_a_watcher_ended_for_falling_behind_resumes_from_its_token() -> None:
+    def body() -> None:
+        feed = _feed(max_backlog=3)
+        feed._append([_change(0, o, f"o{o}", 1) for o in range(8)])  # 8 held after its token
+        resumed = feed.watch(0, "", {0: 0, 1: 0})
+        assert resumed.ended is None
+        assert [c.order.id for c in resumed.pending] == [f"o{o}" for o in range(8)]
+        feed._append([_change(0, 8, "o8", 1)])  # live changes still have their allowance
+        assert resumed.ended is None and resumed.pending[-1].order.id == "o8"
+
+    _in_loop(body)
+
+
 def test_closing_the_feed_ends_every_watcher_for_a_reconnect() -> None:
     def body() -> None:
         feed = _feed()
