@@ -8,6 +8,7 @@ wait until the test lets them through (a client that reads, or one that does not
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,15 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def until(done: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Let the loop run until `done()` (the streams read their initial state on worker
+    threads, which a busy machine may delay), then settle."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.002)
+    await settle()
+
+
 async def ended_with(task: asyncio.Task[None]) -> Ended:
     with pytest.raises(Ended) as ended:
         await asyncio.wait_for(task, 5)
@@ -129,7 +139,7 @@ def test_at_most_max_writing_streams_write_at_once_and_every_one_gets_its_turn(
         feed.turns.max_writing = 2
         opened = await open_streams(streams, 5)
         publish(feed, 0, 3)
-        await settle()
+        await until(lambda: len(ClientContext.writing) >= 2)
         assert len(ClientContext.writing) == 2
         for _, context in opened:  # every client reads again
             context.reading.set()
@@ -152,7 +162,7 @@ def test_clients_that_read_nothing_give_their_turn_up(tmp_path: Path) -> None:
         feed.turns.max_turn_s = 0.02
         stuck = await open_streams(streams, 2)
         publish(feed, 0, 1)
-        await settle()
+        await until(lambda: len(ClientContext.writing) >= 2)
         assert {context for _, context in stuck} == ClientContext.writing
         reading = await open_streams(streams, 3)  # opened after: queued behind the stuck
         for _, context in reading:
