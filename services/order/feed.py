@@ -38,6 +38,10 @@ TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 #: gives up the GIL), rather than keep it until the interpreter takes it back after 5 ms.
 _YIELD_AFTER = 256
 
+#: Changes that keep their serialized responses; an older one serializes again if a stream
+#: that fell that far behind still sends it (the history would otherwise hold them all).
+_FRAMES_KEPT = 10_000
+
 
 class Change:
     """One OrderUpdated record: the order as it stood right after one change."""
@@ -69,6 +73,10 @@ class Change:
             versions = {self.order.id: self.order.version}
             frame = self._frame_one_order = _response(self.order, ResumeToken(self.after, versions))
         return frame
+
+    def drop_frames(self) -> None:
+        """Forget the serialized responses (built again if asked for)."""
+        self._frame = self._frame_one_order = None
 
 
 def _response(order: orders_pb2.Order, token: ResumeToken) -> bytes:
@@ -204,6 +212,8 @@ class OrderFeed:
                 return [], 0  # published twice, or older than one already sent
             change.after = dict(self.position)
             self._history.append(change)
+            if len(self._history) > _FRAMES_KEPT:
+                self._history[-_FRAMES_KEPT - 1].drop_frames()
             self._newest[order.id] = (order.version, change.partition, change.offset)
             if len(self._history) > 2 * self.history_size:
                 self._forget(len(self._history) - self.history_size)
