@@ -96,6 +96,10 @@ class Watcher(Writer):
         self.user_id = user_id
         self.order_id = order_id
         self.max_backlog = max_backlog
+        #: Changes queued at registration from the history (a resumed stream's replay) and
+        #: not yet sent: allowed on top of `max_backlog`, or a stream ended for falling
+        #: behind would be ended again at once, forever, each time it resumed.
+        self.replay_left = 0
         self.pending: deque[Change] = deque()
         #: Why the stream must end now ("behind" or "shutdown"); None while it may go on.
         self.ended: str | None = None
@@ -111,7 +115,7 @@ class Watcher(Writer):
         """Queue `change`; True if the loop must hear of it (the stream waits, or ends now)."""
         if self.ended:
             return False
-        if len(self.pending) >= self.max_backlog:
+        if len(self.pending) >= self.max_backlog + self.replay_left:
             self.end("behind")
             return True
         self.pending.append(change)
@@ -130,6 +134,8 @@ class Watcher(Writer):
                 taken.append(pending.popleft())
         except IndexError:
             pass  # empty, or emptied by end() meanwhile
+        if self.replay_left:
+            self.replay_left = max(0, self.replay_left - len(taken))
         return taken
 
 
@@ -258,9 +264,7 @@ class OrderFeed:
                             "without it"
                         )
                 replay = [c for c in self._since(resume_from) if watcher.wants(c.order)]
-                # The backlog allowance counts live changes: a stream resumed from far behind
-                # gets its replay on top, or it would be ended again at once, forever.
-                watcher.max_backlog += len(replay)
+                watcher.replay_left = len(replay)
                 for change in replay:
                     watcher.offer(change)
             watcher.registered_at = dict(self.position)

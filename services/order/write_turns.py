@@ -82,6 +82,10 @@ class WriteTurns:
             self._admit()
         try:
             await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.done(watcher)  # given a turn, then its call ended before it could write
+            raise
         finally:
             watcher.turn = None
             watcher.idle = False

@@ -97,6 +97,9 @@ def test_a_watcher_ended_for_falling_behind_resumes_from_its_token() -> None:
         assert [c.order.id for c in resumed.pending] == [f"o{o}" for o in range(8)]
         feed._append([_change(0, 8, "o8", 1)])  # live changes still have their allowance
         assert resumed.ended is None and resumed.pending[-1].order.id == "o8"
+        assert len(resumed.take(8)) == 8  # the replay sent: the allowance is spent
+        feed._append([_change(0, o, f"o{o}", 1) for o in range(9, 12)])
+        assert resumed.ended == "behind"  # 3 more than it had: too far behind again
 
     _in_loop(body)
 

@@ -19,9 +19,10 @@ import pytest
 from paysaga.v1 import orders_pb2
 from services.common.persistence.db import Database
 from services.common.security.identity import LOCAL_CALLER, acting_as
-from services.order.feed import Change, OrderFeed
+from services.order.feed import Change, OrderFeed, Watcher
 from services.order.models import Order
 from services.order.streams import WatchStreams
+from services.order.write_turns import WriteTurns
 
 pytestmark = pytest.mark.unit
 
@@ -219,3 +220,22 @@ def test_shutdown_ends_streams_whose_writes_wait_with_a_reconnect_status(tmp_pat
             assert "reconnect" in ended.details
 
     run(tmp_path, body)
+
+
+def test_a_stream_whose_call_ends_as_it_is_given_a_turn_gives_the_turn_back() -> None:
+    async def main() -> None:
+        turns = WriteTurns(max_writing=1)
+        watcher, other = Watcher(0, "", 10), Watcher(0, "", 10)
+        waiting = asyncio.create_task(turns.wait(watcher))
+        await asyncio.sleep(0)  # it waits for changes
+        watcher.pending.append(Change(0, 0, orders_pb2.Order(id="a", version=1)))
+        turns.ready([watcher])  # given the turn...
+        waiting.cancel()  # ...its call ends before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert turns.writing == 0
+        other.pending.append(Change(0, 1, orders_pb2.Order(id="b", version=1)))
+        await asyncio.wait_for(turns.wait(other), 1)  # the turn is there for the next one
+        assert turns.writing == 1
+
+    asyncio.run(main())
