@@ -12,6 +12,7 @@ is ahead of this replica in some partition, it builds its own response.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 import grpc
@@ -136,14 +137,18 @@ class WatchStream:
 
     async def _write_turn(self) -> bool:
         """Write a turn's worth of queued changes; True if the stream has ended."""
-        changes = self.watcher.take(TURN_MESSAGES)
-        if not changes:
-            return False
-        for change in changes:  # the turns time the writes (write_timeout_s)
+        watcher = self.watcher
+        for change in watcher.take(TURN_MESSAGES):
+            if watcher.ended:
+                break  # the client resumes from the last token it got
             message = self._message(change)
             if message is None:
                 continue
-            await self._write(message)
+            watcher.writing_since = time.monotonic()  # the turns time it (write_timeout_s)
+            try:
+                await self._write(message)
+            finally:
+                watcher.writing_since = None
             if self._ends_here(change.order):
                 return True
         return False

@@ -11,9 +11,10 @@ as the loop allows, since a turn is only a few writes long.
 
 A turn that is slow (a client that reads nothing fills its flow-control window, and the
 write waits) gives its place up after `max_turn_s`, so slow clients cannot hold every turn.
-Such a stream ends as before: when it falls too far behind, or when one turn has waited
+Such a stream ends as before: when it falls too far behind, or when one write has waited
 `write_timeout_s` (RESOURCE_EXHAUSTED either way); a stream the feed ends while its write
-waits is cancelled at once. One timer watches every turn, rather than one per write.
+waits is interrupted at once. One timer watches every turn, rather than one per write, and
+a stream is only ever interrupted while suspended in a write, where it expects it.
 
 The feed's thread (services.order.feed) tells the loop which idle streams it gave changes to
 (`ready`, once per change); everything else here runs on the loop only.
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Sized
 class Writer:
     """A stream as the turns see it: whether it has something to send, and where it waits.
 
-    `pending` and `ended` are the feed's (services.order.feed.Writer); the rest is the
+    `pending` and `ended` are the feed's (services.order.feed.Watcher); the rest is the
     loop's. `idle` is read by the fan-out thread too, as a hint of whom to wake: it is set
     before the stream looks at `pending` once more, so no change is left unannounced.
     """
@@ -47,6 +48,9 @@ class Writer:
         self.turn: asyncio.Future[None] | None = None
         #: The stream's task, to interrupt a write that waits on its client.
         self.task: asyncio.Task[None] | None = None
+        #: When the write under way began (None between writes): the stream's task is then
+        #: suspended in that write, the one place where it may be interrupted.
+        self.writing_since: float | None = None
         #: Set when its write was interrupted to end it, and whether for the write timeout.
         self.cancelled_to_end = False
         self.timed_out = False
@@ -103,8 +107,7 @@ class WriteTurns:
                 self._enqueue(watcher)
             elif watcher.ended and watcher in self._slow:
                 # Ended while its write waits on a client that does not read: end it now.
-                del self._slow[watcher]
-                _cancel(watcher, timed_out=False)
+                self._interrupt(watcher, timed_out=False)
         self._admit()
 
     @property
@@ -129,26 +132,27 @@ class WriteTurns:
 
     def _check_turns(self) -> None:
         """Take the turn back from streams whose writes wait on their client; end the ones
-        that have waited `write_timeout_s`."""
+        the feed ended meanwhile, and the ones whose write has waited `write_timeout_s`."""
         self._checking = None
         now = time.monotonic()
         for watcher, began in list(self._writing.items()):
             if began <= now - self.max_turn_s:
                 del self._writing[watcher]
                 self._slow[watcher] = began
-                if watcher.ended:
-                    del self._slow[watcher]
-                    _cancel(watcher, timed_out=False)
-        for watcher, began in list(self._slow.items()):
-            if began <= now - self.write_timeout_s:
-                del self._slow[watcher]
-                _cancel(watcher, timed_out=True)
+        for watcher in list(self._slow):
+            since = watcher.writing_since
+            if watcher.ended:
+                self._interrupt(watcher, timed_out=False)
+            elif since is not None and since <= now - self.write_timeout_s:
+                self._interrupt(watcher, timed_out=True)
         self._admit()
 
-
-def _cancel(watcher: Writer, *, timed_out: bool) -> None:
-    """Interrupt the stream's waiting write; it then ends with the status that says why."""
-    watcher.cancelled_to_end = True
-    watcher.timed_out = timed_out
-    if watcher.task is not None:
+    def _interrupt(self, watcher: Writer, *, timed_out: bool) -> None:
+        """Interrupt the stream's waiting write; it then ends with the status that says why.
+        Between two writes it is not interrupted: it sees `ended` itself."""
+        if watcher.writing_since is None or watcher.task is None:
+            return
+        del self._slow[watcher]
+        watcher.cancelled_to_end = True
+        watcher.timed_out = timed_out
         watcher.task.cancel()

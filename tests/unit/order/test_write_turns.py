@@ -239,3 +239,19 @@ def test_a_stream_whose_call_ends_as_it_is_given_a_turn_gives_the_turn_back() ->
         assert turns.writing == 1
 
     asyncio.run(main())
+
+
+def test_a_stream_ended_during_its_turn_stops_after_the_write_under_way(tmp_path: Path) -> None:
+    async def body(feed: OrderFeed, streams: WatchStreams) -> None:
+        feed.turns.max_turn_s = 10  # its turn is not taken back: only `ended` stops it
+        [(task, context)] = await open_streams(streams, 1)
+        publish(feed, 0, 3)
+        await settle()
+        assert ClientContext.writing == {context}
+        feed.close()
+        context.reading.set()
+        ended = await ended_with(task)
+        assert ended.code == grpc.StatusCode.UNAVAILABLE
+        assert context.written == 1  # the other two come from the next replica, resumed
+
+    run(tmp_path, body)
