@@ -136,7 +136,6 @@ class OutboxRelay(BackgroundWorker):
                     elif not retrying:
                         backoff = 0.1
                     look = look or self.claims.frees_held_rows
-                self.claims.delete_published()  # SQLite: at most once per cleanup interval
                 if retrying and not rounds:
                     self._after_failures()
                     self._stopping.wait(backoff)
@@ -153,6 +152,9 @@ class OutboxRelay(BackgroundWorker):
                     if rows:
                         rounds.append(self._start_round(rows))
                         continue
+                # Nothing more to claim now: a moment for the deletes (SQLite: at most once
+                # per cleanup interval, never ahead of a claim a commit woke the relay for).
+                self.claims.delete_published()
             except Exception:
                 log.exception("outbox relay round failed; retrying", extra={"backoff_s": backoff})
                 self._lose_track(rounds)
