@@ -83,7 +83,8 @@ _DELETE_SEQS = delete(OutboxRecord).where(
 #: (see the module docstring). `held_back`: per key among the candidates, the first earlier
 #: row that holds it back (not a candidate, not this relay's own in flight). A row waiting
 #: for its retry holds no lease, so it is a candidate itself and goes first; only when
-#: another relay's claim has it locked right now does it hold its key back.
+#: another relay's claim has it locked right now does it hold its key back. A last row of
+#: nulls says that candidates were held back.
 _CLAIM = text(
     """
     WITH candidate AS (
@@ -100,14 +101,19 @@ _CLAIM = text(
           AND (o.topic, o.key) IN (SELECT topic, key FROM candidate)
           AND NOT COALESCE(o.claimed_by = :relay AND o.claimed_until >= now(), false)
         GROUP BY o.topic, o.key
+    ), claimed AS (
+        UPDATE outbox
+        SET claimed_by = :relay, claimed_until = now() + make_interval(secs => :lease_s)
+        FROM candidate c
+        LEFT JOIN held_back h ON h.topic = c.topic AND h.key = c.key
+        WHERE outbox.seq = c.seq AND (h.first_seq IS NULL OR c.seq < h.first_seq)
+        RETURNING outbox.seq, outbox.event_id, outbox.topic, outbox.key, outbox.value,
+            outbox.headers, outbox.created_at, outbox.attempts
     )
-    UPDATE outbox
-    SET claimed_by = :relay, claimed_until = now() + make_interval(secs => :lease_s)
-    FROM candidate c
-    LEFT JOIN held_back h ON h.topic = c.topic AND h.key = c.key
-    WHERE outbox.seq = c.seq AND (h.first_seq IS NULL OR c.seq < h.first_seq)
-    RETURNING outbox.seq, outbox.event_id, outbox.topic, outbox.key, outbox.value,
-        outbox.headers, outbox.created_at, outbox.attempts
+    SELECT seq, event_id, topic, key, value, headers, created_at, attempts FROM claimed
+    UNION ALL  -- one row of nulls: some candidates were held back
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    WHERE (SELECT count(*) FROM candidate) > (SELECT count(*) FROM claimed)
     """
 ).columns(*_ROW_COLUMNS)
 _RENEW = (
@@ -135,6 +141,10 @@ class OutboxClaims(ABC):
     #: Settling a round may free rows its claim held back (another relay's, or this one's
     #: own later ones): the relay claims again at once instead of waiting for a commit.
     frees_held_rows = False
+    #: The last claim left rows behind because another relay holds their keys: that relay
+    #: claims them again once it settles, unless a claim of this one had them locked at
+    #: that moment; the relay looks again shortly (see OutboxRelay).
+    held_back = False
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -189,7 +199,9 @@ class PostgresClaims(OutboxClaims):
     def claim(self, limit: int) -> list[Row[Any]]:
         params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}
         with self.db.write(durable=False) as session:
-            rows = session.execute(_CLAIM, params).all()
+            found = session.execute(_CLAIM, params).all()
+        rows = [row for row in found if row.seq is not None]
+        self.held_back = len(rows) < len(found)
         return sorted(rows, key=lambda row: row.seq)  # RETURNING keeps no order
 
     def settle(

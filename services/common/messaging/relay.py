@@ -34,7 +34,7 @@ from services.common.messaging.claims import claims_for
 from services.common.messaging.delivery import DeliveryCallback, Failure, error_of
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord, decode_headers
 from services.common.messaging.parking import park, rows_changed
-from services.common.messaging.rounds import DeliveryPump, Round
+from services.common.messaging.rounds import DeliveryPump, Recheck, Round
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database
 from services.common.timeutil import utcnow
@@ -118,6 +118,7 @@ class OutboxRelay(BackgroundWorker):
         backoff = 0.1
         look = True  # rows may be waiting: at start, after a commit, after a full round
         retrying = False  # a round had rows to retry: finish the rounds in flight, then wait
+        recheck = Recheck(self.idle_poll_s)  # rows held back by another relay's lease
         while True:
             if self._stopping.is_set():
                 self._finish(rounds)
@@ -125,6 +126,7 @@ class OutboxRelay(BackgroundWorker):
             if signal.is_set():
                 signal.clear()
                 look = True
+            look = recheck.due() or look
             overlap_in: float | None = None  # a round may start in this long (None: not)
             try:
                 while rounds and rounds[0].answered:
@@ -134,7 +136,6 @@ class OutboxRelay(BackgroundWorker):
                     elif not retrying:
                         backoff = 0.1
                     look = look or self.claims.frees_held_rows
-                self.claims.delete_published()  # SQLite: at most once per cleanup interval
                 if retrying and not rounds:
                     self._after_failures()
                     self._stopping.wait(backoff)
@@ -147,9 +148,13 @@ class OutboxRelay(BackgroundWorker):
                     overlap_in = None
                     rows = self.claims.claim(self.batch_size)
                     look = len(rows) == self.batch_size
+                    recheck.after_claim(self.claims.held_back)
                     if rows:
                         rounds.append(self._start_round(rows))
                         continue
+                # Nothing more to claim now: a moment for the deletes (SQLite: at most once
+                # per cleanup interval, never ahead of a claim a commit woke the relay for).
+                self.claims.delete_published()
             except Exception:
                 log.exception("outbox relay round failed; retrying", extra={"backoff_s": backoff})
                 self._lose_track(rounds)
@@ -158,10 +163,11 @@ class OutboxRelay(BackgroundWorker):
                 look = True
                 continue
             # Woken by a commit, by a round answered, or to look (poll), overlap a round in
-            # flight, renew leases.
+            # flight, look again at held-back rows, renew leases.
             timeout = self.renew_after_s if rounds else self.idle_poll_s
-            if overlap_in is not None:
-                timeout = min(overlap_in, timeout)
+            for soon in (overlap_in, recheck.wait_s()):
+                if soon is not None:
+                    timeout = min(soon, timeout)
             if signal.wait(timeout) or not rounds:
                 look = True
 

@@ -1,4 +1,5 @@
-"""A relay round in flight, and the thread that hears the broker's answers for all of them.
+"""A relay round in flight, the thread that hears the broker's answers for all of them, and
+when to look again at rows another relay holds back.
 
 A `Round` is the outbox rows one claim took, produced together; each delivery report
 (one per row) is counted, failures kept by seq, and the round calls `on_answered` once the
@@ -95,3 +96,36 @@ class DeliveryPump(BackgroundWorker):
                 continue
             self._produced.wait(self.wait_s * 5)
             self._produced.clear()
+
+
+class Recheck:
+    """When to look again at rows a claim held back (another relay has their key in flight).
+
+    That relay claims them itself once it settles, unless a claim of this relay had them
+    locked at that very moment; so this one looks again after 5 ms, then twice as long each
+    time they are still held back (a relay that died holds them until its lease ends), up
+    to the idle poll.
+    """
+
+    FIRST_S = 0.005
+
+    def __init__(self, longest_s: float) -> None:
+        self.longest_s = longest_s
+        self._wait_s = 0.0
+        self._at: float | None = None
+
+    def after_claim(self, held_back: bool) -> None:
+        if not held_back:
+            self._wait_s, self._at = 0.0, None
+            return
+        self._wait_s = min(self._wait_s * 2, self.longest_s) if self._wait_s else self.FIRST_S
+        self._at = time.monotonic() + self._wait_s
+
+    def due(self) -> bool:
+        if self._at is None or time.monotonic() < self._at:
+            return False
+        self._at = None
+        return True
+
+    def wait_s(self) -> float | None:
+        return None if self._at is None else max(0.0, self._at - time.monotonic())

@@ -115,7 +115,8 @@ def replica(url: str, log: SharedLog) -> Iterator[Relays]:
     def start(name: str, *, hold: bool = False, **kwargs: Any) -> tuple[OutboxRelay, Database]:
         db = Database(url, instance=name)
         producer = LoggingProducer(name, log, hold=hold)
-        relay = OutboxRelay(db, lambda: producer, idle_poll_s=0.1, **kwargs)  # type: ignore[arg-type, return-value]
+        kwargs.setdefault("idle_poll_s", 0.1)
+        relay = OutboxRelay(db, lambda: producer, **kwargs)  # type: ignore[arg-type, return-value]
         relay.start()
         started.append((relay, producer))
         return relay, db
@@ -239,3 +240,18 @@ def first_copies(order_ids: list[str]) -> list[str]:
     """What a consumer applies: each event's first copy (its inbox drops the others)."""
     seen: set[str] = set()
     return [o for o in order_ids if not (o in seen or seen.add(o))]  # type: ignore[func-returns-value]
+
+
+def test_a_relay_whose_claim_was_held_back_looks_again_without_waiting_for_its_poll(
+    replica: Relays, log: SharedLog, url: str
+) -> None:
+    # The other relay claims the held-back rows itself once it settles, unless this one's
+    # claim had them locked at that moment: so this one looks again, soon, and more rarely
+    # while they stay held (here the other relay dies, and its lease ends).
+    dead = Database(url, instance="dead")
+    stage(dead, "first", user_id=1)
+    dying = OutboxRelay(dead, lambda: LoggingProducer("dead", log), lease_s=0.5)  # type: ignore[arg-type, return-value]
+    dying.claims.claim(10)  # claimed, then gone before producing it
+    _, db_b = replica("b", idle_poll_s=60.0)  # no poll would help within the test
+    stage(db_b, "second", user_id=1)
+    eventually(lambda: log.order_ids(key=b"1") == ["first", "second"], timeout_s=5.0)
