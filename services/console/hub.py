@@ -25,6 +25,8 @@ from services.console.gateway import all_replicas
 
 log = logging.getLogger(__name__)
 
+#: The initial-metadata key of a WatchOrders stream's starting resume token (orders.proto).
+RESUME_TOKEN_KEY = "paysaga-resume-token"
 #: Order changes kept for the orders pages (a page more than this behind starts again).
 RECENT_CHANGES = 5000
 #: Orders whose last status is remembered, so that a later change of an ended order (a
@@ -92,6 +94,11 @@ class Hub:
             try:
                 call = stub.WatchOrders(orders_pb2.WatchOrdersRequest(resume_token=token))
                 self._call = call
+                # Subscribed: from here a resume misses nothing, even before any change.
+                for key, value in call.initial_metadata() or ():
+                    if key == RESUME_TOKEN_KEY:
+                        token = value
+                        self.watch_state, self.watch_error = address, ""
                 for answer in call:
                     if self.watch_state != address:
                         self.watch_state, self.watch_error = address, ""

@@ -12,6 +12,9 @@ import binascii
 import json
 from dataclasses import dataclass, field
 
+#: The initial-metadata key of a stream's starting token (see WatchStream.subscription_token).
+RESUME_TOKEN_KEY = "paysaga-resume-token"
+
 #: A stream's place in `order-updates`: partition -> the next offset it has not seen.
 Position = dict[int, int]
 

@@ -31,7 +31,12 @@ from services.order import store
 from services.order.changes import order_to_proto
 from services.order.feed import OrderFeed
 from services.order.models import Order
-from services.order.resume_tokens import BadResumeToken, ResumeToken, ResumeTokenTooOld
+from services.order.resume_tokens import (
+    RESUME_TOKEN_KEY,
+    BadResumeToken,
+    ResumeToken,
+    ResumeTokenTooOld,
+)
 from services.order.watch_stream import ENDED, WatchStream
 
 log = logging.getLogger(__name__)
@@ -89,7 +94,9 @@ class WatchStreams:
         if caller is not None:
             self.open_by_caller[caller.subject] = self.open_by_caller.get(caller.subject, 0) + 1
         try:
-            await context.send_initial_metadata((("paysaga-watch", "subscribed"),))
+            await context.send_initial_metadata(
+                (("paysaga-watch", "subscribed"), (RESUME_TOKEN_KEY, stream.subscription_token()))
+            )
             await stream.run()
         finally:
             self.feed.unwatch(watcher)

@@ -196,7 +196,7 @@ class WatchStream:
                     grpc.StatusCode.NOT_FOUND,
                     f"order {request.order_id} does not exist",
                 )
-            if self.resumed:
+            if self.resumed and not self.resend_initial:
                 # The client already has the order's end: nothing more will come.
                 return not (
                     self._ends_here(order) and self.versions.get(order.id, 0) >= order.version
@@ -217,6 +217,14 @@ class WatchStream:
             await self._send_initial(order)
         self.in_initial = False
         return True
+
+    def subscription_token(self) -> str:
+        """A token for where the stream starts, sent in its initial metadata, so that a
+        client can resume before its first response (a watch that has had no change yet):
+        resumed from it, a stream sends what this one would have, initial state included."""
+        if self.resumed:
+            return ResumeToken(self.position, self.versions, self.resend_initial).encode()
+        return ResumeToken(dict(self.position), {}, initial=True).encode()
 
     def _response(self, order: orders_pb2.Order, *, initial_state: bool) -> bytes:
         token = ResumeToken(self.position, self.versions, self.in_initial).encode()

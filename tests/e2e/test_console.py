@@ -373,11 +373,14 @@ def test_with_two_replicas_each_every_replica_shows_and_the_flow_survives_one_go
         flow.goto("/")
         live(flow)
         # The console's WatchOrders is on order replica 0: stop it, the flow goes on.
+        first, second_address = stack.stack.addresses("order")
+        expect(flow.locator('[data-flow="watch-address"]')).to_have_text(first)
         stack.stack.process("order", 0).stop()
         second = stack.grpcurl("order", 1)
         body = {"user_id": 2, "product_id": 1, "request_id": f"console-2x2-{uuid.uuid4()}"}
         order_id = str(second.call(f"{ORDER}/CreateOrder", body)["order"]["id"])  # type: ignore[index]
         expect(flow.locator('[data-flow="completed"]')).not_to_have_text("0")
+        expect(flow.locator('[data-flow="watch-address"]')).to_have_text(second_address)
         expect(page.locator("li.replica.state-unreachable")).to_have_count(1)
         page.goto(f"/orders/{order_id}")
         expect(page.locator("h1 .badge")).to_have_text("COMPLETED")

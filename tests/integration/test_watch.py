@@ -128,6 +128,40 @@ def test_a_token_from_the_initial_state_resumes_without_repeating_it(saga: Saga)
     assert versions == [1, 2] or versions == [2], versions  # CREATED then COMPLETED, once each
 
 
+def _subscription_token(stream: grpc.Call) -> str:
+    tokens = [v for k, v in stream.initial_metadata() if k == "paysaga-resume-token"]
+    assert len(tokens) == 1, f"no resume token in the initial metadata: {stream.initial_metadata()}"
+    return str(tokens[0])
+
+
+def test_a_watch_that_has_had_no_change_yet_resumes_from_its_initial_metadata(
+    saga: Saga,
+) -> None:
+    user = saga.new_user(10000)
+    first_stream = _watch(saga, user_id=user)
+    token = _subscription_token(first_stream)
+    first_stream.cancel()  # dropped before any change came
+    order = saga.order(user, 1)
+    wait_terminal(saga.orders, order.id)
+    seen: list[tuple[str, int]] = []
+    for response in _watch(saga, user_id=user, resume_token=token):
+        assert not response.initial_state  # the user had nothing in flight
+        seen.append((response.order.id, response.order.version))
+        if response.order.status in TERMINAL:
+            break
+    assert seen == [(order.id, 1), (order.id, 2)]
+
+
+def test_a_one_order_watch_resumed_from_its_initial_metadata_sends_the_order_first(
+    saga: Saga,
+) -> None:
+    user = saga.new_user(10000)
+    order = saga.completed(user, 1)
+    token = _subscription_token(_watch(saga, order_id=order.id))
+    responses = list(_watch(saga, order_id=order.id, resume_token=token))
+    assert [(r.order.version, r.initial_state) for r in responses] == [(2, True)]
+
+
 @pytest.mark.parametrize(
     ("request_fields", "message"),
     [

@@ -79,6 +79,7 @@ function renderFlow(root, summary) {
   set("completed", summary.outcomes.completed);
   set("failed", summary.outcomes.failed);
   set("dead_letters", summary.dead_letters);
+  set("watch-address", summary.watch.address || "no replica yet");
   const watchError = root.querySelector('[data-flow="watch-error"]');
   if (watchError) { watchError.textContent = summary.watch.error || ""; watchError.hidden = !summary.watch.error; }
   const reasons = root.querySelector('[data-flow="reasons"]');
