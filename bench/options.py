@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.stack import default_addresses
 from bench.watchers import SCOPES
-from deploy.stack.config import StackConfigError
+from deploy.stack.config import LAYOUTS, StackConfigError
 from deploy.stack.datastores import DB_KINDS
 from deploy.stack.stack import check_layout
 
@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db", choices=DB_KINDS, default="sqlite", help="private stack's database")
     p.add_argument("--replicas", type=int, default=1, help="private stack: of each service")
     p.add_argument("--brokers", type=int, default=1, help="private stack: Kafka nodes")
+    p.add_argument(
+        "--roles",
+        choices=LAYOUTS,
+        default="all",
+        help="private stack: each replica as one process (all) or as an api and a worker "
+        "process (split) (%(default)s)",
+    )
     p.add_argument("--only", default=",".join(PHASES), help="phases to run (%(default)s)")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight (%(default)s)")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
@@ -133,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-out", default=None, help="also write the results JSON here")
     args = p.parse_args(argv)
     try:
-        check_layout(args.db, args.replicas, args.brokers)
+        check_layout(args.db, args.replicas, args.brokers, args.roles)
     except StackConfigError as exc:
         p.error(str(exc))
     args.phases = [x.strip() for x in args.only.split(",") if x.strip()]

@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             db=args.db,
             replicas=args.replicas,
             brokers=args.brokers,
+            roles=args.roles,
             metrics=args.metrics == "on",
         )
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from deploy.stack.cli import found_processes
-from deploy.stack.config import free_ports
+from deploy.stack.config import Layout, free_ports
 from deploy.stack.datastores import DbKind
 from deploy.stack.processes import is_serving
 from deploy.stack.stack import Stack as ServiceStack
@@ -63,6 +63,7 @@ def private_stack(
     db: DbKind = "sqlite",
     replicas: int = 1,
     brokers: int = 1,
+    roles: Layout = "all",
     metrics: bool = True,
 ) -> Iterator[Stack]:
     """Start Kafka, the database and the services (all fresh) in a temp dir; stop them after.
@@ -73,13 +74,14 @@ def private_stack(
     home.chmod(0o755)  # under root PostgreSQL runs as another account: it must reach its data
     print(
         f"[stack] private stack in {home}: DB={db}, {replicas} replica(s), {brokers} "
-        f"broker(s), metrics {'on' if metrics else 'off'}"
+        f"broker(s), ROLES={roles}, metrics {'on' if metrics else 'off'}"
     )
     services = ServiceStack(
         home,
         db=db,
         replicas=replicas,
         brokers=brokers,
+        roles=roles,
         ports="free",
         detach=False,
         metrics=metrics,
@@ -97,7 +99,7 @@ def private_stack(
             bootstrap=services.bootstrap,
             pids=pids,
             home=home,
-            shape=f"DB={db} REPLICAS={replicas} BROKERS={brokers}",
+            shape=f"DB={db} REPLICAS={replicas} BROKERS={brokers} ROLES={roles}",
         )
     finally:
         services.stop()

@@ -17,7 +17,7 @@ import grpc
 
 from services.cli import commands, deadletters, orders
 from services.cli.client import Client, CommandError
-from services.cli.targets import CONSUMER_OF, DEFAULTS, ENV, BadAddress, resolve
+from services.cli.targets import CONSUMER_OF, DEFAULTS, ENV, LAYOUTS, BadAddress, resolve
 from services.common.observability.build import package_version
 from services.common.security.devtokens import token_command
 
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="also call the replicas `make up REPLICAS=N` starts (port + 100*i)",
+    )
+    parser.add_argument(
+        "--roles",
+        choices=LAYOUTS,
+        default="all",
+        help="split: also call each replica's worker process, as `make up ROLES=split` "
+        "starts them (port + 10)",
     )
     parser.add_argument(
         "--timeout",
@@ -258,7 +265,7 @@ def run(argv: list[str] | None = None) -> int:
         return token_command(argv, prog="paysaga")
     args = build_parser().parse_args(argv)
     try:
-        targets = resolve(args.order, args.payment, args.replicas)
+        targets = resolve(args.order, args.payment, args.replicas, args.roles)
     except BadAddress as exc:
         _fail(str(exc))
         return 2

@@ -100,11 +100,13 @@ def test_orders_complete_and_watch_orders_follows_them_on_an_api_process(
 
 def test_paysaga_status_sees_every_process(split: GrpcurlStack) -> None:
     stack = split.stack
-    flags = [
+    flags = [  # the api processes; --roles split adds their workers (port + 10)
         "--order",
-        ",".join(stack.admin_addresses("order")),
+        ",".join(stack.addresses("order")),
         "--payment",
-        ",".join(stack.admin_addresses("payment")),
+        ",".join(stack.addresses("payment")),
+        "--roles",
+        "split",
     ]
 
     def every_process_serving() -> dict[str, Any] | None:

@@ -51,6 +51,14 @@ def test_addresses_flags_env_defaults_and_replicas(monkeypatch: pytest.MonkeyPat
         "127.0.0.1:50152",
         "127.0.0.1:50252",
     ]
+    assert resolve("127.0.0.1:50051", None, replicas=2, roles="split").order == [
+        "127.0.0.1:50051",
+        "127.0.0.1:50151",
+        "127.0.0.1:50061",
+        "127.0.0.1:50161",
+    ]
+    with pytest.raises(BadAddress, match="choose all or split"):
+        resolve(None, None, roles="both")
     for bad in ("nohost", "h:port", "h:70000", ","):
         with pytest.raises(BadAddress):
             resolve(bad, None)
