@@ -291,6 +291,12 @@ def table(results: dict[str, Any]) -> str:
                 f"p50 {_fmt(ack['p50_ms'])} ms (unary call only)",
             )
         )
+        if lat.get("slowest"):
+            worst = ", ".join(
+                f"{w['ms']:.0f} ms at {w['at']} (t={w['at_s']:.0f}s, ack {w['create_ack_ms']:.0f})"
+                for w in lat["slowest"][:3]
+            )
+            rows.append(("  slowest", f"{lat.get('over_1s', 0)} over 1 s", worst))
         rows.append(("  CPU in phase", "", _cpu(lat["cpu_s"])))
     watchers = results.get("watchers")
     if watchers:

@@ -213,6 +213,7 @@ async def latency_phase(
         )
 
     terminal_before = watcher.terminal
+    wall_start, perf_start = time.time(), time.perf_counter()
     cpu.start()
     schedule, tasks = await open_loop(send, rate=rate, duration_s=duration_s, progress=progress)
     began = time.perf_counter()
@@ -250,4 +251,25 @@ async def latency_phase(
     late = [ended - sched for sched, _, _, f in sent if not f.done()]
     result["from_scheduled"] = summary_ms([done - sch for sch, _, _, done in finished] + late)
     result["create_ack"] = summary_ms([ack - started for _, started, ack, _ in sent])
+    result["over_1s"] = sum(1 for _, st, _, done in finished if done - st > 1.0) + sum(
+        1 for waited in censored if waited > 1.0
+    )
+    result["slowest"] = slowest(finished, wall_start, perf_start)
     return result
+
+
+def slowest(
+    finished: list[tuple[float, float, float, float]], wall_start: float, perf_start: float
+) -> list[dict[str, Any]]:
+    """The 5 slowest orders, each with when it was created (seconds into the phase, and the
+    wall clock, to find in the services' logs) and how long its CreateOrder took."""
+    worst = sorted(finished, key=lambda row: row[3] - row[1], reverse=True)[:5]
+    return [
+        {
+            "at_s": round(started - perf_start, 1),
+            "at": time.strftime("%H:%M:%S", time.localtime(wall_start + started - perf_start)),
+            "ms": round((done - started) * 1000, 1),
+            "create_ack_ms": round((ack - started) * 1000, 1),
+        }
+        for _, started, ack, done in worst
+    ]
