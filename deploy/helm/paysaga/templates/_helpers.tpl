@@ -25,11 +25,52 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: paysaga
 {{- end -}}
 
-{{/* Selector labels of one service's pods: (dict "root" $ "svc" "order") */}}
+{{/*
+Selector labels of one service's pods: (dict "root" $ "svc" "order"), or of one of its
+Deployments: (dict "root" $ "svc" "order" "component" "order-worker").
+*/}}
 {{- define "paysaga.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "paysaga.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
-app.kubernetes.io/component: {{ .svc }}
+app.kubernetes.io/component: {{ .component | default .svc }}
+{{- end -}}
+
+{{/*
+The Deployments of one service, by role (services/common/runtime/roles.py), as YAML to
+fromYaml: (dict "root" $ "svc" "order"). roles=all: one, `<fullname>-order`, whose pods run
+role all (no ORDER_ROLE set: all is the default). roles=split: `<fullname>-order` runs role
+api, the pods the Services select; `<fullname>-order-worker` runs role worker, labelled
+component `order-worker`, with the replicas, resources and autoscaling of `order.worker`.
+Each: name, component (its pods' label), role.
+*/}}
+{{- define "paysaga.deployments" -}}
+{{- $name := printf "%s-%s" (include "paysaga.fullname" .root) .svc -}}
+{{- if eq .root.Values.roles "split" }}
+api:
+  name: {{ $name }}
+  component: {{ .svc }}
+  role: api
+worker:
+  name: {{ $name }}-worker
+  component: {{ .svc }}-worker
+  role: worker
+{{- else }}
+all:
+  name: {{ $name }}
+  component: {{ .svc }}
+  role: all
+{{- end }}
+{{- end -}}
+
+{{/* The components of both services' pods, a YAML flow list, for the monitors' selectors. */}}
+{{- define "paysaga.podComponents" -}}
+{{- $components := list -}}
+{{- range $svc := list "order" "payment" -}}
+{{- range $role, $d := fromYaml (include "paysaga.deployments" (dict "root" $ "svc" $svc)) -}}
+{{- $components = append $components $d.component -}}
+{{- end -}}
+{{- end -}}
+[{{ join ", " $components }}]
 {{- end -}}
 
 {{/*
@@ -54,6 +95,13 @@ payment:
 
 {{/* Health name of liveness (services/common/serving/grpc_app.py LIVENESS). */}}
 {{- define "paysaga.livenessHealthName" -}}paysaga.liveness{{- end -}}
+
+{{/*
+Health name of a worker's readiness: a worker serves no public API, so not the service's
+name; the admin API's (services/common/operations/admin.py SERVICE_NAME), which, like "",
+reports readiness (the database answers: services/common/runtime/assembly.py).
+*/}}
+{{- define "paysaga.workerReadinessHealthName" -}}paysaga.admin.v1.AdminService{{- end -}}
 
 {{- define "paysaga.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
@@ -155,11 +203,18 @@ payment:
 {{- end -}}
 {{- range $svc := list "order" "payment" -}}
 {{- $values := index $.Values $svc -}}
-{{- if and $.Values.keda.enabled (gt (int $values.autoscaling.maxReplicas) (int $.Values.kafka.partitions)) -}}
-{{- fail (printf "%s.autoscaling.maxReplicas %v is above kafka.partitions %v: a consumer group gives each partition to one replica, the others would only idle. Raise the partitions first." $svc $values.autoscaling.maxReplicas $.Values.kafka.partitions) -}}
+{{- $c := index (fromYaml (include "paysaga.components" $)) $svc -}}
+{{- /* KEDA scales the Deployment that consumes: the workers when split. */ -}}
+{{- $scaled := ternary (printf "%s.worker" $svc) $svc (eq $.Values.roles "split") -}}
+{{- $autoscaling := ternary $values.worker.autoscaling $values.autoscaling (eq $.Values.roles "split") -}}
+{{- if and $.Values.keda.enabled (gt (int $autoscaling.maxReplicas) (int $.Values.kafka.partitions)) -}}
+{{- fail (printf "%s.autoscaling.maxReplicas %v is above kafka.partitions %v: a consumer group gives each partition to one replica, the others would only idle. Raise the partitions first." $scaled $autoscaling.maxReplicas $.Values.kafka.partitions) -}}
 {{- end -}}
-{{- if and $.Values.keda.enabled (gt (int $values.autoscaling.minReplicas) (int $values.autoscaling.maxReplicas)) -}}
-{{- fail (printf "%s.autoscaling.minReplicas is above its maxReplicas" $svc) -}}
+{{- if and $.Values.keda.enabled (gt (int $autoscaling.minReplicas) (int $autoscaling.maxReplicas)) -}}
+{{- fail (printf "%s.autoscaling.minReplicas is above its maxReplicas" $scaled) -}}
+{{- end -}}
+{{- if hasKey $values.env (printf "%s_ROLE" $c.prefix) -}}
+{{- fail (printf "%s.env sets %s_ROLE: choose the layout with roles (all or split) instead" $svc $c.prefix) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
