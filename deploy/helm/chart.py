@@ -31,6 +31,8 @@ from pydantic_settings import BaseSettings
 
 from deploy.kafka.topics import replication_for, retention_ms, segment_ms
 from services.common.messaging import kafka
+from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from services.common.runtime.roles import serves_api
 from services.common.security.auth_settings import AuthSettings
 from services.common.security.policy import PolicySettings
 from services.common.security.tls import TlsSettings
@@ -246,11 +248,10 @@ def port_and_probe_problems(objects: Iterable[Manifest]) -> list[str]:
                 problems.append(
                     f"{where}: port {port} is {ports.get(port)}, the service binds {address!r}"
                 )
-        wanted = {
-            "startupProbe": LIVENESS,
-            "livenessProbe": LIVENESS,
-            "readinessProbe": service.health_name,
-        }
+        # A worker (<SVC>_ROLE=worker) serves no public API: it reports readiness under the
+        # admin API's name only (services.common.runtime.assembly).
+        ready = service.health_name if serves_api(settings.role) else ADMIN_SERVICE_NAME
+        wanted = {"startupProbe": LIVENESS, "livenessProbe": LIVENESS, "readinessProbe": ready}
         for probe, name in wanted.items():
             grpc = container.get(probe, {}).get("grpc", {})
             if grpc.get("service") != name or grpc.get("port") != ports.get("health"):
@@ -312,17 +313,22 @@ def scaling_problems(objects: Sequence[Manifest]) -> list[str]:
     partitions = {
         t["spec"]["topicName"]: t["spec"]["partitions"] for t in by_kind(objects, "KafkaTopic")
     }
-    groups = {}
-    for _where, _pod, container in pod_containers(objects):
-        if "serve" in container.get("args", []):
-            service = service_of(container)
-            settings, _failed = settings_from(container, service)
-            if settings is not None:
-                groups[service.name] = settings.consumer_group
+    groups, runs = {}, {}
+    for deployment in by_kind(objects, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            if "serve" in container.get("args", []):
+                service = service_of(container)
+                runs[deployment["metadata"]["name"]] = service
+                settings, _failed = settings_from(container, service)
+                if settings is not None:
+                    groups[service.name] = settings.consumer_group
     problems = []
     for scaled in by_kind(objects, "ScaledObject"):
         target = scaled["spec"]["scaleTargetRef"]["name"]
-        service = SERVICES[target.rsplit("-", 1)[1]]
+        if target not in runs:
+            problems.append(f"ScaledObject {scaled['metadata']['name']}: no Deployment {target}")
+            continue
+        service = runs[target]
         triggers = scaled["spec"]["triggers"]
         topics = sorted(t["metadata"]["topic"] for t in triggers)
         if topics != sorted(service.consumed_topics()):
@@ -335,8 +341,10 @@ def scaling_problems(objects: Sequence[Manifest]) -> list[str]:
                     f"{target} follows group {trigger['metadata']['consumerGroup']}, "
                     f"the service joins {groups.get(service.name)}"
                 )
-        most = min((partitions.get(topic, 0) for topic in topics), default=0)
-        if scaled["spec"]["maxReplicaCount"] > most:
+        # Without the chart's KafkaTopics (an external Kafka) the chart's own check against
+        # kafka.partitions is what bounds it.
+        most = min((partitions[topic] for topic in topics if topic in partitions), default=None)
+        if most is not None and scaled["spec"]["maxReplicaCount"] > most:
             problems.append(
                 f"{target}: maxReplicaCount {scaled['spec']['maxReplicaCount']} > {most} partitions"
             )

@@ -97,29 +97,7 @@ def test_every_variable_the_chart_sets_is_read_by_the_service(
 
 def test_ports_probes_and_drain_are_the_services(renders: dict[str, list[Manifest]]) -> None:
     for name, objects in renders.items():
-        assert _probe_problems(objects) == [], name
-
-
-def _probe_problems(objects: list[Manifest]) -> list[str]:
-    """port_and_probe_problems, for every role. It wants readiness under the service's name,
-    which a worker (`<SVC>_ROLE=worker`) does not serve: a worker reports readiness under
-    the admin API's name only (tests/integration/test_roles.py checks its service_names).
-    So each worker's readiness is checked here, then the rest of it (ports, liveness,
-    startup, drain) by port_and_probe_problems, given the worker as if it were asked for
-    the service's name."""
-    problems = []
-    objects = copy.deepcopy(objects)
-    for where, _pod, container in pod_containers(objects):
-        if _role(container) != "worker":
-            continue
-        readiness = container["readinessProbe"]["grpc"]
-        if readiness.get("service") != ADMIN_SERVICE_NAME:
-            problems.append(
-                f"{where}: a worker's readinessProbe asks {readiness.get('service')!r}, "
-                f"it reports readiness under {ADMIN_SERVICE_NAME!r}"
-            )
-        readiness["service"] = chart.service_of(container).health_name
-    return problems + port_and_probe_problems(objects)
+        assert port_and_probe_problems(objects) == [], name
 
 
 def test_the_probes_ask_liveness_and_the_services_names(default: list[Manifest]) -> None:
@@ -394,6 +372,7 @@ def test_split_keda_scales_the_workers_within_the_partitions(split: list[Manifes
         assert sorted(t["metadata"]["topic"] for t in triggers) == sorted(service.consumed_topics())
         assert {t["metadata"]["consumerGroup"] for t in triggers} == {settings.consumer_group}
         assert obj["spec"]["maxReplicaCount"] <= partitions
+    assert scaling_problems(split) == []
     # Each its own worker.autoscaling (split-values: order 2..6 at lag 50, payment 1..3).
     order, payment = scaled["paysaga-order-worker"], scaled["paysaga-payment-worker"]
     assert (order["spec"]["minReplicaCount"], order["spec"]["maxReplicaCount"]) == (2, 6)
@@ -479,13 +458,13 @@ def test_keda_on_another_group_is_reported(full: list[Manifest]) -> None:
 
 
 def test_a_worker_asked_for_the_services_name_is_reported(split: list[Manifest]) -> None:
-    """port_and_probe_problems would take it; a worker never reports that name SERVING."""
+    """A worker never reports the service's name SERVING: it serves no public API."""
     changed = copy.deepcopy(split)
     worker = _container(_deployments(changed)["paysaga-order-worker"])
     worker["readinessProbe"]["grpc"]["service"] = SERVICES["order"].health_name
-    problems = _probe_problems(changed)
-    assert problems == [
-        "Deployment paysaga-order-worker (order): a worker's readinessProbe asks "
-        "'paysaga.v1.OrderService', it reports readiness under 'paysaga.admin.v1.AdminService'"
+    assert port_and_probe_problems(changed) == [
+        "Deployment paysaga-order-worker (order): readinessProbe asks 'paysaga.v1.OrderService' "
+        "on port 8081, the service answers 'paysaga.admin.v1.AdminService' on its health port "
+        "8081"
     ]
-    assert _probe_problems(split) == []
+    assert port_and_probe_problems(split) == []
