@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaException,
     Message,
     TopicPartition,
@@ -130,18 +129,25 @@ def commit_group_offsets(
     bootstrap: str, groups: dict[str, list[str]], offsets: Offsets, timeout_s: float = 90.0
 ) -> None:
     """Commit `offsets` for each (empty) group, of its topics only; retried while the group
-    coordinator is not ready."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    coordinator is not ready.
+
+    Committed by a consumer of the group that never subscribes, not by the admin client's
+    AlterConsumerGroupOffsets: librdkafka can abort the process when such an admin
+    request's connection drops, as it does right after a broker restarts."""
     deadline = time.monotonic() + timeout_s
     for group, topics in groups.items():
         partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if t in topics]
-        request = [ConsumerGroupTopicPartitions(group, partitions)]
-        while True:
-            try:
-                for future in admin.alter_consumer_group_offsets(request).values():
-                    future.result()
-                break
-            except KafkaException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1.0)
+        committer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+        try:
+            while True:
+                try:
+                    committer.commit(offsets=partitions, asynchronous=False)
+                    break
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1.0)
+        finally:
+            committer.close()

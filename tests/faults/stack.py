@@ -8,8 +8,7 @@ import uuid
 from pathlib import Path
 
 import grpc
-from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, TopicPartition
 
 from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.runtime import KafkaRuntime
@@ -69,6 +68,7 @@ class FaultStack(Stack):
         self.name = name
         self.base: Offsets = {}
         self._channels: list[grpc.Channel] = []
+        self._readers: dict[str, Consumer] = {}
 
     @property
     def broker(self) -> KafkaRuntime:
@@ -104,6 +104,8 @@ class FaultStack(Stack):
     def stop(self) -> None:
         for channel in self._channels:
             channel.close()
+        for reader in self._readers.values():
+            reader.close()
         super().stop()
         if self.postgres is not None:
             for url in self.database_urls.values():
@@ -115,14 +117,18 @@ class FaultStack(Stack):
         commit_group_offsets(self.bootstrap, groups, offsets)
 
     def committed(self, service: str) -> Offsets:
-        """The offsets a service's group has committed."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        request = [ConsumerGroupTopicPartitions(self.groups[service])]
-        found: Offsets = {}
-        for future in admin.list_consumer_group_offsets(request).values():
-            for tp in future.result().topic_partitions:
-                found[(tp.topic, tp.partition)] = tp.offset
-        return found
+        """The offsets a service's group has committed (-1001: none yet)."""
+        # A consumer that never subscribes reads them (services.common.operations.backlog
+        # says why not the admin client).
+        reader = self._readers.get(service)
+        if reader is None:
+            group = self.groups[service]
+            reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+            self._readers[service] = reader
+        partitions = [TopicPartition(t, p) for t, p in self.base if t in CONSUMES[service]]
+        return {
+            (tp.topic, tp.partition): tp.offset for tp in reader.committed(partitions, timeout=30)
+        }
 
     def caught_up(self) -> bool:
         """True when both groups have committed everything on their topics."""

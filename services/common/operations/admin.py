@@ -17,7 +17,6 @@ from datetime import UTC
 from typing import Any
 
 import grpc
-from confluent_kafka.admin import AdminClient
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
@@ -26,12 +25,11 @@ from services.common.headers import header_dict
 from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import SagaStep, StepKind
-from services.common.messaging.kafka import admin_config
 from services.common.messaging.outbox import decode_headers
 from services.common.messaging.relay import OutboxRelay
 from services.common.messaging.topics import TopicTable
 from services.common.operations import deadletters
-from services.common.operations.backlog import Progress, group_lag, outbox_backlog, stall_problems
+from services.common.operations.backlog import GroupLag, Progress, outbox_backlog, stall_problems
 from services.common.operations.letter_messages import (
     decode_payload,
     letter_message,
@@ -111,7 +109,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.redrive_max = redrive_max
         self.stalled_after_s = stalled_after_s
         self.kafka_timeout_s = kafka_timeout_s
-        self.kafka = AdminClient({**admin_config(bootstrap_servers), "log_level": 3})
+        self.group_lag = GroupLag(bootstrap_servers, consumer_group, f"paysaga-{service}-status")
         self.started_at = utcnow()
         self.consumer: EventConsumer | None = None
         self.relay: OutboxRelay | None = None
@@ -183,7 +181,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         mine = self._assigned()
         waiting_here: int | None = None
         try:
-            lags = group_lag(self.kafka, self.consumer_group, self.topics, self.kafka_timeout_s)
+            lags = self.group_lag.lag(self.topics, self.kafka_timeout_s)
         except Exception as exc:
             response.lag_error = f"Kafka did not answer: {exc}"
             response.problems.append(f"consumer lag unknown: {response.lag_error}")

@@ -8,15 +8,17 @@ function can feed a health check.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
+from services.common.messaging.kafka import admin_config
 from services.common.messaging.outbox import OutboxRecord, ParkedRecord
 from services.common.timeutil import utcnow
 
@@ -58,35 +60,72 @@ class Lag:
         return max(0, self.end - max(self.committed, 0))
 
 
-def group_lag(
-    admin: AdminClient, group: str, topics: Sequence[str], timeout_s: float = 3.0
-) -> list[Lag]:
-    """The group's committed offset and the end of every partition of `topics`.
+class GroupLag:
+    """Reads a consumer group's lag: its committed offsets and the end of each partition.
 
-    Raises KafkaException (or a timeout) when the cluster does not answer in time.
+    The committed offsets come from a consumer of the group that never subscribes (so it
+    never joins it): its OffsetFetch goes through the group's coordinator as every
+    consumer's does. Not the admin client's ListConsumerGroupOffsets: librdkafka can abort
+    the whole process when such an admin request's connection drops, as it does while a
+    broker restarts, and a status call must never take a replica down.
     """
-    metadata = admin.list_topics(timeout=timeout_s)
-    partitions = [
-        TopicPartition(topic, p)
-        for topic in topics
-        if topic in metadata.topics
-        for p in sorted(metadata.topics[topic].partitions)
-    ]
-    if not partitions:
-        return []
-    request = [ConsumerGroupTopicPartitions(group, partitions)]
-    committed: dict[tuple[str, int], int] = {}
-    for future in admin.list_consumer_group_offsets(request, request_timeout=timeout_s).values():
-        for tp in future.result(timeout_s).topic_partitions or []:
-            committed[(tp.topic, tp.partition)] = max(tp.offset, -1)  # -1001: none yet
-    ends = admin.list_offsets(
-        {tp: OffsetSpec.latest() for tp in partitions}, request_timeout=timeout_s
-    )
-    lags = [
-        Lag(tp.topic, tp.partition, committed.get((tp.topic, tp.partition), -1), f.result().offset)
-        for tp, f in ends.items()
-    ]
-    return sorted(lags, key=lambda lag: (lag.topic, lag.partition))
+
+    def __init__(self, bootstrap_servers: str, group: str, client_id: str) -> None:
+        self.group = group
+        self.admin = AdminClient({**admin_config(bootstrap_servers), "log_level": 3})
+        self._offsets_config = {
+            **admin_config(bootstrap_servers),
+            "group.id": group,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+        self._offsets: Consumer | None = None
+        self._lock = threading.Lock()
+
+    def _offsets_reader(self) -> Consumer:
+        with self._lock:
+            if self._offsets is None:
+                self._offsets = Consumer(self._offsets_config)
+            return self._offsets
+
+    def close(self) -> None:
+        with self._lock:
+            reader, self._offsets = self._offsets, None
+        if reader is not None:
+            reader.close()
+
+    def lag(self, topics: Sequence[str], timeout_s: float = 3.0) -> list[Lag]:
+        """The group's committed offset and the end of every partition of `topics`.
+
+        Raises KafkaException (or a timeout) when the cluster does not answer in time.
+        """
+        metadata = self.admin.list_topics(timeout=timeout_s)
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            if topic in metadata.topics
+            for p in sorted(metadata.topics[topic].partitions)
+        ]
+        if not partitions:
+            return []
+        committed = {
+            (tp.topic, tp.partition): max(tp.offset, -1)  # -1001: none yet
+            for tp in self._offsets_reader().committed(partitions, timeout=timeout_s)
+        }
+        ends = self.admin.list_offsets(
+            {tp: OffsetSpec.latest() for tp in partitions}, request_timeout=timeout_s
+        )
+        lags = [
+            Lag(
+                tp.topic,
+                tp.partition,
+                committed.get((tp.topic, tp.partition), -1),
+                f.result().offset,
+            )
+            for tp, f in ends.items()
+        ]
+        return sorted(lags, key=lambda lag: (lag.topic, lag.partition))
 
 
 @dataclass
