@@ -92,6 +92,7 @@ class Hub:
             turn += 1
             stub = orders_pb2_grpc.OrderServiceStub(self.client.channel(address))
             try:
+                resumed = bool(token)
                 call = stub.WatchOrders(orders_pb2.WatchOrdersRequest(resume_token=token))
                 self._call = call
                 # Subscribed: from here a resume misses nothing, even before any change.
@@ -103,7 +104,10 @@ class Hub:
                     if self.watch_state != address:
                         self.watch_state, self.watch_error = address, ""
                     token = answer.resume_token or token
-                    if not answer.initial_state:
+                    # On a resumed stream the initial state is orders in flight that changed
+                    # while the console was away: counted as changes (a known status is not
+                    # counted twice). On a new one it is what was there before the console.
+                    if resumed or not answer.initial_state:
                         self.order_changed(answer.order, time.time())
             except grpc.RpcError as exc:
                 if self._stopping.is_set():

@@ -94,9 +94,10 @@ class WatchStreams:
         if caller is not None:
             self.open_by_caller[caller.subject] = self.open_by_caller.get(caller.subject, 0) + 1
         try:
-            await context.send_initial_metadata(
-                (("paysaga-watch", "subscribed"), (RESUME_TOKEN_KEY, stream.subscription_token()))
-            )
+            subscribed = [("paysaga-watch", "subscribed")]
+            if token is None:  # a resumed client holds its token already (and it may be big)
+                subscribed.append((RESUME_TOKEN_KEY, stream.subscription_token()))
+            await context.send_initial_metadata(subscribed)
             await stream.run()
         finally:
             self.feed.unwatch(watcher)

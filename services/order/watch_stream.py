@@ -210,20 +210,28 @@ class WatchStream:
         if self.resend_initial:  # what the client got of it before is not sent again
             orders = [o for o in orders if o.version > self.versions.get(o.id, 0)]
         self.in_initial = True
+        # While the initial state goes out, its token records every order sent (a resume
+        # then sends only the rest); once it is all sent, the orders whose change already
+        # came on the topic before the stream's place are forgotten (it will not come again).
+        seen: list[orders_pb2.Order] = []
         for i, order in enumerate(orders):
-            if not self.feed.seen_before(order, self.position):
-                self.versions[order.id] = order.version
-            self.in_initial = i < len(orders) - 1
+            self.versions[order.id] = order.version
+            if self.feed.seen_before(order, self.position):
+                seen.append(order)
+            if i == len(orders) - 1:
+                self.in_initial = False
+                for done in seen:
+                    if self.versions.get(done.id) == done.version:
+                        del self.versions[done.id]
             await self._send_initial(order)
         self.in_initial = False
         return True
 
     def subscription_token(self) -> str:
-        """A token for where the stream starts, sent in its initial metadata, so that a
-        client can resume before its first response (a watch that has had no change yet):
-        resumed from it, a stream sends what this one would have, initial state included."""
-        if self.resumed:
-            return ResumeToken(self.position, self.versions, self.resend_initial).encode()
+        """A new stream's token for where it starts, sent in its initial metadata, so that a
+        client can resume before its first response (a watch that has had no change yet).
+        Resumed from it, a stream sends every change since, and the initial state read
+        again: orders still in flight that changed meanwhile come as their current state."""
         return ResumeToken(dict(self.position), {}, initial=True).encode()
 
     def _response(self, order: orders_pb2.Order, *, initial_state: bool) -> bytes:

@@ -89,12 +89,6 @@ class GroupLag:
                 self._offsets = Consumer(self._offsets_config)
             return self._offsets
 
-    def close(self) -> None:
-        with self._lock:
-            reader, self._offsets = self._offsets, None
-        if reader is not None:
-            reader.close()
-
     def lag(self, topics: Sequence[str], timeout_s: float = 3.0) -> list[Lag]:
         """The group's committed offset and the end of every partition of `topics`.
 
@@ -109,10 +103,15 @@ class GroupLag:
         ]
         if not partitions:
             return []
-        committed = {
-            (tp.topic, tp.partition): max(tp.offset, -1)  # -1001: none yet
-            for tp in self._offsets_reader().committed(partitions, timeout=timeout_s)
-        }
+        reader = self._offsets_reader()
+        try:
+            committed = {
+                (tp.topic, tp.partition): max(tp.offset, -1)  # -1001: none yet
+                for tp in reader.committed(partitions, timeout=timeout_s)
+            }
+        finally:
+            reader.poll(0)  # serves the client's queued events (connection errors) away
+
         ends = self.admin.list_offsets(
             {tp: OffsetSpec.latest() for tp in partitions}, request_timeout=timeout_s
         )

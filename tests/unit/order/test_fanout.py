@@ -243,3 +243,43 @@ def test_old_changes_keep_no_serialized_response_but_still_give_one(
     again = orders_pb2.WatchOrdersResponse.FromString(changes[0].frame())
     assert again.order == changes[0].order
     assert ResumeToken.decode(again.resume_token) == ResumeToken({0: 1})
+
+
+def test_a_resume_in_the_middle_of_the_initial_state_sends_none_of_it_twice(
+    tmp_path: Path,
+) -> None:
+    """The first in-flight order's change came on the topic before the stream began (the
+    feed has seen it); the client gets that order as initial state, then loses the call:
+    resumed, it gets the rest of the initial state only."""
+    db = Database(f"sqlite:///{tmp_path}/order.db")
+    db.create_tables([Order])
+    rows = [
+        Order(user_id=1, product_id=1, price_cents=100, status="CREATED", request_id=f"r{i}")
+        for i in range(2)
+    ]
+    with db.write() as session:
+        for row in rows:
+            session.add(row)
+            session.flush()  # created_at in this order
+    first, second = (str(row.id) for row in rows)
+    db.dispose()
+
+    async def body(feed: OrderFeed, streams: WatchStreams) -> None:
+        seen_order = orders_pb2.Order(id=first, user_id=1, version=1)
+        publish_from_a_thread(feed, [Change(0, 0, seen_order)])
+        task, context = await open_stream(streams, orders_pb2.WatchOrdersRequest(user_id=1))
+        await context.until(2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert [r.order.id for r in context.responses] == [first, second]
+        token = context.responses[0].resume_token  # lost after the first response
+        resumed, again = await open_stream(
+            streams, orders_pb2.WatchOrdersRequest(user_id=1, resume_token=token)
+        )
+        await again.until(1)
+        await asyncio.sleep(0.05)
+        assert [(r.order.id, r.initial_state) for r in again.responses] == [(second, True)]
+        resumed.cancel()
+        await asyncio.gather(resumed, return_exceptions=True)
+
+    run(tmp_path, body)
