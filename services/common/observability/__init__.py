@@ -1,4 +1,5 @@
-"""Observability: Prometheus metrics, OpenTelemetry traces, JSON logs, gRPC server telemetry.
+"""Observability: Prometheus metrics, OpenTelemetry traces, JSON logs, gRPC server telemetry,
+event-loop stall reports.
 
 Owns the metric names of the shared mechanisms (a contract: docs/observability.md), the
 endpoint that serves every metric of a process, and the trace context carried in Kafka

@@ -35,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.observability.grpc_telemetry import AioServerTelemetry
+from services.common.observability.stalls import StallWatch
 from services.common.serving.grpc_errors import UnexpectedErrors
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class GrpcApp:
             self.health_server = self._loop.run_until_complete(self._build_health(health_address))
         self.host = address.rsplit(":", 1)[0]
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
+        self._stalls = StallWatch(self._loop)
         self._stopping = False
         self._stopped = threading.Event()
         #: The process's exit status once stopped: 1 after a worker died.
@@ -192,6 +194,7 @@ class GrpcApp:
 
     def start(self) -> None:
         self._thread.start()
+        self._stalls.start()
         asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
         if self.health_server is not None:
             asyncio.run_coroutine_threadsafe(self.health_server.start(), self._loop).result()
@@ -244,6 +247,7 @@ class GrpcApp:
         if self._stopping:
             return
         self._stopping = True
+        self._stalls.stop()
         log.info("shutting down", extra={"grace_s": self.grace_s, "drain_s": self.drain_s})
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(self._drain(), self._loop).result()
