@@ -100,13 +100,11 @@ def test_orders_complete_and_watch_orders_follows_them_on_an_api_process(
 
 def test_paysaga_status_sees_every_process(split: GrpcurlStack) -> None:
     stack = split.stack
-    flags = [  # the api processes; --roles split adds their workers (port + 10)
+    flags = [
         "--order",
-        ",".join(stack.addresses("order")),
+        ",".join(stack.admin_addresses("order")),
         "--payment",
-        ",".join(stack.addresses("payment")),
-        "--roles",
-        "split",
+        ",".join(stack.admin_addresses("payment")),
     ]
 
     def every_process_serving() -> dict[str, Any] | None:
