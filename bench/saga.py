@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import re
 import time
 import uuid
 from typing import Any
@@ -69,10 +70,17 @@ class OrderMaker:
         return started, future
 
 
+#: The services' processes by name: `order`, `order-1`, `order-0-api`, `payment-0-worker`...
+SERVICE_PROCESS = re.compile(r"(order|payment)(-\d+)?(-(api|worker))?")
+
+
 def services_cpu(cpu_used: dict[str, float | None]) -> float | None:
-    """CPU seconds of the two service processes together; None if either was not measured."""
-    values = [cpu_used.get("order"), cpu_used.get("payment")]
-    return sum(v for v in values if v is not None) if None not in values else None
+    """CPU seconds of every service process (each replica, each role) together; None if one
+    was not measured."""
+    values = [v for name, v in cpu_used.items() if SERVICE_PROCESS.fullmatch(name)]
+    if not values or None in values:
+        return None
+    return sum(v for v in values if v is not None)
 
 
 async def drain(watcher: Terminals, timeout_s: float, label: str) -> float:
