@@ -92,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--roles",
         choices=LAYOUTS,
-        default="all",
+        default=None,
         help="split: also call each replica's worker process, as `make up ROLES=split` "
-        "starts them (port + 10)",
+        "starts them (port + 10); default: the layout of the stack `make up` runs here "
+        "(var/run/stack.json), else all",
     )
     parser.add_argument(
         "--timeout",

@@ -5,13 +5,17 @@ PAYSAGA_PAYMENT_ADDRESSES otherwise, else 127.0.0.1:50051 / 127.0.0.1:50052).
 `--replicas N` adds the replicas `make up REPLICAS=N` starts: replica i listens on the
 first address's port + 100*i. `--roles split` adds the worker process `make up ROLES=split`
 runs beside each replica's api process, on its port + 10 (the commands call the admin API,
-which both roles serve).
+which both roles serve); without `--roles` and without addresses given, the layout the
+running `make up` stack wrote in var/run/stack.json (in the directory the command runs
+in), else `all`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 SERVICES = ("order", "payment")
 DEFAULTS = {"order": "127.0.0.1:50051", "payment": "127.0.0.1:50052"}
@@ -21,6 +25,9 @@ ENV = {"order": "PAYSAGA_ORDER_ADDRESSES", "payment": "PAYSAGA_PAYMENT_ADDRESSES
 WORKER_PORT_OFFSET = 10
 #: The layouts `make up ROLES=...` starts.
 LAYOUTS = ("all", "split")
+
+#: Where `make up` records the stack it started (deploy/stack), relative to the project.
+STACK_STATE = Path("var/run/stack.json")
 
 #: Which service consumes each saga topic, so holds its dead letters.
 CONSUMER_OF = {"orders": "payment", "payments": "payment", "transactions": "order"}
@@ -63,21 +70,28 @@ def _with_replicas(addresses: list[str], replicas: int, roles: str) -> list[str]
     return found
 
 
+def running_layout(state: Path = STACK_STATE) -> str:
+    """The layout of the stack `make up` runs from this directory, `all` if none is known."""
+    try:
+        roles = json.loads(state.read_text()).get("roles")
+    except (OSError, ValueError, AttributeError):
+        return "all"
+    return roles if roles in LAYOUTS else "all"
+
+
 def resolve(
-    order: str | None, payment: str | None, replicas: int = 1, roles: str = "all"
+    order: str | None, payment: str | None, replicas: int = 1, roles: str | None = None
 ) -> Targets:
     """The addresses to call, from the flags, the environment, then the defaults."""
     if replicas < 1:
         raise BadAddress("--replicas must be 1 or more")
-    if roles not in LAYOUTS:
+    if roles is not None and roles not in LAYOUTS:
         raise BadAddress(f"--roles {roles}: choose all or split")
     given = {"order": order, "payment": payment}
-    found = {
-        service: _with_replicas(
-            _split(given[service] or os.environ.get(ENV[service]) or DEFAULTS[service]),
-            replicas,
-            roles,
-        )
-        for service in SERVICES
-    }
+    found = {}
+    for service in SERVICES:
+        listed = given[service] or os.environ.get(ENV[service])
+        # Addresses given are taken as they are; the defaults are make up's, in its layout.
+        layout = roles or ("all" if listed else running_layout())
+        found[service] = _with_replicas(_split(listed or DEFAULTS[service]), replicas, layout)
     return Targets(order=found["order"], payment=found["payment"])

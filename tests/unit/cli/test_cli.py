@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,6 +60,24 @@ def test_addresses_flags_env_defaults_and_replicas(monkeypatch: pytest.MonkeyPat
     ]
     with pytest.raises(BadAddress, match="choose all or split"):
         resolve(None, None, roles="both")
+
+
+def test_without_roles_the_running_stacks_layout_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PAYSAGA_ORDER_ADDRESSES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve(None, None).order == ["127.0.0.1:50051"]  # no stack here: all
+    state = tmp_path / "var" / "run" / "stack.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"db": "sqlite", "roles": "split"}))
+    assert resolve(None, None).order == ["127.0.0.1:50051", "127.0.0.1:50061"]
+    assert resolve(None, None, roles="all").order == ["127.0.0.1:50051"]  # the flag wins
+    given = resolve("127.0.0.1:50051,127.0.0.1:50061", None)  # as make up tells the console
+    assert given.order == ["127.0.0.1:50051", "127.0.0.1:50061"]
+    assert given.payment == ["127.0.0.1:50052", "127.0.0.1:50062"]
+    state.write_text("not json")
+    assert resolve(None, None).order == ["127.0.0.1:50051"]
     for bad in ("nohost", "h:port", "h:70000", ","):
         with pytest.raises(BadAddress):
             resolve(bad, None)
