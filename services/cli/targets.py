@@ -82,7 +82,8 @@ def running_layout(state: Path = STACK_STATE) -> str:
 def resolve(
     order: str | None, payment: str | None, replicas: int = 1, roles: str | None = None
 ) -> Targets:
-    """The addresses to call, from the flags, the environment, then the defaults."""
+    """The addresses to call, from the flags, the environment, then the defaults (in the
+    layout of the stack `make up` runs here, unless `roles` says which)."""
     if replicas < 1:
         raise BadAddress("--replicas must be 1 or more")
     if roles is not None and roles not in LAYOUTS:

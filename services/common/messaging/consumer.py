@@ -33,6 +33,10 @@ from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
+#: How long the high watermarks may stay unreadable before it is said at WARNING: until
+#: they are read, no partition counts as caught up, so this replica fails no saga deadline.
+WATERMARKS_WARN_AFTER_S = 60.0
+
 
 class FatalConsumerError(RuntimeError):
     """The Kafka consumer client is unusable for good."""
@@ -76,6 +80,9 @@ class EventConsumer(BackgroundWorker):
         #: Makes a replacement client after a fatal error (None: the worker dies instead).
         self.new_consumer = new_consumer
         self.high_watermarks = high_watermarks
+        #: Since when reading the high watermarks fails (monotonic; None: it works).
+        self._watermarks_failing_since: float | None = None
+        self._watermarks_warned = False
         #: Where this consumer stands on the partitions it holds (kept on its thread).
         self.positions = AppliedPositions()
         #: Questions about those positions, answered on the consumer's thread between batches.
@@ -149,10 +156,11 @@ class EventConsumer(BackgroundWorker):
         try:
             high = self.high_watermarks(topic)
         except Exception as exc:
-            log.info(
-                "high watermarks unknown; nothing counts as caught up", extra={"error": str(exc)}
-            )
+            self._watermarks_unknown(exc)
             return None
+        if self._watermarks_warned:
+            log.warning("high watermarks read again: saga deadlines are swept again")
+        self._watermarks_failing_since, self._watermarks_warned = None, False
         request = PositionsRequest(topic)
         self._position_requests.put(request)
         positions = request.wait(timeout_s)
@@ -160,6 +168,26 @@ class EventConsumer(BackgroundWorker):
             return None
         caught_up = {p for p, at in positions.items() if p in high and at >= high[p]}
         return CaughtUpPartitions(topic, len(high), frozenset(caught_up), as_of)
+
+    def _watermarks_unknown(self, exc: Exception) -> None:
+        """Say that nothing counts as caught up: at INFO, then once at WARNING when it has
+        lasted WATERMARKS_WARN_AFTER_S (deadlines wait meanwhile: an operator should know)."""
+        now = time.monotonic()
+        if self._watermarks_failing_since is None:
+            self._watermarks_failing_since = now
+        failing_s = now - self._watermarks_failing_since
+        if failing_s >= WATERMARKS_WARN_AFTER_S and not self._watermarks_warned:
+            self._watermarks_warned = True
+            log.warning(
+                "high watermarks unknown for %.0f s: this replica fails no saga deadline "
+                "until it can read them",
+                failing_s,
+                extra={"error": str(exc)},
+            )
+        else:
+            log.info(
+                "high watermarks unknown; nothing counts as caught up", extra={"error": str(exc)}
+            )
 
     def _answer_position_requests(self) -> None:
         while not self._position_requests.empty():

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from sqlmodel import Session, select
 
 from paysaga.v1 import events_pb2
+from services.common.messaging import consumer as consumer_module
 from services.common.messaging.catchup import CaughtUpPartitions
 from services.common.messaging.cloudevents import EventMeta
 from services.common.messaging.consumer import EventConsumer
@@ -240,3 +241,40 @@ def test_under_steady_traffic_the_sweep_waits_while_lagging_then_runs(db: Databa
         consumer.stop()
     with db.read() as session:
         assert session.exec(select(Order.status)).all() == [Status.FAILED.value]
+
+
+def test_watermarks_unreadable_for_long_are_said_at_warning_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until the high watermarks are read, no deadline is swept here: an operator is told."""
+    client = SteadyTraffic(backlog=0)
+    reachable = False
+
+    def high_watermarks(topic: str) -> dict[int, int]:
+        if not reachable:
+            raise RuntimeError("no broker answers")
+        return client.high_watermarks(topic)
+
+    consumer = EventConsumer(
+        db,
+        client,  # type: ignore[arg-type]
+        {TRANSACTIONS.name: SlowHandler},  # type: ignore[dict-item]
+        topics=SAGA_TOPICS,
+        high_watermarks=high_watermarks,
+    )
+    consumer.start()
+    try:
+        with caplog.at_level("INFO", logger=consumer_module.__name__):
+            assert consumer.caught_up_partitions(TRANSACTIONS.name) is None
+            assert not [r for r in caplog.records if r.levelname == "WARNING"]
+            monkeypatch.setattr(consumer_module, "WATERMARKS_WARN_AFTER_S", 0.0)
+            for _ in range(3):
+                assert consumer.caught_up_partitions(TRANSACTIONS.name) is None
+            reachable = True
+            assert consumer.caught_up_partitions(TRANSACTIONS.name) is not None
+    finally:
+        consumer.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert "fails no saga deadline" in warnings[0]
+    assert "read again" in warnings[1]
