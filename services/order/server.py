@@ -9,7 +9,6 @@ registers it with no response serializer, the wire format unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from functools import partial
@@ -51,10 +50,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         try:
             check_order_request(request.user_id, request.product_id, request.request_id)
             authz.require_user(request.user_id)
-            order = await asyncio.wrap_future(
-                self.writes.submit_future(
-                    store.NewOrder(request.user_id, request.product_id, request.request_id)
-                )
+            order = await self.writes.write(
+                store.NewOrder(request.user_id, request.product_id, request.request_id)
             )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
             reused = isinstance(exc, store.RequestIdReused)

@@ -53,28 +53,26 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
-from sqlalchemy import Integer, Row, bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, text, update
 from sqlmodel import Session, col
 
 from services.common.messaging.delivery import Failure
-from services.common.messaging.outbox import OUTBOX_TABLE, OutboxRecord
+from services.common.messaging.outbox import OUTBOX_TABLE, ClaimedRow, OutboxRecord
 from services.common.persistence.db import Database
 
 #: What the relay reads of an outbox row.
-_ROW_COLUMNS = tuple(
-    OUTBOX_TABLE.c[name]
-    for name in ("seq", "event_id", "topic", "key", "value", "headers", "created_at", "attempts")
-)
+_ROW_COLUMNS = tuple(OUTBOX_TABLE.c[name] for name in ClaimedRow._fields)
 
 # Built once: a relay runs these every round.
-#: SQLite: the next rows after the relay's place (see the module docstring).
-_PENDING_AFTER = (
-    select(*_ROW_COLUMNS)
-    .where(col(OutboxRecord.seq) > bindparam("after"))
-    .order_by(col(OutboxRecord.seq))
-    .limit(bindparam("limit", type_=Integer))
+#: SQLite: the next rows after the relay's place (see the module docstring), in the
+#: driver's own SQL: a relay claims after every commit, and through SQLAlchemy's session an
+#: empty claim cost 20 times what the query does (a fifth of the Payment process's CPU).
+_PENDING_AFTER_SQL = (
+    f"SELECT {', '.join(ClaimedRow._fields)} FROM {OUTBOX_TABLE.name} "
+    "WHERE seq > ? ORDER BY seq LIMIT ?"
 )
 _DELETE_SEQS = delete(OutboxRecord).where(
     col(OutboxRecord.seq).in_(bindparam("seqs", expanding=True))
@@ -128,7 +126,7 @@ class FailureSettler(Protocol):
     """What a claim strategy asks of the relay: settle the rows that failed."""
 
     def settle_failures(
-        self, session: Session, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+        self, session: Session, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> set[int]:
         """Park the rows that failed for good, count an attempt on the others (and give up
         their lease); return the seqs to retry."""
@@ -158,18 +156,18 @@ class OutboxClaims(ABC):
         return None
 
     @abstractmethod
-    def claim(self, limit: int) -> list[Row[Any]]:
+    def claim(self, limit: int) -> list[ClaimedRow]:
         """Take up to `limit` next rows to publish, in seq order."""
 
     @abstractmethod
     def settle(
-        self, settler: FailureSettler, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+        self, settler: FailureSettler, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> tuple[int, int]:
         """After the broker answered for all of a round's `rows`: forget the confirmed ones,
         settle the failed ones; return (rows settled: confirmed or parked, rows to retry)."""
 
     @abstractmethod
-    def renew(self, rows: Sequence[Row[Any]]) -> None:
+    def renew(self, rows: Sequence[ClaimedRow]) -> None:
         """Keep these rows, still in flight, claimed."""
 
     @abstractmethod
@@ -196,16 +194,16 @@ class PostgresClaims(OutboxClaims):
     def lease_holder(self) -> str | None:
         return self.relay_id
 
-    def claim(self, limit: int) -> list[Row[Any]]:
+    def claim(self, limit: int) -> list[ClaimedRow]:
         params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}
         with self.db.write(durable=False) as session:
             found = session.execute(_CLAIM, params).all()
-        rows = [row for row in found if row.seq is not None]
+        rows = [ClaimedRow(*row) for row in found if row.seq is not None]
         self.held_back = len(rows) < len(found)
         return sorted(rows, key=lambda row: row.seq)  # RETURNING keeps no order
 
     def settle(
-        self, settler: FailureSettler, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+        self, settler: FailureSettler, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> tuple[int, int]:
         confirmed = [row.seq for row in rows if row.seq not in failures]
         with self.db.write(durable=False) as session:
@@ -214,7 +212,7 @@ class PostgresClaims(OutboxClaims):
                 session.execute(_DELETE_SEQS, {"seqs": confirmed})
         return len(rows) - len(retry), len(retry)
 
-    def renew(self, rows: Sequence[Row[Any]]) -> None:
+    def renew(self, rows: Sequence[ClaimedRow]) -> None:
         params = {"relay": self.relay_id, "seqs": [r.seq for r in rows], "lease_s": self.lease_s}
         with self.db.write(durable=False) as session:
             session.execute(_RENEW, params)
@@ -247,16 +245,17 @@ class SqliteClaims(OutboxClaims):
         self._deleted_through = 0
         self._last_cleanup = time.monotonic()
 
-    def claim(self, limit: int) -> list[Row[Any]]:
+    def claim(self, limit: int) -> list[ClaimedRow]:
         after = max(self._claimed_through, self.published_through)
-        with self.db.read() as session:
-            rows = session.execute(_PENDING_AFTER, {"after": after, "limit": limit}).all()
+        with self.db.driver_connection() as connection:
+            found = connection.execute(_PENDING_AFTER_SQL, (after, limit)).fetchall()
+        rows = [_sqlite_row(*row) for row in found]
         if rows:
             self._claimed_through = rows[-1].seq
-        return list(rows)
+        return rows
 
     def settle(
-        self, settler: FailureSettler, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+        self, settler: FailureSettler, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> tuple[int, int]:
         retry: set[int] = set()
         if failures or self._retry_from is not None:
@@ -280,10 +279,10 @@ class SqliteClaims(OutboxClaims):
         self._advance(rows)
         return len(rows) - len(retry), len(retry)
 
-    def renew(self, rows: Sequence[Row[Any]]) -> None:
+    def renew(self, rows: Sequence[ClaimedRow]) -> None:
         """Nothing to do: one relay per file, whose place is its own."""
 
-    def _advance(self, rows: Sequence[Row[Any]]) -> None:
+    def _advance(self, rows: Sequence[ClaimedRow]) -> None:
         """Move the watermark over this round's rows, up to the first row to retry."""
         for row in rows:
             if self._retry_from is not None and row.seq >= self._retry_from:
@@ -307,6 +306,21 @@ class SqliteClaims(OutboxClaims):
             session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq) <= through))
         self._deleted_through = through
         self._last_cleanup = time.monotonic()
+
+
+def _sqlite_row(
+    seq: int,
+    event_id: str,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: bytes,
+    created_at: str,
+    attempts: int,
+) -> ClaimedRow:
+    """A row as the sqlite3 driver returns it, its time as SQLAlchemy's UTCDateTime reads it."""
+    created = datetime.fromisoformat(created_at).replace(tzinfo=UTC)
+    return ClaimedRow(seq, event_id, topic, key, value, headers, created, attempts)
 
 
 def claims_for(

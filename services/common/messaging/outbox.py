@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 from sqlalchemy import Table
@@ -127,6 +127,19 @@ _INSERT_OUTBOX = BulkInsert(
     OUTBOX_TABLE,
     ("event_id", "topic", "key", "value", "headers", "created_at", "attempts", "last_error"),
 )
+
+
+class ClaimedRow(NamedTuple):
+    """An outbox row as a relay reads it to publish it (services.common.messaging.claims)."""
+
+    seq: int
+    event_id: str
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: bytes
+    created_at: datetime
+    attempts: int
 
 
 class ParkedRecord(SQLModel, table=True):

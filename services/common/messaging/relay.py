@@ -26,13 +26,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Producer
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
 from services.common.crashpoints import crash_point
 from services.common.messaging.claims import claims_for
 from services.common.messaging.delivery import DeliveryCallback, Failure, error_of
-from services.common.messaging.outbox import OutboxRecord, ParkedRecord, decode_headers
+from services.common.messaging.outbox import (
+    ClaimedRow,
+    OutboxRecord,
+    ParkedRecord,
+    decode_headers,
+)
 from services.common.messaging.parking import park, rows_changed
 from services.common.messaging.rounds import DeliveryPump, Recheck, Round
 from services.common.observability import metrics, tracing
@@ -250,7 +255,7 @@ class OutboxRelay(BackgroundWorker):
         interval unless `now`)."""
         self.claims.delete_published(now=now)
 
-    def _start_round(self, rows: Sequence[Row[Any]]) -> Round:
+    def _start_round(self, rows: Sequence[ClaimedRow]) -> Round:
         """Produce every row of a new round (the answers come later)."""
         flight = Round(rows, self.db.outbox_signal.wake_here)
         for row in rows:
@@ -282,7 +287,7 @@ class OutboxRelay(BackgroundWorker):
             )
         return result
 
-    def _produce(self, row: Row[Any], callback: DeliveryCallback) -> None:
+    def _produce(self, row: ClaimedRow, callback: DeliveryCallback) -> None:
         # The answers are served by the DeliveryPump (or the caller's flush), not here.
         headers: Any = decode_headers(row.headers)
         while True:
@@ -295,7 +300,7 @@ class OutboxRelay(BackgroundWorker):
                 self.producer.poll(0.1)
 
     def settle_failures(
-        self, session: Session, rows: Sequence[Row[Any]], failures: dict[int, Failure]
+        self, session: Session, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> set[int]:
         """Park the rows that failed for good; count an attempt on the others; return those
         to retry (their seqs)."""
@@ -334,7 +339,7 @@ class OutboxRelay(BackgroundWorker):
             self._producer_failed = True  # replaced once no round is in flight
         return retry
 
-    def _old(self, row: Row[Any]) -> bool:
+    def _old(self, row: ClaimedRow) -> bool:
         created = row.created_at
         if created.tzinfo is None:  # SQLite returns naive UTC
             created = created.replace(tzinfo=UTC)

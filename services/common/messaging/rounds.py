@@ -16,12 +16,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from sqlalchemy import Row
 
 from services.common.messaging.delivery import DeliveryCallback, Failure
+from services.common.messaging.outbox import ClaimedRow
 from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 class Round:
     """Rows produced together; `answered` once the broker answered for each of them."""
 
-    def __init__(self, rows: Sequence[Row[Any]], on_answered: Callable[[], None]) -> None:
+    def __init__(self, rows: Sequence[ClaimedRow], on_answered: Callable[[], None]) -> None:
         self.rows = rows
         #: Why rows were not published, by seq (filled in as the answers come).
         self.failures: dict[int, Failure] = {}

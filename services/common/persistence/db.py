@@ -16,6 +16,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine, Insert, Table, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -147,6 +148,19 @@ class Database:
         """One read-only transaction."""
         with self._session(self._reader) as session:
             yield session
+
+    @contextmanager
+    def driver_connection(self) -> Iterator[Any]:
+        """The read engine's DB-API connection, for a read on the hot path whose SQLAlchemy
+        overhead costs more than the query. SQLite only: no transaction is begun, so each
+        statement reads what is committed when it runs."""
+        if not self.is_sqlite:
+            raise TypeError("driver_connection is for SQLite (autocommit reads) only")
+        connection = self._reader.raw_connection()
+        try:
+            yield connection.driver_connection
+        finally:
+            connection.close()
 
     def ping(self) -> None:
         """Raise if the database cannot be reached."""

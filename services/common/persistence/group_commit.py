@@ -1,22 +1,25 @@
 """Group commit: many concurrent small writes (one per RPC) share one transaction and one fsync.
 
-RPCs hand a request to `GroupCommitter.submit_future` (and await the future) or to
-`submit` (and wait); one writer thread takes
-every request queued so far and passes them, in order, to the service's `write_group`
-function inside one transaction, then commits. `write_group` answers each request with a
-result or with the exception that rejects it (a domain error such as an unknown product;
-a rejected request must leave no writes behind). Any other error fails the whole group.
-A caller is answered only after the commit, so what it is told is durable.
+RPCs on an event loop `await GroupCommitter.write(request)`; threads call `submit` (and
+wait) or `submit_future`. One writer thread takes every request queued so far and passes
+them, in order, to the service's `write_group` function inside one transaction, then
+commits. `write_group` answers each request with a result or with the exception that
+rejects it (a domain error such as an unknown product; a rejected request must leave no
+writes behind). Any other error fails the whole group.
+A caller is answered only after the commit, so what it is told is durable. The callers of
+one group awaiting on one event loop are answered in one hand-over to that loop, not one
+per caller (each cost the loop a wake-up and the writer a thread-safe future).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlmodel import Session
 
@@ -36,11 +39,37 @@ class ShuttingDown(RuntimeError):
 
 
 class _Pending(Generic[Request, Result]):
-    def __init__(self, request: Request) -> None:
+    """A request and how its caller is answered: a thread-safe future, or (`loop` set) a
+    future of that event loop, which only that loop's thread may touch."""
+
+    __slots__ = ("request", "loop", "future", "trace")
+
+    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.request = request
-        self.future: Future[Result] = Future()
+        self.loop = loop
+        self.future: Future[Result] | asyncio.Future[Result] = (
+            Future() if loop is None else loop.create_future()
+        )
         #: The submitter's trace context (None: tracing off).
         self.trace = tracing.capture()
+
+    def take(self) -> bool:
+        """On the writer's thread: False if the caller gave up (its request is not written)."""
+        future = self.future
+        if isinstance(future, Future):
+            return future.set_running_or_notify_cancel()
+        return not future.cancelled()  # if it is cancelled later, the answer is dropped
+
+
+def _answer(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """On the loop: settle the futures of a group's callers (those still waiting)."""
+    for future, outcome in answers:
+        if future.done():
+            continue  # the caller gave up meanwhile
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
@@ -59,15 +88,28 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
         self.max_group = max_group
         self._queue: queue.SimpleQueue[_Pending[Request, Result]] = queue.SimpleQueue()
 
+    async def write(self, request: Request) -> Result:
+        """Apply `request` in the next group; return its result once committed, or raise.
+
+        A caller cancelled before its group is taken is not written (a retry with the same
+        request is then safe); one cancelled later may be, and is not told.
+        """
+        pending: _Pending[Request, Result] = _Pending(request, asyncio.get_running_loop())
+        self._enqueue(pending)
+        return await cast("asyncio.Future[Result]", pending.future)
+
     def submit_future(self, request: Request) -> Future[Result]:
         """Apply `request` in the next group: the future holds its result once committed."""
+        pending: _Pending[Request, Result] = _Pending(request)
+        self._enqueue(pending)
+        return pending.future  # type: ignore[return-value]
+
+    def _enqueue(self, pending: _Pending[Request, Result]) -> None:
         if self._stopping.is_set():
             raise ShuttingDown("the service is shutting down: retry the call")
-        pending: _Pending[Request, Result] = _Pending(request)
         self._queue.put(pending)
         if self._stopping.is_set() and not self.is_alive():
             self._refuse_leftovers()  # put after the writer's last look at the queue
-        return pending.future
 
     def stop(self, timeout_s: float = 10.0) -> None:
         super().stop(timeout_s)
@@ -79,14 +121,13 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 pending = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if pending.future.set_running_or_notify_cancel():
-                pending.future.set_exception(
-                    ShuttingDown("the service is shutting down: retry the call")
-                )
+            if pending.take():
+                refused = ShuttingDown("the service is shutting down: retry the call")
+                self._settle([(pending, refused)])
 
     def submit(self, request: Request) -> Result:
         """Apply `request` in the next group; return its result once committed, or raise."""
-        return self.submit_future(request).result()
+        return self.submit_future(request).result()  # type: ignore[return-value]
 
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
@@ -102,7 +143,7 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
             # A caller that gave up (deadline, disconnect) cancelled its future: its request
             # is not written (a retry with its request_id is safe). The others' futures are
             # now running, so nobody can cancel them under the writer.
-            group = [p for p in group if p.future.set_running_or_notify_cancel()]
+            group = [p for p in group if p.take()]
             if group:
                 self._apply(group)
 
@@ -126,11 +167,26 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
             ),
             started_ns,
         )
-        for pending, outcome in zip(group, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                pending.future.set_exception(outcome)
-            else:
-                pending.future.set_result(outcome)
+        self._settle(list(zip(group, outcomes, strict=True)))
+
+    @staticmethod
+    def _settle(answers: list[tuple[_Pending[Request, Result], Result | BaseException]]) -> None:
+        """Answer each caller: thread-safe futures here, each loop's in one hand-over."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for pending, outcome in answers:
+            future = pending.future
+            if isinstance(future, Future):
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            elif pending.loop is not None:
+                by_loop.setdefault(pending.loop, []).append((future, outcome))
+        for loop, loop_answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_answer, loop_answers)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                log.debug("group write answered after its event loop closed")
 
     def _write(self, group: list[_Pending[Request, Result]]) -> Sequence[Result | Exception]:
         with self.db.write() as session:

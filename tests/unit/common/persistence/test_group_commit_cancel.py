@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -71,3 +72,54 @@ def test_a_write_submitted_while_stopping_is_refused_not_lost() -> None:
         pass
     else:
         raise AssertionError("a late write was answered as if committed")
+
+
+def test_callers_on_a_loop_are_answered_and_one_that_gave_up_is_not_written() -> None:
+    gate = threading.Event()
+    written: list[int] = []
+
+    def record(_session: object, requests: Sequence[int]) -> list[int | Exception]:
+        written.extend(requests)
+        return [ValueError("odd") if r % 2 else r * 10 for r in requests]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(_SlowDb(gate), record)  # type: ignore[arg-type]
+    committer.start()
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(committer.write(2))  # taken at once; waits at the gate
+        await asyncio.sleep(0)  # queued
+        while not committer._queue.empty():  # the writer took it
+            await asyncio.sleep(0.001)
+        given_up = asyncio.ensure_future(committer.write(4))
+        kept = [asyncio.ensure_future(committer.write(n)) for n in (6, 7, 8)]
+        await asyncio.sleep(0.01)
+        given_up.cancel()
+        gate.set()
+        assert await first == 20
+        results = await asyncio.gather(*kept, return_exceptions=True)
+        assert results[0] == 60 and isinstance(results[1], ValueError) and results[2] == 80
+        assert 4 not in written  # cancelled before its group was taken
+        assert await committer.write(10) == 100
+
+    try:
+        asyncio.run(scenario())
+        assert committer.is_alive()
+    finally:
+        committer.stop()
+
+
+def test_a_caller_on_a_loop_is_refused_once_stopping() -> None:
+    gate = threading.Event()
+    gate.set()
+    committer: GroupCommitter[int, int] = GroupCommitter(_SlowDb(gate), _echo)  # type: ignore[arg-type]
+    committer.start()
+    committer.stop()
+
+    async def late() -> None:
+        try:
+            await committer.write(1)
+        except ShuttingDown:
+            return
+        raise AssertionError("a write after stop was answered as if committed")
+
+    asyncio.run(late())
