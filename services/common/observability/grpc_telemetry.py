@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from typing import Any
 
 import grpc
@@ -32,6 +32,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagate import get_global_textmap
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from services.common.memo import DerivedPerKey
 from services.common.observability import metrics, tracing
 
 #: Calls of these services are counted but not traced.
@@ -101,7 +102,7 @@ def status_of(context: Any, error: BaseException | None) -> grpc.StatusCode:
 class _Call:
     """One RPC being measured: started, then `end(context, error)` once."""
 
-    def __init__(self, method: str, kind: str, metadata: Any) -> None:
+    def __init__(self, method: str, kind: str, context: Any) -> None:
         service, _, name = method.lstrip("/").rpartition("/")
         self.labels = (service, name, kind)
         self.started = time.perf_counter()
@@ -112,7 +113,7 @@ class _Call:
         if tracer is not None and not service.startswith(UNTRACED):
             self.span = tracer.start_span(
                 f"{service}/{name}",
-                context=_remote_context(metadata),
+                context=_remote_context(context.invocation_metadata()),
                 kind=SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
             )
@@ -157,12 +158,12 @@ class _NoSpan:
         return None
 
 
-def _wrap_behavior(behavior: Callable[..., Any], method: str, kind: str, metadata: Any) -> Any:
+def _wrap_behavior(behavior: Callable[..., Any], method: str, kind: str) -> Any:
     """`behavior`, measured; synchronous stays synchronous, a coroutine stays a coroutine."""
     if inspect.iscoroutinefunction(behavior):
 
         async def unary_async(request: Any, context: Any) -> Any:
-            call = _Call(method, kind, metadata)
+            call = _Call(method, kind, context)
             context = StatusRecorder(context)
             error: BaseException | None = None
             try:
@@ -181,7 +182,7 @@ def _wrap_behavior(behavior: Callable[..., Any], method: str, kind: str, metadat
         async def stream_async(request: Any, context: Any) -> AsyncIterator[Any]:
             # The span is not made current across yields (each resumes in another task
             # step); what a stream does between them is not traced.
-            call = _Call(method, kind, metadata)
+            call = _Call(method, kind, context)
             context = StatusRecorder(context)
             error: BaseException | None = None
             try:
@@ -199,7 +200,7 @@ def _wrap_behavior(behavior: Callable[..., Any], method: str, kind: str, metadat
 
         def stream_sync(request: Any, context: Any) -> Iterator[Any]:
             # As above: a synchronous stream may be resumed on another pool thread.
-            call = _Call(method, kind, metadata)
+            call = _Call(method, kind, context)
             context = StatusRecorder(context)
             error: BaseException | None = None
             try:
@@ -213,7 +214,7 @@ def _wrap_behavior(behavior: Callable[..., Any], method: str, kind: str, metadat
         return stream_sync
 
     def unary_sync(request: Any, context: Any) -> Any:
-        call = _Call(method, kind, metadata)
+        call = _Call(method, kind, context)
         context = StatusRecorder(context)
         error: BaseException | None = None
         try:
@@ -240,13 +241,20 @@ def wrap_handler(handler: Any, details: grpc.HandlerCallDetails) -> Any:
     """The method handler with its behavior measured (None stays None: unknown method)."""
     if handler is None:
         return None
+    return _measured.get(details.method, handler)  # type: ignore[attr-defined]
+
+
+def _measured_handler(method: Hashable, handler: Any) -> Any:
     kind, field = _KINDS[(bool(handler.request_streaming), bool(handler.response_streaming))]
     behavior = getattr(handler, field)
     if behavior is None:
         return handler
-    method = details.method  # type: ignore[attr-defined]
-    metadata = details.invocation_metadata  # type: ignore[attr-defined]
-    return handler._replace(**{field: _wrap_behavior(behavior, method, kind, metadata)})
+    return handler._replace(**{field: _wrap_behavior(behavior, str(method), kind)})
+
+
+#: Each method's handler, measured: made once per method (the caller's metadata is read
+#: from the call's context when a span needs it).
+_measured: DerivedPerKey[Any, Any] = DerivedPerKey(_measured_handler)
 
 
 class AioServerTelemetry(grpc.aio.ServerInterceptor):

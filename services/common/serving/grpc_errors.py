@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from services.common.memo import DerivedPerKey
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +148,21 @@ def _guard(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     return _guard_unary(behavior, method)
 
 
+def _guarded_handler(method: Hashable, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=_guard(handler.unary_unary, str(method)))  # type: ignore[attr-defined,no-any-return]
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=_guard(handler.unary_stream, str(method)))  # type: ignore[attr-defined,no-any-return]
+    return handler
+
+
 class UnexpectedErrors(grpc.aio.ServerInterceptor):
     """Turns unexpected exceptions of unary and server-streaming calls into INTERNAL."""
+
+    def __init__(self) -> None:
+        self._guarded: DerivedPerKey[grpc.RpcMethodHandler, grpc.RpcMethodHandler] = DerivedPerKey(
+            _guarded_handler
+        )
 
     async def intercept_service(
         self,
@@ -155,11 +170,6 @@ class UnexpectedErrors(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
         if handler is None:
             return handler
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_guard(handler.unary_unary, method))  # type: ignore[attr-defined,no-any-return]
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_guard(handler.unary_stream, method))  # type: ignore[attr-defined,no-any-return]
-        return handler
+        return self._guarded.get(handler_call_details.method, handler)  # type: ignore[attr-defined]
