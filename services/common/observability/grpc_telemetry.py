@@ -237,14 +237,8 @@ _KINDS = {
 }
 
 
-def wrap_handler(handler: Any, details: grpc.HandlerCallDetails) -> Any:
-    """The method handler with its behavior measured (None stays None: unknown method)."""
-    if handler is None:
-        return None
-    return _measured.get(details.method, handler)  # type: ignore[attr-defined]
-
-
 def _measured_handler(method: Hashable, handler: Any) -> Any:
+    """`handler` with its behavior measured."""
     kind, field = _KINDS[(bool(handler.request_streaming), bool(handler.response_streaming))]
     behavior = getattr(handler, field)
     if behavior is None:
@@ -252,13 +246,14 @@ def _measured_handler(method: Hashable, handler: Any) -> Any:
     return handler._replace(**{field: _wrap_behavior(behavior, str(method), kind)})
 
 
-#: Each method's handler, measured: made once per method (the caller's metadata is read
-#: from the call's context when a span needs it).
-_measured: DerivedPerKey[Any, Any] = DerivedPerKey(_measured_handler)
-
-
 class AioServerTelemetry(grpc.aio.ServerInterceptor):
-    """grpc.aio server interceptor: gRPC metrics and server spans (first in the list)."""
+    """grpc.aio server interceptor: gRPC metrics and server spans (first in the list).
+
+    Each method's handler is measured once (the caller's metadata is read from the call's
+    context when a span needs it), not on every call."""
+
+    def __init__(self) -> None:
+        self._measured: DerivedPerKey[Any, Any] = DerivedPerKey(_measured_handler)
 
     async def intercept_service(
         self,
@@ -266,4 +261,6 @@ class AioServerTelemetry(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, handler_call_details)  # type: ignore[no-any-return]
+        if handler is None:  # an unknown method
+            return None  # type: ignore[return-value]
+        return self._measured.get(handler_call_details.method, handler)  # type: ignore[attr-defined,no-any-return]

@@ -159,6 +159,9 @@ class Database:
         connection = self._reader.raw_connection()
         try:
             yield connection.driver_connection
+        except Exception:
+            connection.invalidate()  # as SQLAlchemy does on a driver error: a new one next
+            raise
         finally:
             connection.close()
 

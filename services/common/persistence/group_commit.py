@@ -66,10 +66,13 @@ def _answer(answers: list[tuple[asyncio.Future[Any], Any]]) -> None:
     for future, outcome in answers:
         if future.done():
             continue  # the caller gave up meanwhile
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+        try:
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        except Exception as exc:  # e.g. an exception asyncio refuses: the others still hear
+            future.set_exception(RuntimeError(f"the write's outcome could not be given: {exc}"))
 
 
 class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
@@ -191,6 +194,8 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
     def _write(self, group: list[_Pending[Request, Result]]) -> Sequence[Result | Exception]:
         with self.db.write() as session:
             outcomes = self.write_group(session, [p.request for p in group])
+            if len(outcomes) != len(group):  # rolled back: nobody is told of a write unanswered
+                raise RuntimeError(f"write_group answered {len(outcomes)} of {len(group)} requests")
             crash_point("group-commit.before-commit")
         crash_point("group-commit.after-commit")
         metrics.group_committed(len(group))

@@ -6,6 +6,7 @@ SQLite's claim reads through the sqlite3 driver, not SQLAlchemy (services.common
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,3 +71,17 @@ def test_the_driver_connection_is_for_sqlite_only() -> None:
     db = Database("postgresql+psycopg://paysaga@127.0.0.1:1/none")
     with pytest.raises(TypeError, match="SQLite"), db.driver_connection():
         pass
+
+
+def test_a_driver_error_reaches_the_relay_and_the_next_claim_works(tmp_path: object) -> None:
+    db = Database(f"sqlite:///{tmp_path}/store.db")
+    try:
+        claims = claims_for(db)
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            claims.claim(10)  # the relay logs it and tries again
+        db.create_tables([OutboxRecord])
+        with db.write() as session:
+            session.add(OutboxRecord(event_id="after", topic="orders", headers=b""))
+        assert [row.event_id for row in claims.claim(10)] == ["after"]
+    finally:
+        db.dispose()

@@ -123,3 +123,47 @@ def test_a_caller_on_a_loop_is_refused_once_stopping() -> None:
         raise AssertionError("a write after stop was answered as if committed")
 
     asyncio.run(late())
+
+
+def test_an_outcome_asyncio_refuses_leaves_the_other_callers_answered() -> None:
+    gate = threading.Event()
+    gate.set()
+
+    def odd_outcomes(_session: object, requests: Sequence[int]) -> list[int | Exception]:
+        return [StopIteration() if r == 1 else r * 10 for r in requests]  # asyncio refuses it
+
+    committer: GroupCommitter[int, int] = GroupCommitter(_SlowDb(gate), odd_outcomes)  # type: ignore[arg-type]
+    committer.start()
+
+    async def scenario() -> list[object]:
+        writes = (committer.write(n) for n in (1, 2, 3))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    try:
+        refused, second, third = asyncio.run(asyncio.wait_for(scenario(), 5))
+        assert isinstance(refused, RuntimeError) and (second, third) == (20, 30)
+    finally:
+        committer.stop()
+
+
+def test_a_write_group_that_miscounts_fails_its_group_and_the_writer_lives_on() -> None:
+    gate = threading.Event()
+    gate.set()
+    calls = []
+
+    def miscount(_session: object, requests: Sequence[int]) -> list[int]:
+        calls.append(list(requests))
+        return [] if len(calls) == 1 else [r * 10 for r in requests]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(_SlowDb(gate), miscount)  # type: ignore[arg-type]
+    committer.start()
+    try:
+        try:
+            committer.submit(1)
+        except RuntimeError as exc:
+            assert "answered 0 of 1" in str(exc)
+        else:
+            raise AssertionError("a group nobody was answered for was reported as written")
+        assert committer.submit(2) == 20
+    finally:
+        committer.stop()
