@@ -44,7 +44,7 @@ from paysaga.v1 import orders_pb2
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import migrate
 from services.common.security.interceptor import authenticator
-from services.common.serving.grpc_app import GrpcApp
+from services.common.serving.grpc_app import GrpcApp, settle_heap
 from services.order.__main__ import MIGRATIONS, SERVICE_NAME
 from services.order.feed import Change, OrderFeed
 from services.order.models import Order
@@ -133,6 +133,7 @@ class Server:
             reflection=False,
         )
         self.app.start()
+        settle_heap()  # as a service process does once it is up
         self.feed.started_threadsafe(dict.fromkeys(range(PARTITIONS), 0))
         self.feed.caught_up_threadsafe()
 

@@ -22,6 +22,7 @@ workers stop in reverse order within `grace_s` (consumer commits, relay flushes)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -278,6 +279,17 @@ class GrpcApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
         self.start()
+        settle_heap()
         while not self._stopped.wait(1.0):
             pass
         return self.exit_code
+
+
+def settle_heap() -> None:
+    """Once a process is up: set what is alive now (modules, settings, the app) aside from
+    the garbage collector's full collections. It lives as long as the process, yet every
+    full collection walked it again: with 5,000 WatchOrders streams open, one stopped the
+    process for 0.2 s (`python -m bench.fanout`). The garbage made so far is collected
+    first, so none of it is kept."""
+    gc.collect()
+    gc.freeze()
