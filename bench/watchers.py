@@ -191,11 +191,17 @@ class Streams:
 
     def _receive(self, index: int, response: orders_pb2.WatchOrdersResponse) -> None:
         self.responses += 1
+        order = response.order
+        ours = bool(self.prefix) and order.request_id.startswith(self.prefix)
         if response.initial_state:
             self.initial_state += 1
+            if ours:
+                # Made after the stream was subscribed but before the server read its
+                # initial state: the client has this version, as initial state (the change
+                # itself is then not sent again). Counted once, as any delivery.
+                self.receipts.add(index, order.id, order.version)
             return
-        order = response.order
-        if not self.prefix or not order.request_id.startswith(self.prefix):
+        if not ours:
             return
         now = time.time()
         changed = order.update_time if order.update_time.seconds else order.create_time

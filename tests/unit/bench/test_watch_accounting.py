@@ -94,3 +94,23 @@ def test_orders_outside_the_phase_and_streams_that_never_opened_are_left_out() -
     checked = account(truth.orders, [1, -1, ALL_USERS], receipts)  # stream 1 never opened
     assert (checked.expected, checked.delivered, checked.missed) == (2, 1, 1)
     assert receipts.received(truth.orders) == 1
+
+
+def test_an_order_made_before_the_initial_state_was_read_counts_once_as_initial_state() -> None:
+    from bench.watchers import Streams
+    from paysaga.v1 import orders_pb2
+
+    streams = Streams(["127.0.0.1:1"], count=1, channels=1, scope="all", prefix="bench-")
+    receipts = streams.receipts
+    order = orders_pb2.Order(id="a", user_id=1, request_id="bench-1", version=1)
+    streams._receive(0, orders_pb2.WatchOrdersResponse(order=order, initial_state=True))
+    order.version = 2
+    streams._receive(0, orders_pb2.WatchOrdersResponse(order=order))
+    other = orders_pb2.Order(id="x", user_id=1, request_id="someone-else", version=1)
+    streams._receive(0, orders_pb2.WatchOrdersResponse(order=other, initial_state=True))
+
+    truth = Truth()
+    truth.note("a", 1, 2)
+    checked = account(truth.orders, [ALL_USERS], receipts)
+    assert checked.missed == 0 and checked.duplicated == 0
+    assert streams.initial_state == 2
