@@ -197,9 +197,11 @@ class Streams:
             self.initial_state += 1
             if ours:
                 # Made after the stream was subscribed but before the server read its
-                # initial state: the client has this version, as initial state (the change
-                # itself is then not sent again). Counted once, as any delivery.
-                self.receipts.add(index, order.id, order.version)
+                # initial state: the client has the order as of this version, as initial
+                # state (those changes are then not sent again). Counted once each, as
+                # deliveries: a later copy of any of them is a duplicate.
+                for version in range(1, order.version + 1):
+                    self.receipts.add(index, order.id, version)
             return
         if not ours:
             return

@@ -109,8 +109,18 @@ def test_an_order_made_before_the_initial_state_was_read_counts_once_as_initial_
     other = orders_pb2.Order(id="x", user_id=1, request_id="someone-else", version=1)
     streams._receive(0, orders_pb2.WatchOrdersResponse(order=other, initial_state=True))
 
+    # Another order already at version 2 when the initial state was read: version 1 is
+    # superseded, not missed; a copy of it sent later would be a duplicate.
+    done = orders_pb2.Order(id="b", user_id=1, request_id="bench-2", version=2)
+    streams._receive(0, orders_pb2.WatchOrdersResponse(order=done, initial_state=True))
+
     truth = Truth()
     truth.note("a", 1, 2)
+    truth.note("b", 1, 2)
     checked = account(truth.orders, [ALL_USERS], receipts)
     assert checked.missed == 0 and checked.duplicated == 0
-    assert streams.initial_state == 2
+    assert streams.initial_state == 3
+
+    done.version = 1
+    streams._receive(0, orders_pb2.WatchOrdersResponse(order=done))
+    assert account(truth.orders, [ALL_USERS], receipts).duplicated == 1
