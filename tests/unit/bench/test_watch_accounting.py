@@ -97,30 +97,41 @@ def test_orders_outside_the_phase_and_streams_that_never_opened_are_left_out() -
 
 
 def test_an_order_made_before_the_initial_state_was_read_counts_once_as_initial_state() -> None:
+    import asyncio
+
     from bench.watchers import Streams
     from paysaga.v1 import orders_pb2
 
-    streams = Streams(["127.0.0.1:1"], count=1, channels=1, scope="all", prefix="bench-")
-    receipts = streams.receipts
-    order = orders_pb2.Order(id="a", user_id=1, request_id="bench-1", version=1)
-    streams._receive(0, orders_pb2.WatchOrdersResponse(order=order, initial_state=True))
-    order.version = 2
-    streams._receive(0, orders_pb2.WatchOrdersResponse(order=order))
-    other = orders_pb2.Order(id="x", user_id=1, request_id="someone-else", version=1)
-    streams._receive(0, orders_pb2.WatchOrdersResponse(order=other, initial_state=True))
+    async def stream_receiving() -> None:  # the streams' channels want a running loop
+        streams = Streams(["127.0.0.1:1"], count=1, channels=1, scope="all", prefix="bench-")
+        try:
+            check(streams)
+        finally:
+            for channel in streams.channels:
+                await channel.close()
 
-    # Another order already at version 2 when the initial state was read: version 1 is
-    # superseded, not missed; a copy of it sent later would be a duplicate.
-    done = orders_pb2.Order(id="b", user_id=1, request_id="bench-2", version=2)
-    streams._receive(0, orders_pb2.WatchOrdersResponse(order=done, initial_state=True))
+    def check(streams: Streams) -> None:
+        receipts = streams.receipts
+        order = orders_pb2.Order(id="a", user_id=1, request_id="bench-1", version=1)
+        streams._receive(0, orders_pb2.WatchOrdersResponse(order=order, initial_state=True))
+        order.version = 2
+        streams._receive(0, orders_pb2.WatchOrdersResponse(order=order))
+        other = orders_pb2.Order(id="x", user_id=1, request_id="someone-else", version=1)
+        streams._receive(0, orders_pb2.WatchOrdersResponse(order=other, initial_state=True))
+        # Another order already at version 2 when the initial state was read: version 1 is
+        # superseded, not missed; a copy of it sent later would be a duplicate.
+        done = orders_pb2.Order(id="b", user_id=1, request_id="bench-2", version=2)
+        streams._receive(0, orders_pb2.WatchOrdersResponse(order=done, initial_state=True))
 
-    truth = Truth()
-    truth.note("a", 1, 2)
-    truth.note("b", 1, 2)
-    checked = account(truth.orders, [ALL_USERS], receipts)
-    assert checked.missed == 0 and checked.duplicated == 0
-    assert streams.initial_state == 3
+        truth = Truth()
+        truth.note("a", 1, 2)
+        truth.note("b", 1, 2)
+        checked = account(truth.orders, [ALL_USERS], receipts)
+        assert checked.missed == 0 and checked.duplicated == 0
+        assert streams.initial_state == 3
 
-    done.version = 1
-    streams._receive(0, orders_pb2.WatchOrdersResponse(order=done))
-    assert account(truth.orders, [ALL_USERS], receipts).duplicated == 1
+        done.version = 1
+        streams._receive(0, orders_pb2.WatchOrdersResponse(order=done))
+        assert account(truth.orders, [ALL_USERS], receipts).duplicated == 1
+
+    asyncio.run(stream_receiving())
