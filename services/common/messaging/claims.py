@@ -53,7 +53,6 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import bindparam, delete, func, text, update
@@ -61,6 +60,7 @@ from sqlmodel import Session, col
 
 from services.common.messaging.delivery import Failure
 from services.common.messaging.outbox import OUTBOX_TABLE, ClaimedRow, OutboxRecord
+from services.common.persistence.bulk import from_sqlite_time
 from services.common.persistence.db import Database
 
 #: What the relay reads of an outbox row.
@@ -319,7 +319,7 @@ def _sqlite_row(
     attempts: int,
 ) -> ClaimedRow:
     """A row as the sqlite3 driver returns it, its time as SQLAlchemy's UTCDateTime reads it."""
-    created = datetime.fromisoformat(created_at).replace(tzinfo=UTC)
+    created = from_sqlite_time(created_at)
     return ClaimedRow(seq, event_id, topic, key, value, headers, created, attempts)
 
 

@@ -340,10 +340,7 @@ class OutboxRelay(BackgroundWorker):
         return retry
 
     def _old(self, row: ClaimedRow) -> bool:
-        created = row.created_at
-        if created.tzinfo is None:  # SQLite returns naive UTC
-            created = created.replace(tzinfo=UTC)
-        return (utcnow() - created).total_seconds() > self.stale_after_s
+        return (utcnow() - row.created_at).total_seconds() > self.stale_after_s  # aware UTC
 
     def _still_ours(self) -> Any:
         """Rows whose lease this relay still holds (every row, where rows are not leased)."""

@@ -50,6 +50,12 @@ def sqlite_time(value: datetime | None) -> str | None:
     return text
 
 
+def from_sqlite_time(text: str) -> datetime:
+    """What `sqlite_time` stored, read back as SQLAlchemy's UTCDateTime reads it: aware UTC
+    (for reads that go to the sqlite3 driver directly)."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 def _aware(value: datetime | None) -> datetime | None:
     """UTCDateTime's rule: a naive datetime is refused, not guessed at."""
     if value is not None and value.utcoffset() is None:

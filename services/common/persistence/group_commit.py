@@ -144,8 +144,9 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 except queue.Empty:
                     break
             # A caller that gave up (deadline, disconnect) cancelled its future: its request
-            # is not written (a retry with its request_id is safe). The others' futures are
-            # now running, so nobody can cancel them under the writer.
+            # is not written (a retry with its request_id is safe). From here a thread's
+            # future can no longer be cancelled; a loop's caller that gives up now may be
+            # written, and is not told (see write).
             group = [p for p in group if p.take()]
             if group:
                 self._apply(group)
