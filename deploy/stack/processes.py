@@ -31,8 +31,15 @@ class StartError(RuntimeError):
     """A service did not come up or a step failed; the message ends with the tail of its log."""
 
 
-def is_serving(address: str, timeout_s: float = 1.0, tls: TlsSettings | None = None) -> bool:
+def is_serving(
+    address: str,
+    timeout_s: float = 1.0,
+    tls: TlsSettings | None = None,
+    service: str = "",
+) -> bool:
     """True if the gRPC server at `address` answers a health check with SERVING.
+
+    `service` names one of its health services ("" is the server as a whole).
 
     Over TLS when `tls` (default: PAYSAGA_TLS_* of this process) names a CA, with a client
     certificate if it names one.
@@ -40,7 +47,7 @@ def is_serving(address: str, timeout_s: float = 1.0, tls: TlsSettings | None = N
     try:
         with channel(address, tls) as chan:
             reply = health_pb2_grpc.HealthStub(chan).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout_s
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
     except grpc.RpcError:
         return False

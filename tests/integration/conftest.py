@@ -20,6 +20,7 @@ from services.common.persistence.db import Database
 from services.common.persistence.migrate import migrate
 from services.common.serving.grpc_app import GrpcApp
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
+from services.order.__main__ import WATCH_HEALTH
 from services.order.__main__ import build as build_order
 from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
@@ -130,6 +131,11 @@ def saga(
         app.start()
     for app in apps:
         wait_for(f"{app.service_names[0]} to be SERVING", lambda a=app: is_serving(a.address))
+    # WatchOrders answers UNAVAILABLE until the tail follows order-updates: wait for it too.
+    wait_for(
+        "the Order service to follow order changes",
+        lambda: is_serving(apps[0].address, service=WATCH_HEALTH),
+    )
     order_channel = grpc.insecure_channel(apps[0].address)
     payment_channel = grpc.insecure_channel(apps[1].address)
     yield Saga(

@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.stack.processes import is_serving
 from paysaga.v1 import orders_pb2, orders_pb2_grpc
@@ -187,17 +186,6 @@ def test_a_bad_watch_request_says_what_to_fix(
 PER_CALLER = 3
 
 
-def _watch_ready(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=WATCH_HEALTH), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
 @pytest.fixture
 def guarded_orders(
     kafka_broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -224,7 +212,9 @@ def guarded_orders(
     app.start()
     try:
         wait_for("the guarded Order service to be SERVING", lambda: is_serving(app.address))
-        wait_for("it to follow order-updates", lambda: _watch_ready(app.address))
+        wait_for(
+            "it to follow order-updates", lambda: is_serving(app.address, service=WATCH_HEALTH)
+        )
         with grpc.insecure_channel(app.address) as channel:
             yield orders_pb2_grpc.OrderServiceStub(channel), AuthSettings(hs256_secret=secret)
     finally:
