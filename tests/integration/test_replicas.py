@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from services.common.persistence.db import Database
 from services.common.persistence.migrate import migrate
 from services.common.serving.grpc_app import AddressInUse, GrpcApp
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
+from services.order.__main__ import WATCH_HEALTH
 from services.order.__main__ import build as build_order
 from services.order.settings import OrderSettings
 from services.order.store import seed_catalogue
@@ -70,6 +72,9 @@ def replicas(kafka_broker: Any, postgres_server: PostgresRuntime) -> Iterator[Re
         app.start()
     for app in apps:
         wait_for(f"{app.address} to be SERVING", lambda a=app: is_serving(a.address))
+    for app in apps[0::2]:  # WatchOrders answers UNAVAILABLE until the tail follows
+        following = partial(is_serving, app.address, service=WATCH_HEALTH)
+        wait_for(f"{app.address} to follow order changes", following)
     channels = [grpc.insecure_channel(app.address) for app in apps[0::2]]
     yield Replicas(bootstrap, [orders_pb2_grpc.OrderServiceStub(c) for c in channels], apps)
     for channel in channels:
