@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="latency phase: share of the measured max throughput offered (%(default)s)",
     )
     p.add_argument("--latency-duration", type=float, default=15.0, help="seconds of offered load")
+    p.add_argument(
+        "--latency-warmup",
+        type=float,
+        default=5.0,
+        help="latency phase: seconds of the same load offered first, not measured (5; 0: none)",
+    )
     p.add_argument("--light-rate", type=float, default=20.0, help="light phase: orders/s")
     p.add_argument("--light-duration", type=float, default=15.0, help="light phase: seconds")
     p.add_argument(

@@ -265,7 +265,9 @@ def table(results: dict[str, Any]) -> str:
                 + ("; unfinished orders counted with their wait so far" if bound else ""),
             )
         )
-        rows.append(("  offered", "", lat.get("rate_source", "")))
+        warmup = lat.get("warmup_s") or 0
+        measured = f"; measured after {warmup:g} s at that rate" if warmup else "; no warm-up"
+        rows.append(("  offered", "", lat.get("rate_source", "") + measured))
         rows.append(
             (
                 "  orders",

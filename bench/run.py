@@ -75,6 +75,7 @@ async def latency_with_watchers(
             rate=rate,
             duration_s=args.latency_duration,
             drain_timeout_s=args.drain_timeout,
+            warmup_s=args.latency_warmup,
         )
         lat["rate_source"] = source
         lat["watchers_open"] = watchers is not None

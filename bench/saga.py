@@ -194,15 +194,22 @@ async def latency_phase(
     duration_s: float,
     drain_timeout_s: float,
     label: str = "latency",
+    warmup_s: float = 0.0,
 ) -> dict[str, Any]:
     """Offer `rate` orders/s at scheduled times; time each from CreateOrder to terminal.
 
     Used by the latency phase (at a share of the measured max throughput) and the light
-    phase (a low fixed rate); `label` prefixes the progress lines.
+    phase (a low fixed rate); `label` prefixes the progress lines. With `warmup_s`, the
+    same rate is offered that long first and those orders are not measured: the figures
+    are the steady state at that rate, not the climb to it from the phase before (an
+    idle service's first seconds of load, or streams of the phase before still closing).
     """
     counters = Counters()
     sent: list[tuple[float, float, float, asyncio.Future[float]]] = []
     watcher = maker.watcher
+    warming: set[asyncio.Task[None]] = set()
+    if warmup_s > 0:
+        warming = await _warm_up(maker, rate=rate, duration_s=warmup_s, label=label)
 
     async def send(scheduled: float) -> None:
         try:
@@ -234,6 +241,10 @@ async def latency_phase(
             counters.error(TimeoutError(unanswered_error))
             task.cancel()
         await asyncio.gather(*unanswered, return_exceptions=True)
+    if warming:  # long answered by now, unless the server stopped answering
+        _, stuck = await asyncio.wait(set(warming), timeout=drain_timeout_s)
+        for task in stuck:
+            task.cancel()
     await drain(watcher, max(0.0, drain_timeout_s - (time.perf_counter() - began)), label)
     cpu_used = cpu.stop()
     ended = time.perf_counter()
@@ -244,6 +255,7 @@ async def latency_phase(
     result: dict[str, Any] = {
         "offered_per_s": round(rate, 1),
         "duration_s": duration_s,
+        "warmup_s": warmup_s,
         "sent": schedule.sent,
         "achieved_send_per_s": round(schedule.sent / schedule.elapsed_s, 1),
         "max_schedule_lag_ms": round(schedule.max_lag_s * 1000, 1),
@@ -264,6 +276,30 @@ async def latency_phase(
     )
     result["slowest"] = slowest(finished, wall_start, perf_start)
     return result
+
+
+async def _warm_up(
+    maker: OrderMaker, *, rate: float, duration_s: float, label: str
+) -> set[asyncio.Task[None]]:
+    """Offer `rate` orders/s for `duration_s`, measuring nothing (errors are printed).
+
+    Returns the warm-up's calls still in flight: they go on while the measured orders start.
+    """
+    counters = Counters()
+
+    async def send(_scheduled: float) -> None:
+        try:
+            await maker.create()
+        except Exception as exc:
+            counters.error(exc)
+
+    def progress(elapsed: float) -> None:
+        print(f"[{label}] warm-up t={elapsed:4.0f}s offered={rate:.0f}/s", flush=True)
+
+    _, in_flight = await open_loop(send, rate=rate, duration_s=duration_s, progress=progress)
+    if counters.errors:
+        print(f"[{label}] warm-up: {counters.errors} errors: {counters.first_errors}", flush=True)
+    return in_flight
 
 
 def slowest(

@@ -10,14 +10,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from deploy.kafka.install import KafkaRuntimeError
 from deploy.stack.config import ROOT
-from deploy.stack.processes import StartError
+from deploy.stack.processes import StartError, is_serving
 from deploy.stack.stack import Stack
+from services.order.__main__ import WATCH_HEALTH
+from tests.support import wait_for
 
 ORDER = "paysaga.v1.OrderService"
 PAYMENT = "paysaga.v1.PaymentService"
@@ -95,6 +98,7 @@ def running(stack: Stack, grpcurl_binary: str) -> Iterator[GrpcurlStack]:
     """Start `stack` (a start-up failure says why), yield it with grpcurl, stop it after."""
     try:
         with stack:
+            _wait_following(stack)
             yield GrpcurlStack(
                 stack,
                 Grpcurl(grpcurl_binary, stack.order_address),
@@ -102,6 +106,16 @@ def running(stack: Stack, grpcurl_binary: str) -> Iterator[GrpcurlStack]:
             )
     except (StartError, KafkaRuntimeError) as exc:
         pytest.fail(f"the stack did not start: {exc}", pytrace=False)
+
+
+def _wait_following(stack: Stack) -> None:
+    """Wait until every Order process serving the API follows order changes: until then its
+    WatchOrders answers UNAVAILABLE ("retry shortly"), which a test must not race."""
+    for proc in stack.processes["order"]:
+        if proc.serves_api:
+            tls = proc.client_tls()
+            following = partial(is_serving, proc.address, tls=tls, service=WATCH_HEALTH)
+            wait_for(f"{proc.name} to follow order changes", following, 60)
 
 
 @pytest.fixture(scope="module")
