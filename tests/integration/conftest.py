@@ -7,6 +7,7 @@ import itertools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,8 @@ def saga(
     for app in apps:
         wait_for(f"{app.service_names[0]} to be SERVING", lambda a=app: is_serving(a.address))
     # WatchOrders answers UNAVAILABLE until the tail follows order-updates: wait for it too.
-    wait_for(
-        "the Order service to follow order changes",
-        lambda: is_serving(apps[0].address, service=WATCH_HEALTH),
-    )
+    following = partial(is_serving, apps[0].address, service=WATCH_HEALTH)
+    wait_for("the Order service to follow order changes", following)
     order_channel = grpc.insecure_channel(apps[0].address)
     payment_channel = grpc.insecure_channel(apps[1].address)
     yield Saga(

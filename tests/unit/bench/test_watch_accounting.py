@@ -3,9 +3,13 @@ and each way a delivery can go wrong (missed, sent twice, sent to the wrong stre
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bench.watch_accounting import ALL_USERS, Receipts, Truth, account, expected_deliveries
+from bench.watchers import Streams
+from paysaga.v1 import orders_pb2
 
 pytestmark = pytest.mark.unit
 
@@ -97,11 +101,6 @@ def test_orders_outside_the_phase_and_streams_that_never_opened_are_left_out() -
 
 
 def test_an_order_made_before_the_initial_state_was_read_counts_once_as_initial_state() -> None:
-    import asyncio
-
-    from bench.watchers import Streams
-    from paysaga.v1 import orders_pb2
-
     async def stream_receiving() -> None:  # the streams' channels want a running loop
         streams = Streams(["127.0.0.1:1"], count=1, channels=1, scope="all", prefix="bench-")
         try:
