@@ -96,7 +96,7 @@ class Database:
         #: Set after every commit that wrote outbox rows; the relay waits on it (and a relay
         #: in another process hears of it through a wakeup.WakeupChannel).
         self.outbox_signal = OutboxSignal()
-        self._write_lock = self.kind.write_lock()
+        self._write_lock = self.kind.write_lock(url)
         self._writer, self._reader = self.kind.engines(url, pool_size)
         #: For `write(durable=False)`.
         self._relaxed_writer = self.kind.relaxed_engine(url, self._writer)

@@ -52,8 +52,8 @@ class DatabaseKind(ABC):
         `durable=False`): `writer` itself where every commit waits."""
 
     @abstractmethod
-    def write_lock(self) -> AbstractContextManager[Any]:
-        """What one process's writers hold around each write transaction."""
+    def write_lock(self, url: str) -> AbstractContextManager[Any]:
+        """What a writer holds around each write transaction on the database at `url`."""
 
     @abstractmethod
     def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
@@ -63,6 +63,35 @@ class DatabaseKind(ABC):
     @abstractmethod
     def migration_lock(self, connection: Connection, url: str) -> AbstractContextManager[None]:
         """Held while migrating, so replicas that migrate at once take turns."""
+
+
+class WriterLock:
+    """One writer at a time among the threads of this process (a Python lock) and among the
+    processes sharing one SQLite file (`flock` on a lock file next to it). The kernel wakes
+    a process waiting on the file as soon as the holder lets go, and lets go for a process
+    that dies. Reentrant acquisition is an error, as with threading.Lock."""
+
+    def __init__(self, lock_path: Path) -> None:
+        self.lock_path = lock_path
+        self._threads = threading.Lock()
+        self._file: Any = None
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._file is None:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.lock_path, "a")  # noqa: SIM115 (held for the process)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
 
 class SqliteKind(DatabaseKind):
@@ -77,11 +106,15 @@ class SqliteKind(DatabaseKind):
     def relaxed_engine(self, url: str, writer: Engine) -> Engine:
         return writer  # synchronous=FULL for every commit: the file has one setting
 
-    def write_lock(self) -> AbstractContextManager[Any]:
-        # SQLite has one writer at a time. Writers of this process queue on a Python lock,
-        # which hands over at once; left to SQLite's busy handler, a waiting writer sleeps
-        # in steps of up to 100 ms however soon the lock is free.
-        return threading.Lock()
+    def write_lock(self, url: str) -> AbstractContextManager[Any]:
+        # SQLite has one writer at a time. Left to SQLite's busy handler, a waiting writer
+        # sleeps in steps of up to 100 ms however soon the lock is free. So writers queue on
+        # locks that hand over at once: a Python lock within the process, then a lock file
+        # for the processes sharing the database (an api and a worker process).
+        path = make_url(url).database
+        if not path or path == ":memory:":
+            return threading.Lock()
+        return WriterLock(Path(f"{path}.write-lock"))
 
     def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
@@ -141,7 +174,7 @@ class PostgresKind(DatabaseKind):
         ping_when_idle(engine)
         return engine
 
-    def write_lock(self) -> AbstractContextManager[Any]:
+    def write_lock(self, url: str) -> AbstractContextManager[Any]:
         return nullcontext()
 
     def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
