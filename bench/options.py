@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.stack import default_addresses
 from bench.watchers import SCOPES
-from deploy.stack.config import LAYOUTS, StackConfigError
+from deploy.stack.config import DEFAULT_LAYOUT, LAYOUTS, StackConfigError
 from deploy.stack.datastores import DB_KINDS
 from deploy.stack.stack import check_layout
 
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--roles",
         choices=LAYOUTS,
-        default="all",
+        default=DEFAULT_LAYOUT,
         help="private stack: each replica as one process (all) or as an api and a worker "
         "process (split) (%(default)s)",
     )

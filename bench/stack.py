@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from deploy.stack.cli import found_processes
-from deploy.stack.config import Layout, free_ports
+from deploy.stack.config import DEFAULT_LAYOUT, Layout, free_ports
 from deploy.stack.datastores import DbKind
 from deploy.stack.processes import is_serving
 from deploy.stack.stack import Stack as ServiceStack
@@ -63,7 +63,7 @@ def private_stack(
     db: DbKind = "sqlite",
     replicas: int = 1,
     brokers: int = 1,
-    roles: Layout = "all",
+    roles: Layout = DEFAULT_LAYOUT,
     metrics: bool = True,
 ) -> Iterator[Stack]:
     """Start Kafka, the database and the services (all fresh) in a temp dir; stop them after.

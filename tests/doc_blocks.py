@@ -41,6 +41,11 @@ MAKE_UP_PORTS = {
     "50052": "payment",
     "9101": "order-metrics",
     "9102": "payment-metrics",
+    # The worker processes of the default split layout (the ports + 10).
+    "50061": "order-worker",
+    "50062": "payment-worker",
+    "9111": "order-worker-metrics",
+    "9112": "payment-worker-metrics",
 }
 _ADDRESS = re.compile(r"127\.0\.0\.1:(" + "|".join(MAKE_UP_PORTS) + r")\b")
 

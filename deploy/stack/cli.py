@@ -19,6 +19,7 @@ from pathlib import Path
 from deploy.postgres.cli import runtime_from_env
 from deploy.stack.config import (
     CONSOLE,
+    DEFAULT_LAYOUT,
     LAYOUTS,
     ROLES_OF,
     ROOT,
@@ -59,7 +60,7 @@ def stack_from_args(args: argparse.Namespace) -> Stack:
     )
 
 
-def found_processes(replicas: int = 1, roles: Layout = "all") -> list[ServiceProcess]:
+def found_processes(replicas: int = 1, roles: Layout = DEFAULT_LAYOUT) -> list[ServiceProcess]:
     """Every process that left a pid file in var/run (and those of the first `replicas`
     replicas of each service, in layout `roles` where none ran)."""
     run_dir, logs = VAR / "run", VAR / "log"
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=1, help="of each service (%(default)s)")
     parser.add_argument(
         "--roles",
-        default="all",
+        default=DEFAULT_LAYOUT,
         help=f"{' or '.join(LAYOUTS)}: each replica one process, or an api and a worker "
         "process (%(default)s)",
     )

@@ -24,6 +24,11 @@ Ports = Literal["default", "free"]
 #: How a replica runs: one process ("all"), or an api and a worker process ("split").
 Layout = Literal["all", "split"]
 LAYOUTS: tuple[Layout, ...] = ("all", "split")
+#: The layout of `make up` and `make bench` unless ROLES says otherwise: on a 2-core machine
+#: the split one completes more orders per second at the max and is as fast below it, once
+#: the api and worker processes' SQLite writers queue on a lock file (docs/performance.md).
+#: The Stack class itself defaults to "all": tests choose their layout explicitly.
+DEFAULT_LAYOUT: Layout = "split"
 #: A role of one process: the layout "all" runs role "all", "split" runs "api" and "worker".
 ROLES_OF: dict[Layout, tuple[str, ...]] = {"all": ("all",), "split": ("api", "worker")}
 #: The worker process of a split replica listens (gRPC, metrics) on the replica's ports + this

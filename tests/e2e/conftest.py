@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from deploy.kafka.install import KafkaRuntimeError
-from deploy.stack.config import ROOT
+from deploy.stack.config import DEFAULT_LAYOUT, ROOT
 from deploy.stack.processes import StartError, is_serving
 from deploy.stack.stack import Stack
 from services.order.__main__ import WATCH_HEALTH
@@ -108,6 +109,31 @@ def running(stack: Stack, grpcurl_binary: str) -> Iterator[GrpcurlStack]:
         pytest.fail(f"the stack did not start: {exc}", pytrace=False)
 
 
+class Paused:
+    """Every process of one replica of a service, stopped with SIGSTOP (an api and a worker
+    in the split layout: the service as a whole stops answering and consuming) until
+    `resume()` or the end of the `with` block."""
+
+    def __init__(self, stack: Stack, service: str, replica: int = 0) -> None:
+        self.processes = [p for p in stack.processes[service] if p.replica == replica]
+        self.pids: list[int] = []
+
+    def __enter__(self) -> Paused:
+        for proc in self.processes:
+            pid = proc.pid()
+            assert pid is not None, f"{proc.name} is not running"
+            os.kill(pid, signal.SIGSTOP)
+            self.pids.append(pid)
+        return self
+
+    def resume(self) -> None:
+        while self.pids:
+            os.kill(self.pids.pop(), signal.SIGCONT)
+
+    def __exit__(self, *_: object) -> None:
+        self.resume()
+
+
 def _wait_following(stack: Stack) -> None:
     """Wait until every Order process serving the API follows order changes: until then its
     WatchOrders answers UNAVAILABLE ("retry shortly"), which a test must not race."""
@@ -120,7 +146,9 @@ def _wait_following(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, grpcurl_binary: str) -> Iterator[GrpcurlStack]:
-    """Its own Kafka broker, both services each in its own process, SQLite (make up's default)."""
+    """Its own Kafka broker, both services on SQLite in `make up`'s default layout (an api and a
+    worker process each)."""
     home = tmp_path_factory.mktemp("stack")
-    with running(Stack(home, ports="free", detach=False), grpcurl_binary) as started:
+    stack = Stack(home, ports="free", detach=False, roles=DEFAULT_LAYOUT)
+    with running(stack, grpcurl_binary) as started:
         yield started

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from services.common.security.auth_settings import AuthSettings
 from services.common.security.tls import CA_CERT, JWT_SECRET, SERVER_CERT, SERVER_KEY, dev_secrets
 from services.common.security.tokens import mint_token
 from services.saga.topics import PAYMENTS
-from tests.e2e.conftest import ORDER, Grpcurl, GrpcurlStack, running, wait_status
+from tests.e2e.conftest import ORDER, Grpcurl, GrpcurlStack, Paused, running, wait_status
 
 pytestmark = pytest.mark.e2e
 
@@ -213,18 +212,13 @@ def test_a_poison_record_is_shown_and_redriven_once_through_the_confirmation(
 
 
 def test_a_frozen_payment_service_shows_the_order_in_stuck(stack: GrpcurlStack, page: Page) -> None:
-    pid = stack.stack.process("payment").pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    with Paused(stack.stack, "payment"):
         order_id = new_order(stack, 4, "console-stuck")
         page.goto("/stuck?older=1s")
         row = page.locator(f'tr[data-id="{order_id}"]')
         expect(row).to_be_visible()
         expect(row).to_contain_text("payment decision")
         screenshot(page, "console-stuck")
-    finally:
-        os.kill(pid, signal.SIGCONT)
     assert wait_status(stack.order, order_id)["status"] == "ORDER_STATUS_COMPLETED"
     expect(page.locator(f'tr[data-id="{order_id}"]')).to_have_count(0)  # gone once ended
 

@@ -38,6 +38,11 @@ def test_doc_block_runs(stack: GrpcurlStack, block: Block) -> None:
         "payment": stack.stack.payment_address,
         "order-metrics": stack.stack.metrics_address("order"),
         "payment-metrics": stack.stack.metrics_address("payment"),
+        "order-worker": stack.stack.process("order", role="worker").address,
+        "payment-worker": stack.stack.process("payment", role="worker").address,
+        "order-worker-metrics": stack.stack.process("order", role="worker").metrics_address or "0",
+        "payment-worker-metrics": stack.stack.process("payment", role="worker").metrics_address
+        or "0",
     }
     code = for_stack(block.code, addresses)
     if block.info == "sh":

@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 
 from services.common.messaging.cloudevents import EventMeta
 from services.saga.topics import PAYMENTS
-from tests.e2e.conftest import ORDER, GrpcurlStack, wait_status
+from tests.e2e.conftest import ORDER, GrpcurlStack, Paused, wait_status
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -135,18 +135,13 @@ def payments_caught_up(stack: GrpcurlStack) -> bool:
 
 
 @pytest.fixture
-def paused_payment(stack: GrpcurlStack) -> Iterator[int]:
-    pid = stack.stack.process("payment").pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield pid
-    finally:
-        os.kill(pid, signal.SIGCONT)
+def paused_payment(stack: GrpcurlStack) -> Iterator[Paused]:
+    with Paused(stack.stack, "payment") as paused:
+        yield paused
 
 
 def test_stuck_orders_while_the_payment_service_is_paused(
-    stack: GrpcurlStack, paused_payment: int
+    stack: GrpcurlStack, paused_payment: Paused
 ) -> None:
     order_id = new_order(stack, 3, 1, "e2e-stuck")
 
@@ -161,7 +156,7 @@ def test_stuck_orders_while_the_payment_service_is_paused(
     status = paysaga(stack, "--timeout", "2s", "status")
     assert status.returncode == 1, "a replica that does not answer fails the status"
     assert "cannot reach the payment service" in status.stdout
-    os.kill(paused_payment, signal.SIGCONT)
+    paused_payment.resume()
     assert wait_status(stack.order, order_id)["status"] == "ORDER_STATUS_COMPLETED"
     assert stuck() == []
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from prometheus_client import REGISTRY
 
-from deploy.stack.config import ROOT, SERVICES, replica_address
+from deploy.stack.config import ROOT, SERVICES, replica_address, role_address
 from services.common.observability import metrics
 from services.order import metrics as _order_metrics  # noqa: F401 (registers them)
 from services.payment import metrics as _payment_metrics  # noqa: F401 (registers them)
@@ -50,4 +50,6 @@ def test_the_local_scrape_config_covers_every_replica_port() -> None:
     config = (OBSERVABILITY / "prometheus.yml").read_text()
     for spec in SERVICES:
         for replica in range(4):
-            assert f'"{replica_address(spec.default_metrics_address, replica)}"' in config
+            api_or_all = replica_address(spec.default_metrics_address, replica)
+            assert f'"{api_or_all}"' in config
+            assert f'"{role_address(api_or_all, "worker")}"' in config
