@@ -111,8 +111,11 @@ def private_stack(
 
 
 def running_order_addresses() -> list[str]:
-    """Every Order replica of `make up` that left a live pid file (var/run), replica 0 first."""
-    return [p.address for p in found_processes() if p.spec.name == "order" and p.pid()]
+    """Every Order process of `make up` that serves the API and left a live pid file (var/run),
+    replica 0 first (a worker process answers the public API with UNIMPLEMENTED)."""
+    return [
+        p.address for p in found_processes() if p.spec.name == "order" and p.serves_api and p.pid()
+    ]
 
 
 @contextmanager

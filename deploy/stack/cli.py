@@ -223,9 +223,11 @@ def print_summary(stack: Stack) -> None:
     print(f"  {grpcurl} '{mine}' {order} paysaga.v1.OrderService/ListOrders")
     print(f"  {grpcurl} '{{\"user_id\":1}}' {payment} paysaga.v1.PaymentService/GetBalance")
     print(f"  {grpcurl} '{mine}' {order} paysaga.v1.OrderService/WatchOrders")
-    first = stack.process("order")
-    if first.metrics_address not in (None, "0"):
-        print(f"  curl -s http://{first.metrics_address}/metrics | grep ^paysaga_orders_total")
+    # Orders are counted where they change: created by the api process, ended by the worker.
+    counting = [p for p in stack.processes["order"] if p.replica == 0]
+    for proc in counting:
+        if proc.metrics_address not in (None, "0"):
+            print(f"  curl -s http://{proc.metrics_address}/metrics | grep ^paysaga_orders_total")
     if stack.replicas > 1:
         others = ", ".join(stack.addresses("order")[1:])
         print(f"  any replica serves any call: the same on {others}")

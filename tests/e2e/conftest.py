@@ -119,11 +119,15 @@ class Paused:
         self.pids: list[int] = []
 
     def __enter__(self) -> Paused:
-        for proc in self.processes:
-            pid = proc.pid()
-            assert pid is not None, f"{proc.name} is not running"
-            os.kill(pid, signal.SIGSTOP)
-            self.pids.append(pid)
+        try:
+            for proc in self.processes:
+                pid = proc.pid()
+                assert pid is not None, f"{proc.name} is not running"
+                os.kill(pid, signal.SIGSTOP)
+                self.pids.append(pid)
+        except BaseException:
+            self.resume()
+            raise
         return self
 
     def resume(self) -> None:

@@ -25,6 +25,7 @@ from sqlmodel import Session, SQLModel
 
 from services.common.persistence.kinds import DatabaseKind, SqliteKind, kind_of, kind_of_url
 from services.common.persistence.wakeup import OutboxSignal
+from services.common.persistence.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        if isinstance(self._write_lock, WriterLock):
+            self._write_lock.close()
         self._writer.dispose()
         self._reader.dispose()
         self._relaxed_writer.dispose()

@@ -1,7 +1,7 @@
 """What differs between the databases paysaga runs on: one class per kind, chosen once.
 
 SQLite (the default, one replica) and PostgreSQL (any number of replicas) differ in how
-their engines are made, whether writers queue on a lock in this process, how an INSERT
+their engines are made, whether writers queue on a lock of their own, how an INSERT
 that ignores conflicts is spelt, and how replicas that migrate at once wait for each
 other. `Database` and `migrate` ask the kind instead of branching on its name. A URL of
 any other backend is treated as a server database like PostgreSQL.
@@ -23,6 +23,8 @@ from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DisconnectionError
+
+from services.common.persistence.writer_lock import WriterLock
 
 #: SQLite settings applied to every connection. synchronous=FULL makes every commit
 #: durable across power loss: a committed debit must never vanish after its Kafka
@@ -65,35 +67,6 @@ class DatabaseKind(ABC):
         """Held while migrating, so replicas that migrate at once take turns."""
 
 
-class WriterLock:
-    """One writer at a time among the threads of this process (a Python lock) and among the
-    processes sharing one SQLite file (`flock` on a lock file next to it). The kernel wakes
-    a process waiting on the file as soon as the holder lets go, and lets go for a process
-    that dies. Reentrant acquisition is an error, as with threading.Lock."""
-
-    def __init__(self, lock_path: Path) -> None:
-        self.lock_path = lock_path
-        self._threads = threading.Lock()
-        self._file: Any = None
-
-    def __enter__(self) -> None:
-        self._threads.acquire()
-        try:
-            if self._file is None:
-                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.lock_path, "a")  # noqa: SIM115 (held for the process)
-            fcntl.flock(self._file, fcntl.LOCK_EX)
-        except BaseException:
-            self._threads.release()
-            raise
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-        finally:
-            self._threads.release()
-
-
 class SqliteKind(DatabaseKind):
     """SQLite in WAL mode: one writer at a time, readers that never block it."""
 
@@ -107,14 +80,12 @@ class SqliteKind(DatabaseKind):
         return writer  # synchronous=FULL for every commit: the file has one setting
 
     def write_lock(self, url: str) -> AbstractContextManager[Any]:
-        # SQLite has one writer at a time. Left to SQLite's busy handler, a waiting writer
-        # sleeps in steps of up to 100 ms however soon the lock is free. So writers queue on
-        # locks that hand over at once: a Python lock within the process, then a lock file
-        # for the processes sharing the database (an api and a worker process).
+        # One writer at a time, queued in the process and across the processes that share
+        # the file (writer_lock); an in-memory database has one process.
         path = make_url(url).database
-        if not path or path == ":memory:":
+        if not path or path == ":memory:" or path.startswith("file:"):
             return threading.Lock()
-        return WriterLock(Path(f"{path}.write-lock"))
+        return WriterLock(Path(os.path.realpath(path)))
 
     def insert_ignoring(self, table: Table, conflict_columns: Sequence[str]) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,10 @@ from services.common.persistence.kinds import (
     DatabaseKind,
     PostgresKind,
     SqliteKind,
-    WriterLock,
     kind_of,
     kind_of_url,
 )
+from services.common.persistence.writer_lock import WriterLock
 
 pytestmark = pytest.mark.unit
 
@@ -59,72 +56,6 @@ def test_sqlite_reads_on_their_own_engine_and_writers_queue_on_a_lock(tmp_path: 
         db.ping()
     finally:
         db.dispose()
-
-
-def test_sqlite_writers_in_two_processes_take_turns_on_the_lock_file(tmp_path: Path) -> None:
-    """An api and a worker process share one SQLite file: the one that waits is let in when
-    the other lets go (the kernel's flock), not after SQLite's busy handler's next sleep."""
-    lock_path = tmp_path / "order.db.write-lock"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; "
-            "from services.common.persistence.kinds import WriterLock\n"
-            f"with WriterLock(Path({str(lock_path)!r})):\n"
-            "    print('held', flush=True); sys.stdin.readline()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdin is not None
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        entered = threading.Event()
-
-        def write() -> None:
-            with WriterLock(lock_path):
-                entered.set()
-
-        waiter = threading.Thread(target=write, daemon=True)
-        waiter.start()
-        assert not entered.wait(0.3), "the lock file let a second writer in"
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        assert entered.wait(10), "the writer was not let in once the other process let go"
-        waiter.join(10)
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def test_a_writer_that_dies_holding_the_lock_file_frees_it(tmp_path: Path) -> None:
-    lock_path = tmp_path / "order.db.write-lock"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; from pathlib import Path; "
-            "from services.common.persistence.kinds import WriterLock\n"
-            f"WriterLock(Path({str(lock_path)!r})).__enter__(); print('held', flush=True); "
-            "time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
-    holder.kill()
-    holder.wait()
-    done = threading.Event()
-
-    def write() -> None:
-        with WriterLock(lock_path):
-            done.set()
-
-    threading.Thread(target=write, daemon=True).start()
-    assert done.wait(10), "a killed writer's lock was not freed"
 
 
 def test_postgres_shares_one_pool_sized_by_the_setting() -> None:
