@@ -25,7 +25,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -281,17 +280,9 @@ class GrpcApp:
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
         self.start()
         settle_heap()
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         while not self._stopped.wait(1.0):
             pass
         return self.exit_code
-
-
-#: How long a thread may keep the GIL while another waits for it (Python's default: 5 ms).
-#: The group commit's and the consumer's threads give it up at every database call, then
-#: wait for the event loop, busy writing to WatchOrders streams, to hand it back: up to
-#: this long each time (docs/performance.md, "The GIL's hand-over").
-GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def settle_heap() -> None:
