@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -82,8 +83,8 @@ class SqliteKind(DatabaseKind):
     def write_lock(self, url: str) -> AbstractContextManager[Any]:
         # One writer at a time, queued in the process and across the processes that share
         # the file (writer_lock); an in-memory database has one process.
-        path = make_url(url).database
-        if not path or path == ":memory:" or path.startswith("file:"):
+        path = sqlite_file(url)
+        if path is None:
             return threading.Lock()
         return WriterLock(Path(os.path.realpath(path)))
 
@@ -93,8 +94,8 @@ class SqliteKind(DatabaseKind):
     @contextmanager
     def migration_lock(self, connection: Connection, url: str) -> Iterator[None]:
         """A lock file next to the database (an in-memory database needs none)."""
-        path = make_url(url).database
-        if not path or path == ":memory:":
+        path = sqlite_file(url)
+        if path is None:
             yield
             return
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -103,9 +104,27 @@ class SqliteKind(DatabaseKind):
             yield
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of the SQLite database at `url`, or None for one in memory (which only its
+    own process sees). A URI filename (`sqlite:///file:var/order.db?uri=true`) names its
+    file after `file:`; `file::memory:` or `mode=memory` is in memory. (Without `uri=true`
+    SQLite takes `file:...` for a plain file name.)"""
+    parsed = make_url(url)
+    path = parsed.database
+    if path and path.startswith("file:") and parsed.query.get("uri") == "true":
+        if parsed.query.get("mode") == "memory":
+            return None
+        path = unquote(path.removeprefix("file:").split("?", 1)[0])
+        if path.startswith("//"):  # file://host/path: the path begins after the authority
+            path = path[path.find("/", 2) :] if path.find("/", 2) > 0 else ""
+    if not path or path == ":memory:":
+        return None
+    return path
+
+
 def _sqlite_engine(url: str, *, begin: str) -> Engine:
-    path = make_url(url).database
-    if path and path != ":memory:":
+    path = sqlite_file(url)
+    if path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False})
 

@@ -40,6 +40,7 @@ from typing import IO
 import psycopg
 from sqlalchemy.engine.url import make_url
 
+from services.common.persistence.kinds import sqlite_file
 from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
@@ -292,8 +293,8 @@ def channel_for(url: str) -> WakeupChannel | None:
     """The channel between the processes of one database at `url`, or None (they poll)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        path = parsed.database
-        if not path or path == ":memory:" or path.startswith("file:"):
+        path = sqlite_file(url)
+        if path is None:
             return None  # a database of one process only
         return DatagramWakeup(os.path.abspath(path))
     if parsed.get_backend_name() == "postgresql":

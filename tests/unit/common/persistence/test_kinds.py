@@ -18,6 +18,7 @@ from services.common.persistence.kinds import (
     SqliteKind,
     kind_of,
     kind_of_url,
+    sqlite_file,
 )
 from services.common.persistence.writer_lock import WriterLock
 
@@ -56,6 +57,33 @@ def test_sqlite_reads_on_their_own_engine_and_writers_queue_on_a_lock(tmp_path: 
         db.ping()
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "file"),
+    [
+        ("sqlite:///var/order.db", "var/order.db"),
+        ("sqlite:////srv/paysaga/order.db", "/srv/paysaga/order.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///file:var/order.db?uri=true", "var/order.db"),
+        ("sqlite:///file:/srv/my%20data/order.db?mode=rwc&uri=true", "/srv/my data/order.db"),
+        ("sqlite:///file:///srv/order.db?uri=true", "/srv/order.db"),
+        ("sqlite:///file::memory:?cache=shared&uri=true", None),
+        ("sqlite:///file:order?mode=memory&uri=true", None),
+        ("sqlite:///file:order.db", "file:order.db"),  # no uri=true: a plain file name
+    ],
+)
+def test_the_file_of_a_sqlite_url_names_what_its_writers_lock(url: str, file: str | None) -> None:
+    assert sqlite_file(url) == file
+
+
+def test_a_sqlite_uri_filename_gets_the_lock_shared_across_processes(tmp_path: Path) -> None:
+    lock = SQLITE.write_lock(f"sqlite:///file:{tmp_path}/order.db?uri=true")
+    assert isinstance(lock, WriterLock), "processes sharing a URI-named file take turns too"
+    assert lock.path == tmp_path / "order.db.write-lock"
+    lock.close()
+    assert not isinstance(SQLITE.write_lock("sqlite:///file:x?mode=memory&uri=true"), WriterLock)
 
 
 def test_postgres_shares_one_pool_sized_by_the_setting() -> None:
