@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.commit_probe import describe
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -57,6 +59,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         "lone_create_p99_ms": lone.get("create_ack", {}).get("p99_ms"),
         "lone_watch_missed": lone.get("accounting", {}).get("missed"),
         "lone_watch_duplicated": lone.get("accounting", {}).get("duplicated"),
+        "disk_commit_idle_p99_ms": results.get("disk_commit_idle", {}).get("p99_ms"),
+        "lone_disk_commit_p99_ms": lone.get("disk_commit", {}).get("p99_ms"),
+        "latency_disk_commit_p99_ms": lat.get("disk_commit", {}).get("p99_ms"),
         "shape": results.get("shape"),
     }
 
@@ -168,6 +173,7 @@ def watch_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"{_examples(checked)}",
             )
         )
+        rows.append(("  a bare commit meanwhile", "", describe(lone.get("disk_commit"))))
         rows.append(("  CPU in phase", "", _cpu(lone["cpu_s"])))
     return rows
 
@@ -195,6 +201,16 @@ def table(results: dict[str, Any]) -> str:
             )
         )
         rows.append(("  CPU while flowing", "", _cpu(kafka["cpu_s"])))
+    idle = results.get("disk_commit_idle")
+    if idle:
+        rows.append(
+            (
+                "Disk commit, nothing running",
+                f"p99 {_fmt(idle.get('p99_ms'), ' ms')}",
+                f"{describe(idle)}: one SQLite row, synchronous=FULL, on the databases' disk "
+                "(bench/commit_probe.py); measured beside the lone creates and the latency too",
+            )
+        )
     tp = results.get("throughput")
     if tp:
         rows.append(
@@ -293,6 +309,7 @@ def table(results: dict[str, Any]) -> str:
                 f"p50 {_fmt(ack['p50_ms'])} ms (unary call only)",
             )
         )
+        rows.append(("  a bare commit meanwhile", "", describe(lat.get("disk_commit"))))
         if lat.get("slowest"):
             worst = ", ".join(
                 f"{w['ms']:.0f} ms at {w['at']} (t={w['at_s']:.0f}s, ack {w['create_ack_ms']:.0f})"

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from bench.balancing import balanced_channel, split_addresses
+from bench.commit_probe import CommitProbe, describe
 from bench.echo import echo_ceiling
 from bench.kafka_pipe import kafka_ceiling
 from bench.options import SAGA_PHASES, latency_rate, parse_args
@@ -69,14 +70,19 @@ async def latency_with_watchers(
     try:
         rate, source = latency_rate(args, throughput)
         print(f"[latency] offering {rate:.1f} orders/s: {source}", flush=True)
-        out["latency"] = lat = await latency_phase(
-            maker,
-            cpu,
-            rate=rate,
-            duration_s=args.latency_duration,
-            drain_timeout_s=args.drain_timeout,
-            warmup_s=args.latency_warmup,
-        )
+        probe = await CommitProbe.start(probe_dir(stack))
+        try:
+            out["latency"] = lat = await latency_phase(
+                maker,
+                cpu,
+                rate=rate,
+                duration_s=args.latency_duration,
+                drain_timeout_s=args.drain_timeout,
+                warmup_s=args.latency_warmup,
+            )
+        finally:
+            disk_commit = await probe.stop()
+        lat["disk_commit"] = disk_commit
         lat["rate_source"] = source
         lat["watchers_open"] = watchers is not None
         print(f"[latency] p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
@@ -92,6 +98,23 @@ async def latency_with_watchers(
     return out
 
 
+def probe_dir(stack: Stack) -> Path:
+    """Where the commit probe's file goes: the disk of the stack's databases (a running
+    stack of `make up` keeps them in var/)."""
+    if stack.home is not None:
+        return stack.home
+    return Path("var") if Path("var").is_dir() else Path(".")
+
+
+async def idle_commits(stack: Stack, seconds: float = 3.0) -> dict[str, Any]:
+    """The commit probe before any load: the disk's own latency."""
+    probe = await CommitProbe.start(probe_dir(stack))
+    await asyncio.sleep(seconds)
+    result = await probe.stop()
+    print(f"[disk] a bare commit with nothing running: {describe(result)}", flush=True)
+    return result
+
+
 async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     """The saga phases over one channel to every Order replica (round_robin) and ONE
     WatchOrders stream opened before any load: max throughput, light load, the light load
@@ -99,6 +122,8 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     a share of that max with quiet watchers open."""
     out: dict[str, Any] = {}
     cpu = CpuMeter({**stack.pids, "loadgen": os.getpid()})
+    if "all-orders" in args.phases or "latency" in args.phases:
+        out["disk_commit_idle"] = await idle_commits(stack)
     async with balanced_channel(stack.order_addresses) as channel:
         watcher = Terminals(channel)
         await watcher.start()
@@ -150,6 +175,7 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                     terminal_timeout_s=10.0,
                     settle_timeout_s=args.settle_timeout,
                     max_s=120.0,
+                    probe_dir=probe_dir(stack),
                 )
             if "latency" in args.phases:
                 out |= await latency_with_watchers(maker, cpu, stack, args, out.get("throughput"))

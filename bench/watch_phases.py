@@ -7,7 +7,8 @@
   create->terminal p99 next to the light phase's, measured without them.
 - `all-orders`: N streams (5,000) on every order while CreateOrder is called alone, one call
   after the other once the previous order is terminal: the call's latency while each change
-  goes to every stream, and whether every stream received every change.
+  goes to every stream, and whether every stream received every change; the commit probe
+  (bench/commit_probe.py) beside the calls tells how fast the disk commits meanwhile.
 
 The streams live in a child process (bench/watchers.py) spread over every Order replica.
 """
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
+from bench.commit_probe import CommitProbe
 from bench.loadgen import Counters
 from bench.procstat import CpuMeter
 from bench.saga import OrderMaker, latency_phase
@@ -114,8 +117,10 @@ async def all_orders_phase(
     terminal_timeout_s: float,
     settle_timeout_s: float,
     max_s: float,
+    probe_dir: Path,
 ) -> dict[str, Any]:
-    """`creates` CreateOrder calls one at a time with `streams` streams on every order."""
+    """`creates` CreateOrder calls one at a time with `streams` streams on every order, and
+    the commit probe (bench.commit_probe) beside them."""
     truth = Truth()
     prefix = maker.phase("all-orders", truth)
     print(f"[all-orders] opening {streams} WatchOrders streams on every order", flush=True)
@@ -136,6 +141,7 @@ async def all_orders_phase(
         _opened("all-orders", watchers)
         cpu.pids["watchers"] = watchers.pid
         cpu.start()
+        probe = await CommitProbe.start(probe_dir)
         began = time.perf_counter()
         try:
             for i in range(creates):
@@ -160,6 +166,7 @@ async def all_orders_phase(
                         flush=True,
                     )
         finally:
+            disk_commit = await probe.stop()
             cpu_used = cpu.stop()
             cpu.pids.pop("watchers", None)
             held = await watchers.stop(dict(truth.orders))
@@ -175,4 +182,5 @@ async def all_orders_phase(
         "create_terminal": summary_ms(terminals),
         "not_terminal_within_s": {"timeout_s": terminal_timeout_s, "orders": late},
         "cpu_s": cpu_used,
+        "disk_commit": disk_commit,
     }
