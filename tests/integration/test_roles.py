@@ -24,6 +24,7 @@ from paysaga.v1 import orders_pb2, orders_pb2_grpc
 from services.common.messaging.consumer import EventConsumer
 from services.common.messaging.outbox import OutboxRecord
 from services.common.messaging.relay import OutboxRelay
+from services.common.persistence.checkpoints import WalCheckpointer
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import migrate
 from services.common.persistence.wakeup import RelayAlreadyRunning
@@ -130,6 +131,9 @@ def test_each_process_runs_its_own_part(split: Split) -> None:
     assert set(split.api.status_checks) == {"paysaga.kafka", WATCH_HEALTH}
     assert split.worker.service_names == ["paysaga.admin.v1.AdminService"]
     assert {EventConsumer, OutboxRelay} <= _parts(split.worker)
+    checkpoints = split.kind == "sqlite"  # the worker of a SQLite file checkpoints its log
+    assert (WalCheckpointer in _parts(split.worker)) == checkpoints
+    assert WalCheckpointer not in _parts(split.api)
     assert set(split.worker.status_checks) == {
         "paysaga.outbox",
         "paysaga.kafka",

@@ -27,7 +27,9 @@ from services.common.messaging.retries import RetryPolicy
 from services.common.messaging.topics import TopicTable
 from services.common.operations.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from services.common.operations.admin import AdminServicer
+from services.common.persistence.checkpoints import WalCheckpointer
 from services.common.persistence.db import Database
+from services.common.persistence.kinds import sqlite_file
 from services.common.persistence.wakeup import WakeupListener, channel_for
 from services.common.runtime.roles import Role, check_role, runs_workers, serves_api
 from services.common.security.policy import Security
@@ -115,12 +117,15 @@ def build_app(
         parts = background()
         for hook in parts.on_consumer:
             hook(consumer)
+        database_file = sqlite_file(db.url) if db.is_sqlite else None
         workers: list[Worker] = [
             *public.readers,
             *listener,
             relay,
             *public.writers,
             *parts.workers,
+            # The one worker of a SQLite file checkpoints it, so that commits need not.
+            *([WalCheckpointer(database_file)] if database_file else []),
             consumer,
         ]
         status_checks[OUTBOX_HEALTH] = relay.problem
