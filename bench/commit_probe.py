@@ -74,6 +74,8 @@ def describe(probe: dict[str, Any] | None) -> str:
         return "not measured"
     if "error" in probe:
         return probe["error"]
+    if not probe.get("samples"):
+        return "no commit measured (the phase was shorter than the probe's interval)"
     return (
         f"p50 {probe['p50_ms']} / p99 {probe['p99_ms']} / max {probe['max_ms']} ms over "
         f"{probe['samples']} commits"
@@ -88,6 +90,7 @@ def commit_latencies(directory: Path, interval_s: float) -> list[float]:
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA wal_autocheckpoint=0")  # no checkpoint inside a commit
         connection.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, row BLOB)")
         row = b"x" * 200  # about an order's row
         while not select.select([sys.stdin], [], [], interval_s)[0]:

@@ -106,9 +106,9 @@ def probe_dir(stack: Stack) -> Path:
     return Path("var") if Path("var").is_dir() else Path(".")
 
 
-async def idle_commits(stack: Stack, seconds: float = 3.0) -> dict[str, Any]:
-    """The commit probe before any load: the disk's own latency."""
-    probe = await CommitProbe.start(probe_dir(stack))
+async def idle_commits(stack: Stack, seconds: float = 5.0) -> dict[str, Any]:
+    """The commit probe before any load (250 commits): the disk's own latency."""
+    probe = await CommitProbe.start(probe_dir(stack), interval_ms=20.0)
     await asyncio.sleep(seconds)
     result = await probe.stop()
     print(f"[disk] a bare commit with nothing running: {describe(result)}", flush=True)

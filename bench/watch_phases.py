@@ -141,9 +141,10 @@ async def all_orders_phase(
         _opened("all-orders", watchers)
         cpu.pids["watchers"] = watchers.pid
         cpu.start()
-        probe = await CommitProbe.start(probe_dir)
+        probe = None
         began = time.perf_counter()
         try:
+            probe = await CommitProbe.start(probe_dir)
             for i in range(creates):
                 if time.perf_counter() - began > max_s:
                     print(f"[all-orders] stopped after {i} creates: {max_s:g} s spent", flush=True)
@@ -166,7 +167,7 @@ async def all_orders_phase(
                         flush=True,
                     )
         finally:
-            disk_commit = await probe.stop()
+            disk_commit = await probe.stop() if probe else {"error": "the probe did not start"}
             cpu_used = cpu.stop()
             cpu.pids.pop("watchers", None)
             held = await watchers.stop(dict(truth.orders))

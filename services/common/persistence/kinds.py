@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +23,7 @@ from urllib.parse import unquote
 
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DisconnectionError
 
@@ -37,6 +39,9 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-16000",
 )
+
+#: Reads a SQLite URL as the engines' driver does (sqlite_file, sqlite_connection).
+_PYSQLITE = SQLiteDialect_pysqlite()
 
 #: pg_advisory_lock key held while migrating ("paysaga" in ASCII).
 MIGRATION_LOCK_KEY = 0x70617973616761
@@ -105,27 +110,47 @@ class SqliteKind(DatabaseKind):
 
 
 def sqlite_file(url: str) -> str | None:
-    """The file of the SQLite database at `url`, or None for one in memory (which only its
-    own process sees). A URI filename (`sqlite:///file:var/order.db?uri=true`) names its
-    file after `file:`; `file::memory:` or `mode=memory` is in memory. (Without `uri=true`
-    SQLite takes `file:...` for a plain file name.)"""
-    parsed = make_url(url)
-    path = parsed.database
-    if path and path.startswith("file:") and parsed.query.get("uri") == "true":
-        if parsed.query.get("mode") == "memory":
-            return None
-        path = unquote(path.removeprefix("file:").split("?", 1)[0])
-        if path.startswith("//"):  # file://host/path: the path begins after the authority
-            path = path[path.find("/", 2) :] if path.find("/", 2) > 0 else ""
-    if not path or path == ":memory:":
+    """The absolute path of the file SQLAlchemy's SQLite driver opens for `url`, or None for
+    a database in memory (which only its own process sees). Every process of one database
+    derives its locks and wake-up channel from it, so it must be the driver's own reading
+    of the URL: with `uri` set (any true spelling) `file:var/order.db?mode=rwc` names
+    var/order.db, and `file::memory:`, `mode=memory` or `vfs=memdb` a memory database;
+    without it, `file:order.db` is a file of that name."""
+    filename, uri = _sqlite_connect_args(url)
+    if not uri:
+        return None if filename in ("", ":memory:") else os.path.abspath(filename)
+    path, _, query = filename.removeprefix("file:").partition("?")
+    path = path.partition("#")[0]
+    if path.startswith("//"):  # file://host/path: the path begins after the authority
+        slash = path.find("/", 2)
+        path = path[slash:] if slash > 0 else ""
+    options = set(query.split("&"))
+    if path in ("", ":memory:") or {"mode=memory", "vfs=memdb"} & options:
         return None
-    return path
+    return os.path.abspath(unquote(path))
+
+
+def sqlite_connection(url: str) -> sqlite3.Connection:
+    """A plain sqlite3 connection (autocommit) to the database SQLAlchemy opens for `url`,
+    with the services' settings (SQLITE_PRAGMAS), for work outside the engines: the
+    worker's checkpoints. It may be used from the thread that made it only."""
+    filename, uri = _sqlite_connect_args(url)
+    connection = sqlite3.connect(filename, uri=uri, isolation_level=None)
+    for pragma in SQLITE_PRAGMAS:
+        connection.execute(pragma)
+    return connection
+
+
+def _sqlite_connect_args(url: str) -> tuple[str, bool]:
+    """(filename, whether it is a URI) as SQLAlchemy's driver passes them to sqlite3.connect."""
+    args, options = _PYSQLITE.create_connect_args(make_url(url))
+    return str(args[0]) if args else "", bool(options.get("uri", False))
 
 
 def _sqlite_engine(url: str, *, begin: str) -> Engine:
     path = sqlite_file(url)
     if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False})
 
     @event.listens_for(engine, "connect")

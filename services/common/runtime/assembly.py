@@ -117,7 +117,7 @@ def build_app(
         parts = background()
         for hook in parts.on_consumer:
             hook(consumer)
-        database_file = sqlite_file(db.url) if db.is_sqlite else None
+        checkpoints = db.is_sqlite and sqlite_file(db.url) is not None
         workers: list[Worker] = [
             *public.readers,
             *listener,
@@ -125,7 +125,7 @@ def build_app(
             *public.writers,
             *parts.workers,
             # The one worker of a SQLite file checkpoints it, so that commits need not.
-            *([WalCheckpointer(database_file)] if database_file else []),
+            *([WalCheckpointer(db.url)] if checkpoints else []),
             consumer,
         ]
         status_checks[OUTBOX_HEALTH] = relay.problem

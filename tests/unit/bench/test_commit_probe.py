@@ -31,6 +31,7 @@ def test_a_probe_that_failed_says_so() -> None:
         "the commit probe exited"
     )
     assert describe(None) == "not measured"
+    assert describe({"samples": 0, "p50_ms": None}).startswith("no commit measured")
 
 
 def test_the_summary_names_the_disk_beside_the_latencies() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from services.common.persistence.kinds import (
     SqliteKind,
     kind_of,
     kind_of_url,
+    sqlite_connection,
     sqlite_file,
 )
 from services.common.persistence.writer_lock import WriterLock
@@ -62,19 +64,22 @@ def test_sqlite_reads_on_their_own_engine_and_writers_queue_on_a_lock(tmp_path: 
 @pytest.mark.parametrize(
     ("url", "file"),
     [
-        ("sqlite:///var/order.db", "var/order.db"),
+        ("sqlite:///var/order.db", os.path.abspath("var/order.db")),
         ("sqlite:////srv/paysaga/order.db", "/srv/paysaga/order.db"),
         ("sqlite://", None),
         ("sqlite:///:memory:", None),
-        ("sqlite:///file:var/order.db?uri=true", "var/order.db"),
-        ("sqlite:///file:/srv/my%20data/order.db?mode=rwc&uri=true", "/srv/my data/order.db"),
+        ("sqlite:///file:var/order.db?uri=true", os.path.abspath("var/order.db")),
+        ("sqlite:///file:var/order.db?mode=rwc&uri=1", os.path.abspath("var/order.db")),
+        ("sqlite:///file:/srv/my%20data/order.db?uri=True", "/srv/my data/order.db"),
         ("sqlite:///file:///srv/order.db?uri=true", "/srv/order.db"),
         ("sqlite:///file::memory:?cache=shared&uri=true", None),
         ("sqlite:///file:order?mode=memory&uri=true", None),
-        ("sqlite:///file:order.db", "file:order.db"),  # no uri=true: a plain file name
+        ("sqlite:///file:order.db?vfs=memdb&uri=true", None),
+        # Without uri the driver opens a file of that very name.
+        ("sqlite:///file:order.db", os.path.abspath("file:order.db")),
     ],
 )
-def test_the_file_of_a_sqlite_url_names_what_its_writers_lock(url: str, file: str | None) -> None:
+def test_the_file_of_a_sqlite_url_is_the_one_its_driver_opens(url: str, file: str | None) -> None:
     assert sqlite_file(url) == file
 
 
@@ -84,6 +89,24 @@ def test_a_sqlite_uri_filename_gets_the_lock_shared_across_processes(tmp_path: P
     assert lock.path == tmp_path / "order.db.write-lock"
     lock.close()
     assert not isinstance(SQLITE.write_lock("sqlite:///file:x?mode=memory&uri=true"), WriterLock)
+
+
+def test_a_plain_connection_opens_the_engines_file_with_their_settings(tmp_path: Path) -> None:
+    url = f"sqlite:///file:{tmp_path}/order.db?uri=1"
+    db = Database(url)
+    try:
+        with db.write() as session:
+            session.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            session.execute(text("INSERT INTO t VALUES (7)"))
+        connection = sqlite_connection(url)
+        try:
+            assert connection.execute("SELECT id FROM t").fetchall() == [(7,)]
+            assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        finally:
+            connection.close()
+        assert sorted(p.name for p in tmp_path.glob("*.db")) == ["order.db"]
+    finally:
+        db.dispose()
 
 
 def test_postgres_shares_one_pool_sized_by_the_setting() -> None:
