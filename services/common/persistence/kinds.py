@@ -33,9 +33,11 @@ from services.common.persistence.writer_lock import WriterLock
 #: durable across power loss: a committed debit must never vanish after its Kafka
 #: offset was committed (see docs/design.md, Guarantees).
 SQLITE_PRAGMAS = (
+    # First: the others may wait for a lock too (a new connection's journal_mode, while
+    # another one checkpoints), and then the 30 s apply rather than the driver's 5 s.
+    "PRAGMA busy_timeout=30000",
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
-    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-16000",
 )
