@@ -13,8 +13,8 @@ checks this in `make lint`):
                    claims (one strategy per database), delivery (error classes)
     persistence    database, migrations, group commit, column types
     observability  metrics, traces, logs, gRPC telemetry (hooks the layers above call)
-    (leaves)       settings, headers, time, money, crash points, workers, memo: import
-                   nothing here
+    (leaves)       settings, headers, time, money, crash points, workers, memo, ids
+                   (time-ordered UUIDs): import nothing here
 
 Domain things (the saga's topic table, order and payment metrics) live with the services
 and are passed into these mechanisms.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, text
 from sqlmodel import Field, Index, SQLModel, UniqueConstraint
 
+from services.common.ids import time_ordered_uuid
 from services.common.persistence.columns import int64
 from services.common.timeutil import utcnow
 
@@ -47,7 +47,7 @@ class Order(SQLModel, table=True):
         UniqueConstraint("user_id", "request_id", name="uq_orders_user_request"),
     )
 
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True)
+    id: str = Field(default_factory=time_ordered_uuid, primary_key=True)
     user_id: int = int64()
     product_id: int = int64()
     price_cents: int = int64()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,6 +11,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from paysaga.v1 import events_pb2
+from services.common.ids import time_ordered_uuid
 from services.common.messaging.outbox import OutboxWriter
 from services.common.observability import tracing
 from services.common.persistence.bulk import BulkInsert
@@ -116,7 +116,7 @@ def create_orders(
             continue
         now = utcnow()
         candidates[key] = {
-            "id": str(uuid.uuid4()),
+            "id": time_ordered_uuid(),
             "user_id": request.user_id,
             "product_id": request.product_id,
             "price_cents": price,

@@ -10,7 +10,6 @@ payments, bulk INSERTs of the new rows. Rows are plain dicts and statements are 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
 from services.common.crashpoints import crash_point
+from services.common.ids import time_ordered_uuid
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
 from services.common.timeutil import utcnow
@@ -181,7 +181,7 @@ class ChargeOrders:
             # The ledger row goes with the debit: balances = start - charges + refunds, always.
             self.charges.append(
                 _transaction(
-                    str(uuid.uuid4()), event.order_id, CHARGE, event.user_id, event.amount_cents
+                    time_ordered_uuid(), event.order_id, CHARGE, event.user_id, event.amount_cents
                 )
             )
             crash_point("payment.after-debit")
@@ -258,7 +258,7 @@ class ChargeOrders:
         self.changed_accounts.add(user_id)
         payment["refunded_at"] = utcnow()
         self.refunded.add(event.order_id)
-        transaction_id = str(uuid.uuid4())
+        transaction_id = time_ordered_uuid()
         self.charges.append(_transaction(transaction_id, event.order_id, REFUND, user_id, amount))
         outgoing = events_pb2.TransactionRecorded(
             order_id=event.order_id,
@@ -365,7 +365,7 @@ class RecordTransactions:
         if approved:
             transaction_id = self.recorded.get(event.order_id)
             if transaction_id is None:  # a debit made before charges were recorded with it
-                transaction_id = str(uuid.uuid4())
+                transaction_id = time_ordered_uuid()
                 self.recorded[event.order_id] = transaction_id
                 self.transactions.append(
                     _transaction(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, UniqueConstraint
 from sqlmodel import Field, Index, SQLModel
 
+from services.common.ids import time_ordered_uuid
 from services.common.persistence.columns import int64
 from services.common.timeutil import utcnow
 
@@ -52,7 +52,7 @@ class Transaction(SQLModel, table=True):
         UniqueConstraint("order_id", "kind", name="uq_transaction_order_kind"),
     )
 
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True)
+    id: str = Field(default_factory=time_ordered_uuid, primary_key=True)
     order_id: str
     #: CHARGE or REFUND.
     kind: str = "CHARGE"

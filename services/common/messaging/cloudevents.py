@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError, Message
 
 from services.common.headers import Headers, header_dict
+from services.common.ids import time_ordered_uuid
 from services.common.messaging.topics import Topic
 
 SPEC_VERSION = "1.0"
@@ -38,7 +38,7 @@ class EventMeta:
     @classmethod
     def new(cls, *, ce_type: str, source: str, subject: str = "") -> EventMeta:
         now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        return cls(id=str(uuid.uuid4()), type=ce_type, source=source, time=now, subject=subject)
+        return cls(id=time_ordered_uuid(), type=ce_type, source=source, time=now, subject=subject)
 
     def headers(self) -> Headers:
         headers: Headers = [
