@@ -93,7 +93,7 @@ def order_timeline(client: Client, args: argparse.Namespace) -> str:
                 _STEP_NAMES.get(step.kind, "?"),
                 _where(step),
                 event_name(step.event_type),
-                step.event_id[:8],
+                step.event_id[-8:],  # the random end: ids begin with their time
                 latency,
                 short(step.detail, 70),
             ]

@@ -10,8 +10,10 @@ index whatever N is, and those pages stay in the cache.
 
 The format is RFC 9562's version 7: 48 bits of Unix milliseconds, the version, 74
 random bits (`os.urandom`) and the variant. Ids made in one millisecond are not ordered
-among themselves; nothing here needs them to be. An id still parses as any UUID, and
-tells nothing a caller cannot already read from the order's `create_time`.
+among themselves; nothing here needs them to be. An id still parses as any UUID. It
+reveals the millisecond it was made to whoever sees it (an order's is its `create_time`,
+which its owner reads anyway); nothing authorizes by knowing an id. Show an id shortened
+by its random end (`id[-8:]`): its beginning is shared by all ids of one minute.
 """
 
 from __future__ import annotations
@@ -27,8 +29,12 @@ _RAND_B_BITS = 62
 
 def time_ordered_uuid() -> str:
     """A new UUIDv7, in the usual 8-4-4-4-12 hex form."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits: 12 for rand_a, 62 for rand_b
+    return uuid7_text(time.time_ns() // 1_000_000, os.urandom(10))
+
+
+def uuid7_text(millis: int, random_bytes: bytes) -> str:
+    """The UUIDv7 of a Unix millisecond and 10 random bytes (of which 74 bits are used)."""
+    rand = int.from_bytes(random_bytes, "big")  # 80 bits: the top 12 for rand_a, the low 62 rand_b
     value = (
         (millis & 0xFFFF_FFFF_FFFF) << 80
         | _VERSION_7

@@ -163,6 +163,10 @@ def test_the_timeline_shows_every_step(stack: GrpcurlStack, page: Page) -> None:
         applied = steps.filter(has_text="applied").filter(has_text=f"{topic}[")
         expect(applied).to_have_count(1)
         expect(applied.locator("td").nth(6)).not_to_be_empty()  # produced→applied latency
+    # Each event is shown by its id's random end, which pairs produced with applied: the
+    # three applied events show three different ids (ids begin with their time).
+    shown = steps.filter(has_text="applied").locator("span.muted.id").all_inner_texts()
+    assert len(shown) == 3 and len(set(shown)) == 3, shown
     expect(page.locator(".money-charge")).to_contain_text("-50.00")
     expect(page.get_by_text("no deadline runs")).to_be_visible()
     screenshot(page, "console-order")

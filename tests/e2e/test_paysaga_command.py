@@ -77,6 +77,17 @@ def test_timeline_of_a_completed_order(stack: GrpcurlStack) -> None:
         assert where in done.stdout, f"no step applied from {where}: {done.stdout}"
     for service in ("order/order-0", "payment/payment-0"):
         assert service in done.stdout
+    # The ID column pairs an event's "produced" and "applied" rows: each event is shown by
+    # the random end of its id (ids begin with their time, shared by an order's events).
+    event_ids = {
+        step["event_id"]
+        for step in paysaga_json(stack, "order", "timeline", order_id)["steps"]
+        if step["event_id"]
+    }
+    assert len(event_ids) >= 4, event_ids
+    assert len({event_id[-8:] for event_id in event_ids}) == len(event_ids)
+    for event_id in event_ids:
+        assert f" {event_id[-8:]} " in done.stdout, f"{event_id} not shown: {done.stdout}"
 
 
 def test_a_poison_record_on_payments_is_listed_shown_and_redriven_once(

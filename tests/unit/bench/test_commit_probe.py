@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.commit_probe import CommitProbe, describe
+from bench.commit_probe import CommitProbe, describe, split_slowest
 from bench.report import summary
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,7 @@ def test_the_probe_commits_until_stopped_and_leaves_no_file(tmp_path: Path) -> N
     result = asyncio.run(probe_for(1.0))
     assert isinstance(result["samples"], int) and result["samples"] >= 5, result
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]  # type: ignore[operator]
-    assert describe(result).endswith(f"over {result['samples']} commits")
+    assert f"over {result['samples']} commits" in describe(result)
     assert list(tmp_path.iterdir()) == [], "the probe's database is removed"
 
 
@@ -45,3 +45,37 @@ def test_the_summary_names_the_disk_beside_the_latencies() -> None:
     assert figures["disk_commit_idle_p99_ms"] == 0.9
     assert figures["lone_disk_commit_p99_ms"] == 44.0
     assert figures["latency_disk_commit_p99_ms"] == 12.0
+
+
+def test_the_slowest_commits_are_split_into_waiting_for_a_cpu_and_blocked() -> None:
+    fast = [(0.001, 0.0005, 0.0)] * 95
+    slow = [(0.100, 0.002, 0.028)] * 5  # the slowest 5%: 0.5 s, of it 0.14 s for a CPU
+    split = split_slowest(fast + slow)
+    assert split == {"commits": 5, "run_queue_share": 0.28, "blocked_share": 0.7}
+    described = describe(
+        {"p50_ms": 1, "p99_ms": 100, "max_ms": 200, "samples": 100, "slowest": split}
+    )
+    assert described.endswith(
+        "of the slowest 5%'s time, 70% blocked (the disk's sync), "
+        "28% waiting for a CPU, the rest on one"
+    )
+
+
+def test_no_split_without_schedstat_or_with_too_few_commits() -> None:
+    assert split_slowest([(0.1, -1.0, -1.0)] * 100) is None
+    assert split_slowest([(0.1, 0.01, 0.01)] * 10) is None
+
+
+def test_a_live_probe_splits_its_slowest_commits_on_linux(tmp_path: Path) -> None:
+    async def probe_for(seconds: float) -> dict[str, object]:
+        probe = await CommitProbe.start(tmp_path, interval_ms=5)
+        await asyncio.sleep(seconds)
+        return await probe.stop()
+
+    result = asyncio.run(probe_for(1.0))
+    if not Path("/proc/thread-self/schedstat").exists():
+        assert result["slowest"] is None
+        return
+    split = result["slowest"]
+    assert isinstance(split, dict) and split["commits"] >= 1, result
+    assert 0 <= split["run_queue_share"] <= 1 and 0 <= split["blocked_share"] <= 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
+from services.common.ids import time_ordered_uuid, uuid7_text
 
-from services.common import ids
-from services.common.ids import time_ordered_uuid
+_SOME_MILLIS = 1_700_000_000_123
+_TEN_BYTES = bytes(range(0xA1, 0xAB))  # a1 a2 ... aa: every byte different
 
 
 def test_an_id_is_an_rfc_version_7_uuid_in_the_usual_form() -> None:
@@ -26,29 +26,42 @@ def test_its_first_48_bits_are_the_unix_milliseconds_it_was_made() -> None:
     assert before <= made <= after
 
 
-def test_ids_of_later_milliseconds_sort_after_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = iter([1_000 * 1_000_000, 1_001 * 1_000_000, 86_400_000 * 1_000_000])
-    monkeypatch.setattr(ids.time, "time_ns", lambda: next(clock))
-    made = [time_ordered_uuid() for _ in range(3)]
+def test_the_layout_is_time_version_rand_a_variant_rand_b() -> None:
+    """RFC 9562: 48 bits of time, 4 of version, 12 of rand_a (the top 12 random bits), 2 of
+    variant, 62 of rand_b (the low 62 random bits); the 6 bits between are not used."""
+    random = int.from_bytes(_TEN_BYTES, "big")
+    expected = (
+        _SOME_MILLIS << 80
+        | 0x7 << 76
+        | (random >> 68) << 64
+        | 0b10 << 62
+        | random & ((1 << 62) - 1)
+    )
+    assert uuid.UUID(uuid7_text(_SOME_MILLIS, _TEN_BYTES)).int == expected
+    # 1_700_000_000_123 is 0x018bcfe5687b; rand_a is a1a; "a3" keeps its variant bits 10.
+    assert uuid7_text(_SOME_MILLIS, _TEN_BYTES) == "018bcfe5-687b-7a1a-a3a4-a5a6a7a8a9aa"
+
+
+def test_each_of_74_random_input_bits_moves_its_own_output_bit() -> None:
+    base = uuid.UUID(uuid7_text(_SOME_MILLIS, bytes(10))).int
+    moved: set[int] = set()
+    for bit in range(80):
+        flipped = (1 << bit).to_bytes(10, "big")
+        changed = uuid.UUID(uuid7_text(_SOME_MILLIS, flipped)).int ^ base
+        if changed:
+            assert changed & (changed - 1) == 0, f"input bit {bit} moved several output bits"
+            moved.add(changed)
+    assert len(moved) == 74
+
+
+def test_ids_of_later_milliseconds_sort_after_as_text() -> None:
+    made = [uuid7_text(m, b"\xff" * 10) for m in (1_000, 1_001, 86_400_000)]
+    made.append(uuid7_text(86_400_001, bytes(10)))
     assert made == sorted(made)
 
 
-def test_ids_of_one_millisecond_differ_in_their_74_random_bits(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(ids.time, "time_ns", lambda: 1_700_000_000_000 * 1_000_000)
-    made = {time_ordered_uuid() for _ in range(10_000)}
-    assert len(made) == 10_000
-    assert len({text[:13] for text in made}) == 1  # the same 48-bit time prefix
-
-
-def test_every_random_bit_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ids.time, "time_ns", lambda: 0)
-    monkeypatch.setattr(ids.os, "urandom", lambda n: b"\xff" * n)
-    ones = uuid.UUID(time_ordered_uuid())
-    monkeypatch.setattr(ids.os, "urandom", lambda n: b"\x00" * n)
-    zeros = uuid.UUID(time_ordered_uuid())
-    rand_a = ((1 << 12) - 1) << 64  # the 12 bits after the version
-    rand_b = (1 << 62) - 1  # the 62 bits after the variant
-    assert ones.int ^ zeros.int == rand_a | rand_b
-    assert ones.version == zeros.version == 7
+def test_ids_made_together_share_their_beginning_and_differ_at_their_end() -> None:
+    made = [time_ordered_uuid() for _ in range(1_000)]
+    assert len(set(made)) == 1_000
+    assert len({text[-8:] for text in made}) > 990  # 32 random bits: what the CLI shows
+    assert len({text[:8] for text in made}) <= 2  # the top 32 bits of the time
