@@ -13,13 +13,19 @@ from bench.report import summary
 pytestmark = pytest.mark.unit
 
 
-def test_the_probe_commits_until_stopped_and_leaves_no_file(tmp_path: Path) -> None:
-    async def probe_for(seconds: float) -> dict[str, object]:
-        probe = await CommitProbe.start(tmp_path, interval_ms=10)
+def probe_for(directory: Path, seconds: float, interval_ms: float) -> dict[str, object]:
+    """What a live probe in `directory` reports after `seconds`."""
+
+    async def run() -> dict[str, object]:
+        probe = await CommitProbe.start(directory, interval_ms=interval_ms)
         await asyncio.sleep(seconds)
         return await probe.stop()
 
-    result = asyncio.run(probe_for(1.0))
+    return asyncio.run(run())
+
+
+def test_the_probe_commits_until_stopped_and_leaves_no_file(tmp_path: Path) -> None:
+    result = probe_for(tmp_path, 1.0, interval_ms=10)
     assert isinstance(result["samples"], int) and result["samples"] >= 5, result
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]  # type: ignore[operator]
     assert f"over {result['samples']} commits" in describe(result)
@@ -67,12 +73,7 @@ def test_no_split_without_schedstat_or_with_too_few_commits() -> None:
 
 
 def test_a_live_probe_splits_its_slowest_commits_on_linux(tmp_path: Path) -> None:
-    async def probe_for(seconds: float) -> dict[str, object]:
-        probe = await CommitProbe.start(tmp_path, interval_ms=5)
-        await asyncio.sleep(seconds)
-        return await probe.stop()
-
-    result = asyncio.run(probe_for(1.0))
+    result = probe_for(tmp_path, 1.0, interval_ms=5)
     if not Path("/proc/thread-self/schedstat").exists():
         assert result["slowest"] is None
         return
