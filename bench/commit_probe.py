@@ -11,8 +11,9 @@ its commit, so no service on this disk can answer faster than this probe commits
 same moment; read a latency figure next to it.
 
 Where Linux tells it (`/proc/thread-self/schedstat`), the probe also splits its slowest 5%
-of commits into time on a CPU, time runnable but waiting for one (the machine's CPUs are
-busy), and the rest: blocked, which for a commit is the disk's sync.
+of commits into time on a CPU (`time.thread_time`), time runnable but waiting for one (the
+machine's CPUs are busy), and the rest: blocked, which for a commit is I/O, mostly the
+disk's sync (`slowest_split` in its result).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.stats import summary_ms
 
@@ -58,7 +59,8 @@ class CommitProbe:
         return cls(process)
 
     async def stop(self) -> dict[str, Any]:
-        """Stop committing; the latencies (summary_ms), or {"error": ...} if it failed."""
+        """Stop committing; the latencies (summary_ms) and `slowest_split` (split_slowest),
+        or {"error": ...} if it failed."""
         assert self.process.stdin is not None
         self.process.stdin.close()
         try:
@@ -86,25 +88,37 @@ def describe(probe: dict[str, Any] | None) -> str:
         f"p50 {probe['p50_ms']} / p99 {probe['p99_ms']} / max {probe['max_ms']} ms over "
         f"{probe['samples']} commits"
     )
-    slowest = probe.get("slowest")
-    if not slowest:
+    split = probe.get("slowest_split")
+    if not split:
         return figures
     return (
-        f"{figures}; of the slowest 5%'s time, {slowest['blocked_share']:.0%} blocked (the disk's "
-        f"sync), {slowest['run_queue_share']:.0%} waiting for a CPU, the rest on one"
+        f"{figures}; of the slowest {SLOWEST_SHARE:.0%}'s time, {split['blocked_share']:.0%} "
+        f"blocked (I/O: mostly the disk's sync), {split['run_queue_share']:.0%} waiting for a "
+        "CPU, the rest on one"
     )
 
 
-def split_slowest(commits: list[tuple[float, float, float]]) -> dict[str, float] | None:
-    """Of the slowest SLOWEST_SHARE of (seconds, on-CPU, waiting for a CPU) commits: the
-    share of their time spent waiting for a CPU, and blocked (None: too few, or unknown)."""
-    known = sorted(c for c in commits if c[1] >= 0)
+class Commit(NamedTuple):
+    """One probe commit: its latency, and a window around it (`span`, a little longer:
+    it includes reading the counters) split into time on a CPU and waiting for one (-1
+    where the run-queue wait is not known)."""
+
+    seconds: float
+    span: float
+    on_cpu: float
+    run_queue: float
+
+
+def split_slowest(commits: list[Commit]) -> dict[str, float] | None:
+    """Of the slowest SLOWEST_SHARE of commits (by latency): the share of their windows spent
+    waiting for a CPU, and blocked (None: fewer than 20 commits with a known wait)."""
+    known = sorted(c for c in commits if c.run_queue >= 0)
     slowest = known[int(len(known) * (1 - SLOWEST_SHARE)) :]
-    total = sum(c[0] for c in slowest)
+    total = sum(c.span for c in slowest)
     if len(known) < 20 or total <= 0:
         return None
-    on_cpu = sum(c[1] for c in slowest)
-    run_queue = sum(c[2] for c in slowest)
+    on_cpu = sum(c.on_cpu for c in slowest)
+    run_queue = sum(c.run_queue for c in slowest)
     return {
         "commits": len(slowest),
         "run_queue_share": round(run_queue / total, 3),
@@ -112,22 +126,24 @@ def split_slowest(commits: list[tuple[float, float, float]]) -> dict[str, float]
     }
 
 
-def _scheduled() -> tuple[float, float]:
-    """This thread's seconds on a CPU and runnable waiting for one ((-1, -1): not Linux)."""
+def _run_queue_wait() -> float:
+    """This thread's seconds runnable but waiting for a CPU, from Linux's schedstat (-1:
+    not known: no such file, or scheduler statistics off, which reads as all zeros)."""
     try:
         with open("/proc/thread-self/schedstat") as stat:
-            on_cpu, waiting, _ = stat.read().split()
+            _on_cpu, waiting, timeslices = stat.read().split()
     except (OSError, ValueError):
-        return (-1.0, -1.0)
-    return (int(on_cpu) / 1e9, int(waiting) / 1e9)
+        return -1.0
+    if int(timeslices) == 0:  # a running thread has had at least one
+        return -1.0
+    return int(waiting) / 1e9
 
 
-def commit_latencies(directory: Path, interval_s: float) -> list[tuple[float, float, float]]:
-    """Commit one row every `interval_s` until stdin closes; each commit's seconds, and of
-    them the seconds on a CPU and waiting for one (-1 where unknown)."""
+def commit_latencies(directory: Path, interval_s: float) -> list[Commit]:
+    """Commit one row every `interval_s` until stdin closes; each commit as a `Commit`."""
     path = directory / f"commit-probe-{os.getpid()}.db"
     connection = sqlite3.connect(path, isolation_level=None)
-    latencies: list[tuple[float, float, float]] = []
+    commits: list[Commit] = []
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
@@ -135,24 +151,29 @@ def commit_latencies(directory: Path, interval_s: float) -> list[tuple[float, fl
         connection.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, row BLOB)")
         row = b"x" * 200  # about an order's row
         while not select.select([sys.stdin], [], [], interval_s)[0]:
-            cpu_before, waiting_before = _scheduled()
+            opened = time.perf_counter()
+            waited_before, cpu_before = _run_queue_wait(), time.thread_time()
             began = time.perf_counter()
             connection.execute("BEGIN IMMEDIATE")
             connection.execute("INSERT INTO probe (row) VALUES (?)", (row,))
             connection.execute("COMMIT")
             took = time.perf_counter() - began
-            cpu_after, waiting_after = _scheduled()
-            known = cpu_before >= 0 and cpu_after >= 0
-            latencies.append(
-                (took, cpu_after - cpu_before, waiting_after - waiting_before)
-                if known
-                else (took, -1.0, -1.0)
+            cpu_after, waited_after = time.thread_time(), _run_queue_wait()
+            span = time.perf_counter() - opened
+            known = waited_before >= 0 and waited_after >= 0
+            commits.append(
+                Commit(
+                    took,
+                    span,
+                    cpu_after - cpu_before,
+                    waited_after - waited_before if known else -1.0,
+                )
             )
     finally:
         connection.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return latencies
+    return commits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=float, default=INTERVAL_MS)
     args = parser.parse_args(argv)
     commits = commit_latencies(args.directory, args.interval_ms / 1000)
-    result: dict[str, Any] = dict(summary_ms([c[0] for c in commits]))
-    result["slowest"] = split_slowest(commits)
+    result: dict[str, Any] = dict(summary_ms([c.seconds for c in commits]))
+    result["slowest_split"] = split_slowest(commits)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -207,8 +207,8 @@ def table(results: dict[str, Any]) -> str:
             (
                 "Disk commit, nothing running",
                 f"p99 {_fmt(idle.get('p99_ms'), ' ms')}",
-                f"{describe(idle)}: one SQLite row, synchronous=FULL, on the databases' disk "
-                "(bench/commit_probe.py); measured beside the lone creates and the latency too",
+                "one SQLite row, synchronous=FULL, on the databases' disk (bench/commit_probe.py;"
+                f" measured beside the lone creates and the latency too): {describe(idle)}",
             )
         )
     tp = results.get("throughput")
