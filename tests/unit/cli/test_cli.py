@@ -7,11 +7,15 @@ import importlib.metadata
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from paysaga.admin.v1 import admin_pb2
 from services.cli import build_parser, parse_duration, parse_since, run
 from services.cli.client import CommandError
+from services.cli.commands import order_timeline
 from services.cli.deadletters import owner
 from services.cli.render import duration, hexdump, show_bytes, table
 from services.cli.targets import BadAddress, resolve
@@ -201,3 +205,44 @@ def test_version_falls_back_to_pyproject(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
     assert pyproject_version(tmp_path / "pyproject.toml") == "unknown"
     assert pyproject_version(tmp_path / "missing.toml") == "unknown"
+
+
+class _TimelineClient:
+    """Answers GetOrderTimeline as each service would: the steps it recorded."""
+
+    timeout_s = 1.0
+
+    def __init__(self, steps: dict[str, list[Any]]) -> None:
+        self.steps = steps
+
+    def first(self, service: str, call: Any) -> Any:
+        answer = admin_pb2.GetOrderTimelineResponse(steps=self.steps[service], status="COMPLETED")
+        stub = type("Stub", (), {"GetOrderTimeline": lambda _self, _request, timeout: answer})()
+        return call(stub)
+
+
+def test_the_timeline_shows_each_event_by_the_random_end_of_its_id() -> None:
+    """Ids begin with their time (UUIDv7): two events of one moment share their first eight
+    characters, so the ID column shows the last eight, which pair produced with applied."""
+    purchased = "0193a1b2-c3d4-7e5f-8a6b-111111111111"
+    decided = "0193a1b2-c3d4-7e5f-8a6b-222222222222"
+    at = Timestamp(seconds=1_800_000_000)
+
+    def step(kind: Any, service: str, event_id: str, topic: str) -> Any:
+        return admin_pb2.Step(
+            kind=kind, service=service, event_id=event_id, topic=topic, time=at, partition=-1
+        )
+
+    client = _TimelineClient(
+        {
+            "order": [step(admin_pb2.STEP_KIND_PRODUCED, "order", purchased, "orders")],
+            "payment": [
+                step(admin_pb2.STEP_KIND_APPLIED, "payment", purchased, "orders"),
+                step(admin_pb2.STEP_KIND_PRODUCED, "payment", decided, "payments"),
+            ],
+        }
+    )
+    args = argparse.Namespace(order_id="some-order", json=False)
+    shown = order_timeline(client, args)  # type: ignore[arg-type]
+    assert shown.count("11111111") == 2 and shown.count("22222222") == 1, shown
+    assert "0193a1b2" not in shown
