@@ -7,9 +7,10 @@ runs each value through its type's bind processor; for the few inserts made for 
 their Python cost. A `BulkInsert` writes the SQL once per dialect and turns each row (a
 mapping, read in column order) into a tuple, converting only the values whose type needs it,
 into exactly what SQLAlchemy would have stored (`sqlite_time`: the text of SQLAlchemy's
-SQLite DATETIME). It runs through `Connection.exec_driver_sql` inside the session's
-transaction: driver errors still arrive as SQLAlchemy's (services.common.persistence.db's
-`is_transient` reads them), and nothing escapes the transaction.
+SQLite DATETIME). It runs on a cursor of the session's connection, inside its transaction
+(services.common.persistence.driver): driver errors still arrive as SQLAlchemy's
+(services.common.persistence.db's `is_transient` reads them), and nothing escapes the
+transaction.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from sqlalchemy import DateTime, Dialect, LargeBinary, Table
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session
 from sqlmodel.sql.sqltypes import UTCDateTime
+
+from services.common.persistence import driver
 
 #: Most values one statement binds (SQLite allows 32766, PostgreSQL 65535).
 _MAX_BINDS = 30000
@@ -110,14 +113,14 @@ class BulkInsert:
         form = _form_of(self, connection.dialect)
         params = form.params(rows, self._values)
         if not self.returning:
-            connection.exec_driver_sql(form.sql(1), params)
+            driver.run(connection, form.sql(1), params, many=True)
             return []
         found: list[Any] = []
         per_statement = max(1, _MAX_BINDS // len(self.columns))
         for start in range(0, len(params), per_statement):
             chunk = params[start : start + per_statement]
             flat = tuple(value for row in chunk for value in row)
-            found += [r[0] for r in connection.exec_driver_sql(form.sql(len(chunk)), flat)]
+            found += [r[0] for r in driver.run(connection, form.sql(len(chunk)), flat)]
         return found
 
 

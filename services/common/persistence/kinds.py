@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import DisconnectionError
 
+from services.common.persistence import driver
 from services.common.persistence.writer_lock import WriterLock
 
 #: SQLite settings applied to every connection. synchronous=FULL makes every commit
@@ -167,7 +168,7 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        driver.run(connection, begin)
 
     return engine
 
