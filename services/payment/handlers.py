@@ -4,7 +4,9 @@ Each handler is a batch (see services.common.messaging.apply.EventBatch): it loa
 batch's events need with one query per table, applies the events in order in memory,
 and writes the changes at the end: UPDATEs of the touched balances and refunded
 payments, bulk INSERTs of the new rows. Rows are plain dicts and statements are Core
-(built once, below): ORM objects and their flush cost several times more per event.
+(built once, below): ORM objects and their flush cost several times more per event. The new
+payments and transactions go in as the outbox's rows do (persistence.bulk.BulkInsert, on
+the driver's cursor).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from services.common.crashpoints import crash_point
 from services.common.ids import time_ordered_uuid
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
+from services.common.persistence.bulk import BulkInsert
 from services.common.timeutil import utcnow
 from services.payment import metrics
 from services.payment.domain import Decision, decide_payment
@@ -36,6 +39,8 @@ _TRANSACTIONS: Table = Transaction.__table__  # type: ignore[attr-defined]
 #: A payment row (its columns by name), as the handlers read and write it.
 PaymentRow = dict[str, Any]
 
+_INSERT_PAYMENTS = BulkInsert(_PAYMENTS, [column.name for column in _PAYMENTS.columns])
+_INSERT_TRANSACTIONS = BulkInsert(_TRANSACTIONS, [column.name for column in _TRANSACTIONS.columns])
 _SELECT_PAYMENTS = select(_PAYMENTS).where(
     _PAYMENTS.c.order_id.in_(bindparam("order_ids", expanding=True))
 )
@@ -307,7 +312,7 @@ class ChargeOrders:
             )
             _expect_rows(self.session, changed, len(self.changed_accounts), "account balances")
         if self.new_payments:  # inserted with their refunded_at, if refunded in this batch
-            self.session.execute(_PAYMENTS.insert(), self.new_payments)
+            _INSERT_PAYMENTS.execute(self.session, self.new_payments)
         stored_refunded = self.refunded - {p["order_id"] for p in self.new_payments}
         if stored_refunded:
             marked = self.session.execute(
@@ -319,7 +324,7 @@ class ChargeOrders:
             )
             _expect_rows(self.session, marked, len(stored_refunded), "refunded payments")
         if self.charges:
-            self.session.execute(_TRANSACTIONS.insert(), self.charges)
+            _INSERT_TRANSACTIONS.execute(self.session, self.charges)
         metrics.payments_decided_after_commit(self.session, self.decisions)
 
 
@@ -383,4 +388,4 @@ class RecordTransactions:
 
     def write(self) -> None:
         if self.transactions:
-            self.session.execute(_TRANSACTIONS.insert(), self.transactions)
+            _INSERT_TRANSACTIONS.execute(self.session, self.transactions)

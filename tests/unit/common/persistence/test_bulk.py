@@ -21,6 +21,10 @@ from services.common.persistence import bulk
 from services.common.persistence.bulk import BulkInsert, sqlite_time
 from services.common.persistence.db import Database
 from services.order.models import ORDERS_TABLE, Order
+from services.payment.models import Payment, Transaction
+
+PAYMENTS_TABLE: Table = Payment.__table__  # type: ignore[attr-defined]
+TRANSACTIONS_TABLE: Table = Transaction.__table__  # type: ignore[attr-defined]
 
 pytestmark = pytest.mark.unit
 
@@ -85,10 +89,41 @@ def order_rows() -> list[dict[str, Any]]:
     ]
 
 
+def payment_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": f"order-{i}",
+            "user_id": 2**62 + i,
+            "amount_cents": 10000 + i,
+            "approved": i % 2 == 0,
+            "reason": "" if i % 2 == 0 else "insufficient funds: déjà vu ✓",
+            "refunded_at": moment if i == 2 else None,
+            "created_at": moment,
+        }
+        for i, moment in enumerate(MOMENTS)
+    ]
+
+
+def transaction_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"t{i}",
+            "order_id": f"order-{i}",
+            "kind": "REFUND" if i % 2 else "CHARGE",
+            "user_id": 2**62 + i,
+            "amount_cents": 10000 + i,
+            "created_at": moment,
+        }
+        for i, moment in enumerate(MOMENTS)
+    ]
+
+
 CASES = [
     (OutboxRecord, OUTBOX_TABLE, outbox_rows),
     (SagaStep, STEPS_TABLE, step_rows),
     (Order, ORDERS_TABLE, order_rows),
+    (Payment, PAYMENTS_TABLE, payment_rows),
+    (Transaction, TRANSACTIONS_TABLE, transaction_rows),
 ]
 
 
@@ -96,7 +131,7 @@ def stored(db: Database, table: Table) -> list[tuple[Any, ...]]:
     """Every row as the database holds it (no SQLAlchemy type processing on the way out)."""
     columns = ", ".join(f'"{c.name}"' for c in table.columns if c.name not in ("seq", "id"))
     with db.read() as session:
-        result = session.connection().exec_driver_sql(f"SELECT {columns} FROM {table.name}")
+        result = session.connection().exec_driver_sql(f'SELECT {columns} FROM "{table.name}"')
         return sorted(tuple(row) for row in result)
 
 
