@@ -39,8 +39,14 @@ _TRANSACTIONS: Table = Transaction.__table__  # type: ignore[attr-defined]
 #: A payment row (its columns by name), as the handlers read and write it.
 PaymentRow = dict[str, Any]
 
-_INSERT_PAYMENTS = BulkInsert(_PAYMENTS, [column.name for column in _PAYMENTS.columns])
-_INSERT_TRANSACTIONS = BulkInsert(_TRANSACTIONS, [column.name for column in _TRANSACTIONS.columns])
+# Every column, named: the rows are built by hand (_decide, _transaction).
+_INSERT_PAYMENTS = BulkInsert(
+    _PAYMENTS,
+    ("order_id", "user_id", "amount_cents", "approved", "reason", "refunded_at", "created_at"),
+)
+_INSERT_TRANSACTIONS = BulkInsert(
+    _TRANSACTIONS, ("id", "order_id", "kind", "user_id", "amount_cents", "created_at")
+)
 _SELECT_PAYMENTS = select(_PAYMENTS).where(
     _PAYMENTS.c.order_id.in_(bindparam("order_ids", expanding=True))
 )

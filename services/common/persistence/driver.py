@@ -9,7 +9,12 @@ connection, inside the same transaction, and keeps what callers rely on:
 
 - a driver error arrives as SQLAlchemy's (`DBAPIError` and its subclasses, the driver's
   error as `orig`), so `db.is_transient` and the batch's narrowing read it as before;
-- a lost connection is invalidated, so the pool never hands it out again.
+- a lost connection is invalidated, and so is every older connection of the pool (after a
+  failover they are all dead): the pool hands none of them out again.
+
+That handling is SQLAlchemy's own, reached through a private method
+(`Connection._handle_dbapi_exception`); tests/unit/common/persistence/test_driver.py pins
+what it must do.
 """
 
 from __future__ import annotations
@@ -18,37 +23,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 
 def run(
-    connection: Connection, sql: str, params: Sequence[Any] = (), *, many: bool = False
+    connection: Connection,
+    sql: str,
+    params: Sequence[Any] | None = None,
+    *,
+    many: bool = False,
 ) -> list[Any]:
     """Execute `sql` in `connection`'s transaction (`many`: once per row of `params`, with
     the driver's executemany); return the rows it returned ([] if none). The SQL is in the
-    driver's paramstyle and `params` hold what the driver takes (no type conversion here)."""
-    dialect = connection.dialect
-    driver_error = dialect.loaded_dbapi.Error
-    proxied = connection.connection
-    cursor = proxied.cursor()
+    driver's paramstyle and `params` hold what the driver takes (no type conversion here).
+
+    An error goes through SQLAlchemy's own handling (`_handle_dbapi_exception`, what
+    `exec_driver_sql` calls): translated, the cursor closed, and a lost connection
+    invalidated together with every connection the pool made before it, as a lost
+    connection anywhere else would be.
+    """
+    cursor: Any = None
     try:
+        cursor = connection.connection.cursor()
         if many:
-            cursor.executemany(sql, params)
+            cursor.executemany(sql, params or ())
+        elif params is None:
+            cursor.execute(sql)
         else:
             cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description is not None else []
-    except driver_error as exc:
-        lost = dialect.is_disconnect(exc, proxied, cursor)
-        if lost:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(
-            sql,
-            params,
-            exc,
-            driver_error,
-            connection_invalidated=lost,
-            dialect=dialect,
-            ismulti=many,
-        ) from exc
-    finally:
-        cursor.close()
+        rows = list(cursor.fetchall()) if cursor.description is not None else []
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, sql, params, cursor, None)
+    cursor.close()
+    return rows

@@ -5,14 +5,16 @@ trouble; a lock held too long and a lost connection are), a lost connection inva
 from __future__ import annotations
 
 import sqlite3
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from services.common.messaging import inbox
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.persistence import driver
 from services.common.persistence.bulk import sqlite_time
@@ -97,3 +99,35 @@ def test_a_lost_connection_is_invalidated_and_transient(postgres_database: str) 
     assert is_transient(caught.value)
     with db.write() as session:  # the pool hands out a working connection next
         assert driver.run(session.connection(), "SELECT 1") == [(1,)]
+
+
+@pytest.mark.postgres
+def test_after_every_backend_dies_one_write_fails_and_the_next_ones_work(
+    postgres_database: str,
+) -> None:
+    """A failover: every pooled connection is dead. The first write to find out fails
+    (transient: retried), and the pool then replaces every connection it made before."""
+    db = Database(postgres_database, pool_size=4)
+    db.create_tables([ProcessedEvent])
+    with ExitStack() as held:  # four pooled connections, each used just now (no idle ping)
+        for _ in range(4):
+            held.enter_context(db.write()).execute(text("SELECT 1"))
+    killer = Database(postgres_database)
+    with killer.write() as session:
+        session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    killer.dispose()
+    failures = []
+    for i in range(6):
+        try:
+            with db.write() as session:
+                inbox.record_new(session, [(f"e{i}", "orders")])
+        except DBAPIError as exc:
+            failures.append(exc)
+    assert len(failures) == 1, failures
+    assert failures[0].connection_invalidated and is_transient(failures[0])
+    db.dispose()
