@@ -3,9 +3,10 @@
 SQLAlchemy's `Connection.exec_driver_sql` spends tens of microseconds per statement beyond
 what the driver does (an execution context, event dispatch, a result object). A consumed
 batch of a few records, or a CreateOrder group of one order, runs a handful of such
-statements (BEGIN, the inbox, outbox and journal inserts), so at moderate load that
-overhead is a tenth of the batch's CPU. `run` hands the statement to a cursor of the same
-connection, inside the same transaction, and keeps what callers rely on:
+statements (BEGIN, the inbox, outbox and journal inserts); at one record a transaction,
+skipping that overhead saved 5–10% of a hop's CPU (docs/performance.md, window 5). `run`
+hands the statement to a cursor of the same connection, inside the same transaction, and
+keeps what callers rely on:
 
 - a driver error arrives as SQLAlchemy's (`DBAPIError` and its subclasses, the driver's
   error as `orig`), so `db.is_transient` and the batch's narrowing read it as before;
