@@ -23,6 +23,7 @@ from paysaga.v1 import events_pb2, payments_pb2
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
 from services.common.money import format_cents
+from services.common.persistence.prepared import Prepared
 from services.common.timeutil import utcnow
 from services.order import metrics
 from services.order.changes import announce
@@ -38,7 +39,7 @@ _OUTCOMES = {
 
 
 # Built once: these run for every consumed batch.
-_UPDATE_ORDER = (
+_UPDATE_ORDER = Prepared(
     update(ORDERS_TABLE)
     .where(ORDERS_TABLE.c.id == bindparam("order_id"))
     .values(
@@ -52,19 +53,23 @@ _UPDATE_ORDER = (
 )
 # Only for an order whose money changed and nothing else (a charge after it FAILED, a
 # refund noted before these columns existed): no new version, nothing to announce.
-_NOTE_MONEY = (
+_NOTE_MONEY = Prepared(
     update(ORDERS_TABLE)
     .where(ORDERS_TABLE.c.id == bindparam("order_id"))
     .values(charged_at=bindparam("charged_at"), refunded_at=bindparam("refunded_at"))
 )
-_END_DEADLINES = delete(DEADLINES_TABLE).where(
-    DEADLINES_TABLE.c.order_id.in_(bindparam("order_ids", expanding=True))
+_END_DEADLINES = Prepared(
+    delete(DEADLINES_TABLE).where(
+        DEADLINES_TABLE.c.order_id.in_(bindparam("order_ids", expanding=True))
+    ),
+    expanding=["order_ids"],
 )
-_LOCK_ORDERS = (
+_LOCK_ORDERS = Prepared(
     select(ORDERS_TABLE)
     .where(ORDERS_TABLE.c.id.in_(bindparam("order_ids", expanding=True)))
     .order_by(ORDERS_TABLE.c.id)  # locked in one order by every replica
-    .with_for_update()
+    .with_for_update(),
+    expanding=["order_ids"],
 )
 
 
@@ -77,10 +82,10 @@ def write_order_changes(
         return
     for order in changed:
         order["version"] += 1
-    session.execute(_UPDATE_ORDER, [{**order, "order_id": order["id"]} for order in changed])
+    _UPDATE_ORDER.execute_many(session, [{**order, "order_id": order["id"]} for order in changed])
     ended = [o["id"] for o in changed if Status(o["status"]).terminal]
     if ended:
-        session.execute(_END_DEADLINES, {"order_ids": ended})
+        _END_DEADLINES.execute(session, {"order_ids": ended})
     for order in changed:
         announce(outbox, order, failed_now=order["id"] in failed_now)
     metrics.sagas_ended_after_commit(
@@ -104,8 +109,8 @@ class FinishOrders:
         self.outbox = outbox
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}
         # Locked (PostgreSQL): a deadline expiring on another replica waits, then sees the end.
-        found = session.execute(_LOCK_ORDERS, {"order_ids": list(order_ids)})
-        self.orders: dict[str, OrderRow] = {row["id"]: dict(row) for row in found.mappings()}
+        found = _LOCK_ORDERS.mappings(session, {"order_ids": list(order_ids)})
+        self.orders: dict[str, OrderRow] = {row["id"]: row for row in found}
         self.changed: dict[str, OrderRow] = {}
         self.failed_now: set[str] = set()
         #: Orders whose charge or refund was first seen in this batch.
@@ -190,8 +195,8 @@ class FinishOrders:
         write_order_changes(self.session, self.outbox, list(self.changed.values()), self.failed_now)
         money_only = [o for i, o in self.money_seen.items() if i not in self.changed]
         if money_only:
-            self.session.execute(
-                _NOTE_MONEY,
+            _NOTE_MONEY.execute_many(
+                self.session,
                 [
                     {
                         "order_id": o["id"],

@@ -16,6 +16,7 @@ from services.common.messaging.outbox import OutboxWriter
 from services.common.observability import tracing
 from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.db import Database, insert_ignoring_conflicts
+from services.common.persistence.prepared import Prepared
 from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
 from services.order import metrics
@@ -50,8 +51,11 @@ _INSERT_ORDERS = BulkInsert(
     ignore_conflicts_on=("user_id", "request_id"),
     returning="id",
 )
-_SELECT_PRICES = sa_select(PRODUCTS_TABLE.c.id, PRODUCTS_TABLE.c.price_cents).where(
-    PRODUCTS_TABLE.c.id.in_(bindparam("product_ids", expanding=True))
+_SELECT_PRICES = Prepared(
+    sa_select(PRODUCTS_TABLE.c.id, PRODUCTS_TABLE.c.price_cents).where(
+        PRODUCTS_TABLE.c.id.in_(bindparam("product_ids", expanding=True))
+    ),
+    expanding=["product_ids"],
 )
 
 
@@ -106,7 +110,7 @@ def create_orders(
     (committed, or earlier in `requests`) answers with that order.
     """
     product_ids = {r.product_id for r in requests}
-    found = session.execute(_SELECT_PRICES, {"product_ids": list(product_ids)})
+    found = _SELECT_PRICES.rows(session, {"product_ids": list(product_ids)})
     prices: dict[int, int] = {product_id: price for product_id, price in found}
     candidates: dict[tuple[int, str], OrderRow] = {}
     for request in requests:

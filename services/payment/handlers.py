@@ -25,6 +25,7 @@ from services.common.ids import time_ordered_uuid
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
 from services.common.persistence.bulk import BulkInsert
+from services.common.persistence.prepared import Prepared
 from services.common.timeutil import utcnow
 from services.payment import metrics
 from services.payment.domain import Decision, decide_payment
@@ -47,35 +48,42 @@ _INSERT_PAYMENTS = BulkInsert(
 _INSERT_TRANSACTIONS = BulkInsert(
     _TRANSACTIONS, ("id", "order_id", "kind", "user_id", "amount_cents", "created_at")
 )
-_SELECT_PAYMENTS = select(_PAYMENTS).where(
-    _PAYMENTS.c.order_id.in_(bindparam("order_ids", expanding=True))
+_SELECT_PAYMENTS = Prepared(
+    select(_PAYMENTS).where(_PAYMENTS.c.order_id.in_(bindparam("order_ids", expanding=True))),
+    expanding=["order_ids"],
 )
 # Locked for the transaction where the database can (SELECT ... FOR UPDATE); on SQLite
 # the write transaction (BEGIN IMMEDIATE) already excludes other writers.
-_SELECT_ACCOUNTS = (
+_SELECT_ACCOUNTS = Prepared(
     select(_ACCOUNTS.c.user_id, _ACCOUNTS.c.balance_cents)
     .where(_ACCOUNTS.c.user_id.in_(bindparam("user_ids", expanding=True)))
     # Sorted before locking: two replicas lock the same accounts in one order.
     .order_by(_ACCOUNTS.c.user_id)
-    .with_for_update()
+    .with_for_update(),
+    expanding=["user_ids"],
 )
-_UPDATE_BALANCE = (
+_UPDATE_BALANCE = Prepared(
     update(_ACCOUNTS)
     .where(_ACCOUNTS.c.user_id == bindparam("account_user_id"))
     .values(balance_cents=bindparam("balance_cents"), updated_at=bindparam("updated_at"))
 )
-_MARK_REFUNDED = (
+_MARK_REFUNDED = Prepared(
     update(_PAYMENTS)
     .where(_PAYMENTS.c.order_id == bindparam("payment_order_id"))
     .where(_PAYMENTS.c.refunded_at.is_(None))
     .values(refunded_at=bindparam("refunded_at"))
 )
-_SELECT_CHARGES = select(_TRANSACTIONS.c.order_id, _TRANSACTIONS.c.id).where(
-    _TRANSACTIONS.c.order_id.in_(bindparam("order_ids", expanding=True)),
-    _TRANSACTIONS.c.kind == CHARGE,
+_SELECT_CHARGES = Prepared(
+    select(_TRANSACTIONS.c.order_id, _TRANSACTIONS.c.id).where(
+        _TRANSACTIONS.c.order_id.in_(bindparam("order_ids", expanding=True)),
+        _TRANSACTIONS.c.kind == CHARGE,
+    ),
+    expanding=["order_ids"],
 )
-_SELECT_REFUND = select(_TRANSACTIONS.c.id).where(
-    _TRANSACTIONS.c.order_id == bindparam("order_id"), _TRANSACTIONS.c.kind == REFUND
+_SELECT_REFUND = Prepared(
+    select(_TRANSACTIONS.c.id).where(
+        _TRANSACTIONS.c.order_id == bindparam("order_id"), _TRANSACTIONS.c.kind == REFUND
+    )
 )
 
 _ORDER_EVENTS = (events_pb2.OrderPurchased, events_pb2.OrderFailed)
@@ -109,21 +117,20 @@ def _check_common(order_id: str, user_id: int, amount_cents: int) -> None:
         raise InvalidEvent(f"amount_cents must be positive, got {amount_cents}")
 
 
-def _expect_rows(session: Session, result: Any, expected: int, what: str) -> None:
+def _expect_rows(changed: int, expected: int, what: str) -> None:
     """Raise unless an UPDATE changed exactly the rows this batch read and locked (where the
-    driver counts the rows of an executemany): never let a balance change go missing."""
-    if not session.get_bind().dialect.supports_sane_multi_rowcount:
-        return
-    if result.rowcount != expected:
-        raise RuntimeError(f"{what}: {result.rowcount} rows changed, {expected} expected")
+    driver counts the rows of an executemany: -1 where not): never let a balance change go
+    missing."""
+    if changed != -1 and changed != expected:
+        raise RuntimeError(f"{what}: {changed} rows changed, {expected} expected")
 
 
 def _payments(session: Session, order_ids: set[str]) -> dict[str, PaymentRow]:
     """The decided payments of these orders, by order id."""
     if not order_ids:
         return {}
-    found = session.execute(_SELECT_PAYMENTS, {"order_ids": list(order_ids)})
-    return {row["order_id"]: dict(row) for row in found.mappings()}
+    found = _SELECT_PAYMENTS.mappings(session, {"order_ids": list(order_ids)})
+    return {row["order_id"]: row for row in found}
 
 
 class ChargeOrders:
@@ -149,7 +156,7 @@ class ChargeOrders:
         user_ids = sorted({e.user_id for e in order_events})
         #: Balances by user id, as this batch leaves them.
         self.balances: dict[int, int] = (
-            {u: b for u, b in session.execute(_SELECT_ACCOUNTS, {"user_ids": user_ids})}
+            {u: b for u, b in _SELECT_ACCOUNTS.rows(session, {"user_ids": user_ids})}
             if user_ids
             else {}
         )
@@ -291,7 +298,8 @@ class ChargeOrders:
         """An OrderFailed for money given back before: announce that REFUND again, under its
         own transaction id, so an Order service whose copy was lost (parked, dead-lettered)
         learns of it and stops re-announcing. Rare: one query, on this path only."""
-        transaction_id = self.session.execute(_SELECT_REFUND, {"order_id": order_id}).scalar()
+        found = _SELECT_REFUND.rows(self.session, {"order_id": order_id})
+        transaction_id = found[0][0] if found else None
         if transaction_id is None:
             log.info("nothing to give back for this failed order", extra=fields)
             return
@@ -309,26 +317,26 @@ class ChargeOrders:
     def write(self) -> None:
         now = utcnow()
         if self.changed_accounts:
-            changed = self.session.execute(
-                _UPDATE_BALANCE,
+            changed = _UPDATE_BALANCE.execute_many(
+                self.session,
                 [
                     {"account_user_id": u, "balance_cents": self.balances[u], "updated_at": now}
                     for u in sorted(self.changed_accounts)
                 ],
             )
-            _expect_rows(self.session, changed, len(self.changed_accounts), "account balances")
+            _expect_rows(changed, len(self.changed_accounts), "account balances")
         if self.new_payments:  # inserted with their refunded_at, if refunded in this batch
             _INSERT_PAYMENTS.execute(self.session, self.new_payments)
         stored_refunded = self.refunded - {p["order_id"] for p in self.new_payments}
         if stored_refunded:
-            marked = self.session.execute(
-                _MARK_REFUNDED,
+            marked = _MARK_REFUNDED.execute_many(
+                self.session,
                 [
                     {"payment_order_id": o, "refunded_at": self.payments[o]["refunded_at"]}
                     for o in sorted(stored_refunded)
                 ],
             )
-            _expect_rows(self.session, marked, len(stored_refunded), "refunded payments")
+            _expect_rows(marked, len(stored_refunded), "refunded payments")
         if self.charges:
             _INSERT_TRANSACTIONS.execute(self.session, self.charges)
         metrics.payments_decided_after_commit(self.session, self.decisions)
@@ -346,8 +354,8 @@ class RecordTransactions:
         self.decided = _payments(session, order_ids)
         self.recorded: dict[str, str] = {
             order_id: transaction_id
-            for order_id, transaction_id in session.execute(
-                _SELECT_CHARGES, {"order_ids": list(order_ids)}
+            for order_id, transaction_id in _SELECT_CHARGES.rows(
+                session, {"order_ids": list(order_ids)}
             )
         }
         self.transactions: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ what it must do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 def run(
     connection: Connection,
     sql: str,
-    params: Sequence[Any] | None = None,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
     *,
     many: bool = False,
 ) -> list[Any]:
@@ -42,6 +42,21 @@ def run(
     invalidated together with every connection the pool made before it, as a lost
     connection anywhere else would be.
     """
+    return _execute(connection, sql, params, many)[0]
+
+
+def count(connection: Connection, sql: str, rows: Sequence[Any]) -> int:
+    """Execute `sql` once per parameter row of `rows` (executemany), as `run` does; return
+    the driver's count of rows changed (its `rowcount`)."""
+    return _execute(connection, sql, rows, True)[1]
+
+
+def _execute(
+    connection: Connection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] | None,
+    many: bool,
+) -> tuple[list[Any], int]:
     cursor: Any = None
     try:
         cursor = connection.connection.cursor()
@@ -52,7 +67,8 @@ def run(
         else:
             cursor.execute(sql, params)
         rows = list(cursor.fetchall()) if cursor.description is not None else []
+        changed = cursor.rowcount
     except BaseException as exc:
         connection._handle_dbapi_exception(exc, sql, params, cursor, None)
     cursor.close()
-    return rows
+    return rows, changed
