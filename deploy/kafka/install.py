@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -20,15 +23,21 @@ LIB_DIR = KAFKA_DIR / "lib"
 POM = KAFKA_DIR / "pom.xml"
 JARS_STAMP = LIB_DIR / ".complete"  # written once Maven has copied every jar
 LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
-# Kafka's start script flags, with a 512 MB heap instead of 1 GB: plenty on a laptop or CI.
-BROKER_JVM_OPTS = [
-    "-Xms512m",
-    "-Xmx512m",
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:+ExplicitGCInvokesConcurrent",
-    "-Djava.awt.headless=true",
-]
+#: The heap, unless KAFKA_HEAP_OPTS says otherwise (Kafka's start script's variable): 512 MB
+#: instead of its 1 GB, plenty on a laptop or CI.
+BROKER_HEAP_OPTS = "-Xms512m -Xmx512m"
+#: The collector and compiler, unless KAFKA_JVM_PERFORMANCE_OPTS says otherwise (as Kafka's
+#: start script reads it): its own G1 flags, and the quick compiler only
+#: (`TieredStopAtLevel=1`). The brokers this project starts live for minutes (a test run, a
+#: bench, a demo), and on 2 cores the optimizing compiler was still at work a minute into
+#: a bench: three brokers' compiler threads took 0.8 of a core at 20 orders/s, and the
+#: 3-broker shape completed 1.4-2.2 x as many orders a second without it; one broker's
+#: shape was level within the noise (docs/performance.md, window 6). A long-lived broker
+#: wants the optimizing compiler back: set KAFKA_JVM_PERFORMANCE_OPTS.
+BROKER_PERFORMANCE_OPTS = (
+    "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent "
+    "-XX:TieredStopAtLevel=1 -Djava.awt.headless=true"
+)
 # The storage tool runs for seconds: the quick compiler alone and a small collector start it
 # sooner, and three of them format a cluster's nodes side by side on 2 cores.
 TOOL_JVM_OPTS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
@@ -74,10 +83,14 @@ def ensure_jars() -> bool:
 
 
 def java_command(main: str, *args: str, log_file: Path, broker: bool = False) -> list[str]:
-    """The java command line running a Kafka main class with our jars and log4j2 config."""
+    """The java command line running a Kafka main class with our jars and log4j2 config.
+
+    A broker's JVM flags are KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS and KAFKA_OPTS, as
+    Kafka's own start scripts read them, each defaulting to ours (the last to none).
+    """
     return [
         "java",
-        *(BROKER_JVM_OPTS if broker else TOOL_JVM_OPTS),
+        *(broker_jvm_opts(os.environ) if broker else TOOL_JVM_OPTS),
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.log.file={log_file}",
         "-cp",
@@ -85,6 +98,14 @@ def java_command(main: str, *args: str, log_file: Path, broker: bool = False) ->
         main,
         *args,
     ]
+
+
+def broker_jvm_opts(env: Mapping[str, str]) -> list[str]:
+    """A broker's JVM flags: `env`'s KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS and
+    KAFKA_OPTS where set (and not blank), ours otherwise."""
+    heap = env.get("KAFKA_HEAP_OPTS", "").strip() or BROKER_HEAP_OPTS
+    performance = env.get("KAFKA_JVM_PERFORMANCE_OPTS", "").strip() or BROKER_PERFORMANCE_OPTS
+    return [*shlex.split(heap), *shlex.split(performance), *shlex.split(env.get("KAFKA_OPTS", ""))]
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -1,0 +1,49 @@
+"""A local broker's JVM flags: ours by default, Kafka's own variables where a user sets them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy.kafka.install import broker_jvm_opts, java_command
+
+pytestmark = pytest.mark.unit
+
+
+def test_by_default_a_small_heap_g1_and_the_quick_compiler() -> None:
+    flags = broker_jvm_opts({})
+    assert flags[:2] == ["-Xms512m", "-Xmx512m"]
+    assert "-XX:+UseG1GC" in flags
+    assert "-XX:TieredStopAtLevel=1" in flags
+
+
+def test_kafka_s_own_variables_replace_each_part() -> None:
+    env = {
+        "KAFKA_HEAP_OPTS": "-Xmx1g",
+        "KAFKA_JVM_PERFORMANCE_OPTS": "-XX:+UseG1GC -XX:MaxGCPauseMillis=20",
+        "KAFKA_OPTS": "-Dsome.property='a value'",
+    }
+    assert broker_jvm_opts(env) == [
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Dsome.property=a value",
+    ]
+
+
+def test_a_blank_variable_keeps_the_default() -> None:
+    assert broker_jvm_opts({"KAFKA_HEAP_OPTS": "  ", "KAFKA_JVM_PERFORMANCE_OPTS": ""}) == (
+        broker_jvm_opts({})
+    )
+
+
+def test_the_broker_command_carries_them_and_the_storage_tool_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_HEAP_OPTS", "-Xmx768m")
+    broker = java_command("kafka.Kafka", "server.properties", log_file=Path("k.log"), broker=True)
+    tool = java_command("kafka.tools.StorageTool", log_file=Path("k.log"))
+    assert broker[:2] == ["java", "-Xmx768m"]
+    assert broker[-2:] == ["kafka.Kafka", "server.properties"]
+    assert "-Xmx768m" not in tool
