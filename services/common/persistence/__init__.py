@@ -6,6 +6,6 @@ commit path (`checkpoints`); a commit wakes the outbox relays of the other proce
 (`wakeup`). What differs between SQLite and PostgreSQL is one class per kind (`kinds`),
 chosen once from the URL. The statements every transaction runs (BEGIN on SQLite, the
 bulk inserts, the handlers' selects and updates) go to the driver's cursor (`driver`,
-`bulk`, `prepared`), with SQLAlchemy's error handling. May import observability and the leaves of services.common;
-knows nothing of Kafka.
+`bulk`, `prepared`), with SQLAlchemy's error handling. May import observability and the
+leaves of services.common; knows nothing of Kafka.
 """
