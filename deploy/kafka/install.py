@@ -103,9 +103,19 @@ def java_command(main: str, *args: str, log_file: Path, broker: bool = False) ->
 def broker_jvm_opts(env: Mapping[str, str]) -> list[str]:
     """A broker's JVM flags: `env`'s KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS and
     KAFKA_OPTS where set (and not blank), ours otherwise."""
-    heap = env.get("KAFKA_HEAP_OPTS", "").strip() or BROKER_HEAP_OPTS
-    performance = env.get("KAFKA_JVM_PERFORMANCE_OPTS", "").strip() or BROKER_PERFORMANCE_OPTS
-    return [*shlex.split(heap), *shlex.split(performance), *shlex.split(env.get("KAFKA_OPTS", ""))]
+    defaults = {
+        "KAFKA_HEAP_OPTS": BROKER_HEAP_OPTS,
+        "KAFKA_JVM_PERFORMANCE_OPTS": BROKER_PERFORMANCE_OPTS,
+        "KAFKA_OPTS": "",
+    }
+    flags: list[str] = []
+    for name, default in defaults.items():
+        value = env.get(name, "").strip() or default
+        try:
+            flags += shlex.split(value)
+        except ValueError as exc:
+            raise KafkaRuntimeError(f"{name}={value!r} cannot be read as flags: {exc}") from exc
+    return flags
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -117,11 +117,11 @@ def _check_common(order_id: str, user_id: int, amount_cents: int) -> None:
         raise InvalidEvent(f"amount_cents must be positive, got {amount_cents}")
 
 
-def _expect_rows(changed: int, expected: int, what: str) -> None:
+def _expect_rows(changed: int | None, expected: int, what: str) -> None:
     """Raise unless an UPDATE changed exactly the rows this batch read and locked (where the
-    driver counts the rows of an executemany: -1 where not): never let a balance change go
-    missing."""
-    if changed != -1 and changed != expected:
+    driver counts the rows of an executemany: None where not): never let a balance change
+    go missing."""
+    if changed is not None and changed != expected:
         raise RuntimeError(f"{what}: {changed} rows changed, {expected} expected")
 
 

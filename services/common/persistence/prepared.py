@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Dialect
-from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.expression import BindParameter, ClauseElement
 from sqlmodel import Session
 
 from services.common.persistence import driver
@@ -42,14 +43,21 @@ class Prepared:
 
     `expanding` names its IN-list parameters (`bindparam(name, expanding=True)`); every
     other parameter is one value. A statement whose IN list is empty is not run: it selects
-    and changes nothing, as the IN lists of these statements are ANDed with the rest of
-    their WHERE clause (never ORed). `execute_many` takes statements without IN lists.
+    and changes nothing. That is what SQL would do only where the IN list is one of the
+    terms ANDed together in the WHERE clause, so a statement must put it there (checked
+    here). `execute_many` takes statements without IN lists.
     """
 
     def __init__(self, statement: ClauseElement, *, expanding: Sequence[str] = ()) -> None:
         self.statement = statement
         self.expanding = tuple(expanding)
-        self._forms: dict[tuple[str, str, tuple[int, ...]], _Form] = {}
+        for name in self.expanding:
+            if not _anded_in_list(statement, name):
+                raise ValueError(
+                    f"{name!r} must be an IN list ANDed into the WHERE clause "
+                    f"(`column.in_(bindparam({name!r}, expanding=True))`)"
+                )
+        self._forms: dict[tuple[str, str, str, tuple[int, ...]], _Form] = {}
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows the statement selects, each column converted as SQLAlchemy would."""
@@ -77,30 +85,46 @@ class Prepared:
         form = self._form(connection.dialect, params)
         driver.run(connection, form.sql, form.params(params))
 
-    def execute_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+    def execute_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> int | None:
         """Run the statement once per parameter row (the driver's executemany); return the
-        rows it changed in all, or -1 where the driver does not count an executemany's
+        rows it changed in all, or None where the driver does not count an executemany's
         rows (`dialect.supports_sane_multi_rowcount`)."""
+        if self.expanding:
+            raise ValueError("execute_many takes statements without IN lists")
         if not rows:
             return 0
         connection = session.connection()
         dialect = connection.dialect
         form = self._form(dialect, rows[0])
         changed = driver.count(connection, form.sql, [form.params(row) for row in rows])
-        return changed if dialect.supports_sane_multi_rowcount else -1
+        return changed if dialect.supports_sane_multi_rowcount else None
 
     def _matches_nothing(self, params: Mapping[str, Any]) -> bool:
         return any(not params[name] for name in self.expanding)
 
     def _form(self, dialect: Dialect, params: Mapping[str, Any]) -> _Form:
         sizes = tuple(_padded_size(len(params[name])) for name in self.expanding)
-        key = (dialect.name, dialect.driver, sizes)
+        key = (dialect.name, dialect.driver, dialect.paramstyle, sizes)
         form = self._forms.get(key)
         if form is None:
             form = _Form(self, dialect, sizes)
             if len(self._forms) < _MAX_FORMS:
                 self._forms[key] = form
         return form
+
+
+def _anded_in_list(statement: ClauseElement, name: str) -> bool:
+    """Whether `statement`'s WHERE clause is `... AND column IN (:name) AND ...`."""
+    where = getattr(statement, "whereclause", None)
+    if where is None:
+        return False
+    terms = where.clauses if getattr(where, "operator", None) is operators.and_ else [where]
+    return any(
+        getattr(term, "operator", None) is operators.in_op
+        and isinstance(term.right, BindParameter)
+        and term.right.key == name
+        for term in terms
+    )
 
 
 class _Form:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka.install import broker_jvm_opts, java_command
+from deploy.kafka.install import KafkaRuntimeError, broker_jvm_opts, java_command
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +47,8 @@ def test_the_broker_command_carries_them_and_the_storage_tool_does_not(
     assert broker[:2] == ["java", "-Xmx768m"]
     assert broker[-2:] == ["kafka.Kafka", "server.properties"]
     assert "-Xmx768m" not in tool
+
+
+def test_an_unreadable_variable_is_named() -> None:
+    with pytest.raises(KafkaRuntimeError, match="KAFKA_OPTS="):
+        broker_jvm_opts({"KAFKA_OPTS": "-Dx='unclosed"})

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, or_, select, update
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 
 from services.common.persistence.db import Database
 from services.common.persistence.prepared import Prepared
@@ -155,5 +157,56 @@ def test_a_delete_with_an_in_list_deletes_only_what_it_names(db: Database) -> No
 
 def test_a_naive_datetime_is_refused_as_sqlalchemy_refuses_it(db: Database) -> None:
     naive = [{"account_user_id": 1, "balance_cents": 5, "updated_at": datetime(2026, 1, 1)}]
-    with pytest.raises(Exception, match="time zone|tzinfo|naive"), db.write() as session:
+    with pytest.raises(ValueError, match="naive"), db.write() as session:
         Prepared(UPDATE_BALANCE).execute_many(session, naive)
+
+
+def test_an_empty_in_list_selects_and_changes_nothing(db: Database) -> None:
+    with db.write() as session:
+        assert (
+            Prepared(SELECT_PAYMENTS, expanding=["order_ids"]).rows(session, {"order_ids": []})
+            == []
+        )
+        assert (
+            Prepared(SELECT_PAYMENTS, expanding=["order_ids"]).mappings(session, {"order_ids": []})
+            == []
+        )
+        Prepared(DELETE_PAYMENTS, expanding=["order_ids"]).execute(session, {"order_ids": []})
+    with db.read() as session:
+        assert len(session.execute(select(PAYMENTS.c.order_id)).all()) == 10
+
+
+def test_where_the_driver_cannot_count_an_executemany_the_count_is_none(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db._writer.dialect, "supports_sane_multi_rowcount", False)
+    balances = [{"account_user_id": 1, "balance_cents": 5, "updated_at": MOMENT}]
+    with db.write() as session:
+        assert Prepared(UPDATE_BALANCE).execute_many(session, balances) is None
+
+
+def test_the_lock_is_rendered_on_postgresql_and_left_out_on_sqlite() -> None:
+    lock = Prepared(LOCK_ACCOUNTS, expanding=["user_ids"])
+    on_postgresql = lock._form(postgresql_psycopg.dialect(), {"user_ids": [1, 2, 3]}).sql
+    on_sqlite = lock._form(sqlite_dialect.dialect(), {"user_ids": [1, 2, 3]}).sql
+    assert on_postgresql.endswith("FOR UPDATE")
+    assert on_postgresql.count("%(user_ids_") == 4  # three values padded to four
+    assert "FOR UPDATE" not in on_sqlite
+    assert on_sqlite.count("?") == 4
+
+
+def test_an_in_list_that_is_not_anded_into_the_where_clause_is_refused() -> None:
+    ored = select(PAYMENTS).where(
+        or_(PAYMENTS.c.order_id.in_(bindparam("order_ids", expanding=True)), PAYMENTS.c.approved)
+    )
+    with pytest.raises(ValueError, match="ANDed"):
+        Prepared(ored, expanding=["order_ids"])
+    with pytest.raises(ValueError, match="ANDed"):
+        Prepared(UPDATE_BALANCE, expanding=["account_user_id"])
+
+
+def test_execute_many_takes_no_in_lists(db: Database) -> None:
+    with pytest.raises(ValueError, match="IN lists"), db.write() as session:
+        Prepared(DELETE_PAYMENTS, expanding=["order_ids"]).execute_many(
+            session, [{"order_ids": ["o1"]}]
+        )
