@@ -3,10 +3,8 @@
 Each handler is a batch (see services.common.messaging.apply.EventBatch): it loads what the
 batch's events need with one query per table, applies the events in order in memory,
 and writes the changes at the end: UPDATEs of the touched balances and refunded
-payments, bulk INSERTs of the new rows. Rows are plain dicts and statements are Core
-(built once, below): ORM objects and their flush cost several times more per event. The new
-payments and transactions go in as the outbox's rows do (persistence.bulk.BulkInsert, on
-the driver's cursor).
+payments, bulk INSERTs of the new rows. Rows are plain dicts; the statements are Core, built
+once (services.payment.statements).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import Table, bindparam, select, update
 from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
@@ -24,67 +21,15 @@ from services.common.crashpoints import crash_point
 from services.common.ids import time_ordered_uuid
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
-from services.common.persistence.bulk import BulkInsert
-from services.common.persistence.prepared import Prepared
 from services.common.timeutil import utcnow
-from services.payment import metrics
+from services.payment import metrics, statements
 from services.payment.domain import Decision, decide_payment
-from services.payment.models import CHARGE, REFUND, Account, Payment, Transaction
+from services.payment.models import CHARGE, REFUND
 
 log = logging.getLogger(__name__)
 
-_ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
-_PAYMENTS: Table = Payment.__table__  # type: ignore[attr-defined]
-_TRANSACTIONS: Table = Transaction.__table__  # type: ignore[attr-defined]
-
 #: A payment row (its columns by name), as the handlers read and write it.
 PaymentRow = dict[str, Any]
-
-# Every column, named: the rows are built by hand (_decide, _transaction).
-_INSERT_PAYMENTS = BulkInsert(
-    _PAYMENTS,
-    ("order_id", "user_id", "amount_cents", "approved", "reason", "refunded_at", "created_at"),
-)
-_INSERT_TRANSACTIONS = BulkInsert(
-    _TRANSACTIONS, ("id", "order_id", "kind", "user_id", "amount_cents", "created_at")
-)
-_SELECT_PAYMENTS = Prepared(
-    select(_PAYMENTS).where(_PAYMENTS.c.order_id.in_(bindparam("order_ids", expanding=True))),
-    expanding=["order_ids"],
-)
-# Locked for the transaction where the database can (SELECT ... FOR UPDATE); on SQLite
-# the write transaction (BEGIN IMMEDIATE) already excludes other writers.
-_SELECT_ACCOUNTS = Prepared(
-    select(_ACCOUNTS.c.user_id, _ACCOUNTS.c.balance_cents)
-    .where(_ACCOUNTS.c.user_id.in_(bindparam("user_ids", expanding=True)))
-    # Sorted before locking: two replicas lock the same accounts in one order.
-    .order_by(_ACCOUNTS.c.user_id)
-    .with_for_update(),
-    expanding=["user_ids"],
-)
-_UPDATE_BALANCE = Prepared(
-    update(_ACCOUNTS)
-    .where(_ACCOUNTS.c.user_id == bindparam("account_user_id"))
-    .values(balance_cents=bindparam("balance_cents"), updated_at=bindparam("updated_at"))
-)
-_MARK_REFUNDED = Prepared(
-    update(_PAYMENTS)
-    .where(_PAYMENTS.c.order_id == bindparam("payment_order_id"))
-    .where(_PAYMENTS.c.refunded_at.is_(None))
-    .values(refunded_at=bindparam("refunded_at"))
-)
-_SELECT_CHARGES = Prepared(
-    select(_TRANSACTIONS.c.order_id, _TRANSACTIONS.c.id).where(
-        _TRANSACTIONS.c.order_id.in_(bindparam("order_ids", expanding=True)),
-        _TRANSACTIONS.c.kind == CHARGE,
-    ),
-    expanding=["order_ids"],
-)
-_SELECT_REFUND = Prepared(
-    select(_TRANSACTIONS.c.id).where(
-        _TRANSACTIONS.c.order_id == bindparam("order_id"), _TRANSACTIONS.c.kind == REFUND
-    )
-)
 
 _ORDER_EVENTS = (events_pb2.OrderPurchased, events_pb2.OrderFailed)
 
@@ -129,7 +74,7 @@ def _payments(session: Session, order_ids: set[str]) -> dict[str, PaymentRow]:
     """The decided payments of these orders, by order id."""
     if not order_ids:
         return {}
-    found = _SELECT_PAYMENTS.mappings(session, {"order_ids": list(order_ids)})
+    found = statements.SELECT_PAYMENTS.mappings(session, {"order_ids": list(order_ids)})
     return {row["order_id"]: row for row in found}
 
 
@@ -156,7 +101,7 @@ class ChargeOrders:
         user_ids = sorted({e.user_id for e in order_events})
         #: Balances by user id, as this batch leaves them.
         self.balances: dict[int, int] = (
-            {u: b for u, b in _SELECT_ACCOUNTS.rows(session, {"user_ids": user_ids})}
+            {u: b for u, b in statements.SELECT_ACCOUNTS.rows(session, {"user_ids": user_ids})}
             if user_ids
             else {}
         )
@@ -298,7 +243,7 @@ class ChargeOrders:
         """An OrderFailed for money given back before: announce that REFUND again, under its
         own transaction id, so an Order service whose copy was lost (parked, dead-lettered)
         learns of it and stops re-announcing. Rare: one query, on this path only."""
-        found = _SELECT_REFUND.rows(self.session, {"order_id": order_id})
+        found = statements.SELECT_REFUND.rows(self.session, {"order_id": order_id})
         transaction_id = found[0][0] if found else None
         if transaction_id is None:
             log.info("nothing to give back for this failed order", extra=fields)
@@ -317,7 +262,7 @@ class ChargeOrders:
     def write(self) -> None:
         now = utcnow()
         if self.changed_accounts:
-            changed = _UPDATE_BALANCE.execute_many(
+            changed = statements.UPDATE_BALANCE.execute_many(
                 self.session,
                 [
                     {"account_user_id": u, "balance_cents": self.balances[u], "updated_at": now}
@@ -326,10 +271,10 @@ class ChargeOrders:
             )
             _expect_rows(changed, len(self.changed_accounts), "account balances")
         if self.new_payments:  # inserted with their refunded_at, if refunded in this batch
-            _INSERT_PAYMENTS.execute(self.session, self.new_payments)
+            statements.INSERT_PAYMENTS.execute(self.session, self.new_payments)
         stored_refunded = self.refunded - {p["order_id"] for p in self.new_payments}
         if stored_refunded:
-            marked = _MARK_REFUNDED.execute_many(
+            marked = statements.MARK_REFUNDED.execute_many(
                 self.session,
                 [
                     {"payment_order_id": o, "refunded_at": self.payments[o]["refunded_at"]}
@@ -338,7 +283,7 @@ class ChargeOrders:
             )
             _expect_rows(marked, len(stored_refunded), "refunded payments")
         if self.charges:
-            _INSERT_TRANSACTIONS.execute(self.session, self.charges)
+            statements.INSERT_TRANSACTIONS.execute(self.session, self.charges)
         metrics.payments_decided_after_commit(self.session, self.decisions)
 
 
@@ -354,7 +299,7 @@ class RecordTransactions:
         self.decided = _payments(session, order_ids)
         self.recorded: dict[str, str] = {
             order_id: transaction_id
-            for order_id, transaction_id in _SELECT_CHARGES.rows(
+            for order_id, transaction_id in statements.SELECT_CHARGES.rows(
                 session, {"order_ids": list(order_ids)}
             )
         }
@@ -402,4 +347,4 @@ class RecordTransactions:
 
     def write(self) -> None:
         if self.transactions:
-            _INSERT_TRANSACTIONS.execute(self.session, self.transactions)
+            statements.INSERT_TRANSACTIONS.execute(self.session, self.transactions)
