@@ -114,7 +114,7 @@ def main() -> None:
     def create() -> None:
         for i in range(n):  # one order per transaction: the worst case of the group commit
             request = NewOrder(rng.randint(1, 5), rng.randint(1, 5), f"r{i}")
-            with odb.write() as session:
+            with odb.write_core() as session:
                 [order] = create_orders(session, [request], deadline_s=60.0)
             assert isinstance(order, dict)
             orders.append(SimpleNamespace(**order))

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 from sqlalchemy import bindparam, delete, select, update
-from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
 from services.common.money import format_cents
 from services.common.persistence.prepared import Prepared
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 from services.order import metrics
 from services.order.changes import announce
@@ -74,7 +74,7 @@ _LOCK_ORDERS = Prepared(
 
 
 def write_order_changes(
-    session: Session, outbox: OutboxWriter, changed: Sequence[OrderRow], failed_now: set[str]
+    session: Transaction, outbox: OutboxWriter, changed: Sequence[OrderRow], failed_now: set[str]
 ) -> None:
     """UPDATE the changed orders (one version more each), end the deadlines of terminal ones,
     announce each change."""
@@ -104,7 +104,9 @@ def write_order_changes(
 class FinishOrders:
     """Topic `transactions`: end each order from its TransactionRecorded; terminal orders stay."""
 
-    def __init__(self, session: Session, outbox: OutboxWriter, events: Sequence[Message]) -> None:
+    def __init__(
+        self, session: Transaction, outbox: OutboxWriter, events: Sequence[Message]
+    ) -> None:
         self.session = session
         self.outbox = outbox
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.TransactionRecorded)}

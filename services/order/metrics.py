@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram
-from sqlmodel import Session
 
 from services.common.observability import metrics
 from services.common.persistence.db import run_after_commit
+from services.common.persistence.transaction import Transaction
 
 ORDERS = Counter(
     "paysaga_orders_total",
@@ -31,13 +31,13 @@ SAGA_DURATION = Histogram(
 )
 
 
-def orders_created_after_commit(session: Session, created: int) -> None:
+def orders_created_after_commit(session: Transaction, created: int) -> None:
     """Count `created` new orders once the transaction commits."""
     if created and metrics.recording():
         run_after_commit(session, lambda: ORDERS.labels("created").inc(created))
 
 
-def sagas_ended_after_commit(session: Session, ended: Iterable[tuple[str, datetime]]) -> None:
+def sagas_ended_after_commit(session: Transaction, ended: Iterable[tuple[str, datetime]]) -> None:
     """Orders that reached `outcome` ("completed"/"failed"), created at the given times:
     count them and observe their saga durations once the transaction commits."""
     if not metrics.recording():

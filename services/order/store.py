@@ -17,6 +17,7 @@ from services.common.observability import tracing
 from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.db import Database, insert_ignoring_conflicts
 from services.common.persistence.prepared import Prepared
+from services.common.persistence.transaction import Transaction
 from services.common.serving.paging import Cursor, newest_first_after
 from services.common.timeutil import to_timestamp, utcnow
 from services.order import metrics
@@ -99,7 +100,7 @@ class NewOrder:
 
 
 def create_orders(
-    session: Session, requests: Sequence[NewOrder], *, deadline_s: float
+    session: Transaction, requests: Sequence[NewOrder], *, deadline_s: float
 ) -> list[OrderRow | Exception]:
     """Store CREATED orders with their events and saga deadlines, in the caller's transaction.
 
@@ -156,7 +157,7 @@ def create_orders(
 
 
 def _orders_by_key(
-    session: Session, keys: list[tuple[int, str]]
+    session: Transaction, keys: list[tuple[int, str]]
 ) -> dict[tuple[int, str], OrderRow]:
     """The stored orders of these (user_id, request_id) keys."""
     if not keys:
@@ -170,7 +171,7 @@ def _orders_by_key(
 
 
 def _stage_new_orders(
-    session: Session,
+    session: Transaction,
     created: list[OrderRow],
     deadline_s: float,
     traces: dict[tuple[int, str], tuple[tuple[str, bytes], ...]],

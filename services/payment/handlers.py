@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlmodel import Session
 
 from paysaga.v1 import events_pb2, payments_pb2
 from services.common.crashpoints import crash_point
 from services.common.ids import time_ordered_uuid
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
 from services.common.messaging.outbox import OutboxWriter
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 from services.payment import metrics, statements
 from services.payment.domain import Decision, decide_payment
@@ -70,7 +70,7 @@ def _expect_rows(changed: int | None, expected: int, what: str) -> None:
         raise RuntimeError(f"{what}: {changed} rows changed, {expected} expected")
 
 
-def _payments(session: Session, order_ids: set[str]) -> dict[str, PaymentRow]:
+def _payments(session: Transaction, order_ids: set[str]) -> dict[str, PaymentRow]:
     """The decided payments of these orders, by order id."""
     if not order_ids:
         return {}
@@ -93,7 +93,9 @@ class ChargeOrders:
     (order, kind) transaction make replays and duplicates harmless.
     """
 
-    def __init__(self, session: Session, outbox: OutboxWriter, events: Sequence[Message]) -> None:
+    def __init__(
+        self, session: Transaction, outbox: OutboxWriter, events: Sequence[Message]
+    ) -> None:
         self.session = session
         self.outbox = outbox
         order_events = [e for e in events if isinstance(e, _ORDER_EVENTS)]
@@ -292,7 +294,9 @@ class RecordTransactions:
     was recorded. (The CHARGE row is written with the debit itself, in ChargeOrders, so the
     ledger always matches the balances; this hop only announces it.)"""
 
-    def __init__(self, session: Session, outbox: OutboxWriter, events: Sequence[Message]) -> None:
+    def __init__(
+        self, session: Transaction, outbox: OutboxWriter, events: Sequence[Message]
+    ) -> None:
         self.session = session
         self.outbox = outbox
         order_ids = {e.order_id for e in events if isinstance(e, events_pb2.PaymentProcessed)}

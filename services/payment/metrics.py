@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from prometheus_client import Counter
-from sqlmodel import Session
 
 from services.common.observability import metrics
 from services.common.persistence.db import run_after_commit
+from services.common.persistence.transaction import Transaction
 
 PAYMENTS = Counter(
     "paysaga_payments_total",
@@ -23,7 +23,7 @@ PAYMENTS = Counter(
 )
 
 
-def payments_decided_after_commit(session: Session, decisions: Mapping[str, int]) -> None:
+def payments_decided_after_commit(session: Transaction, decisions: Mapping[str, int]) -> None:
     """Add `decisions` (approved/declined -> n) to the counter once the transaction commits."""
     counts = {decision: n for decision, n in decisions.items() if n}
     if counts and metrics.recording():

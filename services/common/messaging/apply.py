@@ -24,7 +24,6 @@ from typing import Protocol
 
 from confluent_kafka import Message as KafkaMessage
 from google.protobuf.message import Message
-from sqlmodel import Session
 
 from services.common.messaging import inbox
 from services.common.messaging.cloudevents import EventMeta, InvalidEvent
@@ -41,6 +40,7 @@ from services.common.messaging.retries import RetryBudget, RetryPolicy
 from services.common.messaging.topics import TopicTable
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database, is_transient
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class EventBatch(Protocol):
 
 #: Opens a topic's EventBatch from the transaction's session, its outbox and the batch's
 #: events (so it can load what they need in one query each).
-Handler = Callable[[Session, OutboxWriter, Sequence[Message]], EventBatch]
+Handler = Callable[[Transaction, OutboxWriter, Sequence[Message]], EventBatch]
 
 
 def _by_topic(records: list[ConsumedRecord]) -> dict[str, list[ConsumedRecord]]:
@@ -171,7 +171,7 @@ class BatchApplier:
 
     def _transact(self, records: list[ConsumedRecord]) -> Outcome:
         # Each event's span ends with the transaction (see services.common.observability.tracing).
-        with tracing.EventSpans() as spans, self.db.write() as session:
+        with tracing.EventSpans() as spans, self.db.write_core() as session:
             outbox = OutboxWriter(self.topics)
             fresh = self._drop_duplicates(session, records)
             dead = sum(
@@ -182,7 +182,9 @@ class BatchApplier:
         return Outcome(new=len(fresh), dead_lettered=dead)
 
     @staticmethod
-    def _drop_duplicates(session: Session, records: list[ConsumedRecord]) -> list[ConsumedRecord]:
+    def _drop_duplicates(
+        session: Transaction, records: list[ConsumedRecord]
+    ) -> list[ConsumedRecord]:
         """The records whose event was not seen before (recording them in the inbox)."""
         new = inbox.record_new(session, [(r.inbox_id, r.topic) for r in records])
         fresh = []
@@ -197,7 +199,7 @@ class BatchApplier:
 
     def _apply(
         self,
-        session: Session,
+        session: Transaction,
         outbox: OutboxWriter,
         topic: str,
         records: list[ConsumedRecord],
@@ -260,7 +262,7 @@ class BatchApplier:
         return Outcome(new=1, dead_lettered=1) if written else Outcome()
 
     def _write_dead_letter(self, record: ConsumedRecord, why: str) -> Outcome:
-        with self.db.write() as session:
+        with self.db.write_core() as session:
             if not inbox.record_new(session, [(record.inbox_id, record.topic)]):
                 log.info("duplicate event skipped", extra=record.log_fields())
                 return Outcome()

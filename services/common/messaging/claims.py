@@ -56,12 +56,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sqlalchemy import bindparam, delete, func, text, update
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from services.common.messaging.delivery import Failure
 from services.common.messaging.outbox import OUTBOX_TABLE, ClaimedRow, OutboxRecord
 from services.common.persistence.bulk import from_sqlite_time
 from services.common.persistence.db import Database
+from services.common.persistence.transaction import Transaction
 
 #: What the relay reads of an outbox row.
 _ROW_COLUMNS = tuple(OUTBOX_TABLE.c[name] for name in ClaimedRow._fields)
@@ -126,7 +127,7 @@ class FailureSettler(Protocol):
     """What a claim strategy asks of the relay: settle the rows that failed."""
 
     def settle_failures(
-        self, session: Session, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
+        self, session: Transaction, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> set[int]:
         """Park the rows that failed for good, count an attempt on the others (and give up
         their lease); return the seqs to retry."""
@@ -196,7 +197,7 @@ class PostgresClaims(OutboxClaims):
 
     def claim(self, limit: int) -> list[ClaimedRow]:
         params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}
-        with self.db.write(durable=False) as session:
+        with self.db.write_core(durable=False) as session:
             found = session.execute(_CLAIM, params).all()
         rows = [ClaimedRow(*row) for row in found if row.seq is not None]
         self.held_back = len(rows) < len(found)
@@ -206,7 +207,7 @@ class PostgresClaims(OutboxClaims):
         self, settler: FailureSettler, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> tuple[int, int]:
         confirmed = [row.seq for row in rows if row.seq not in failures]
-        with self.db.write(durable=False) as session:
+        with self.db.write_core(durable=False) as session:
             retry = settler.settle_failures(session, rows, failures) if failures else set()
             if confirmed:
                 session.execute(_DELETE_SEQS, {"seqs": confirmed})
@@ -214,7 +215,7 @@ class PostgresClaims(OutboxClaims):
 
     def renew(self, rows: Sequence[ClaimedRow]) -> None:
         params = {"relay": self.relay_id, "seqs": [r.seq for r in rows], "lease_s": self.lease_s}
-        with self.db.write(durable=False) as session:
+        with self.db.write_core(durable=False) as session:
             session.execute(_RENEW, params)
 
     def reset(self) -> None:
@@ -259,7 +260,7 @@ class SqliteClaims(OutboxClaims):
     ) -> tuple[int, int]:
         retry: set[int] = set()
         if failures or self._retry_from is not None:
-            with self.db.write() as session:
+            with self.db.write_core() as session:
                 retry = settler.settle_failures(session, rows, failures) if failures else set()
                 if retry:
                     first = min(retry)
@@ -302,7 +303,7 @@ class SqliteClaims(OutboxClaims):
         if not now and time.monotonic() - self._last_cleanup < self.cleanup_interval_s:
             return
         through = self.published_through
-        with self.db.write() as session:
+        with self.db.write_core() as session:
             session.execute(delete(OutboxRecord).where(col(OutboxRecord.seq) <= through))
         self._deleted_through = through
         self._last_cleanup = time.monotonic()

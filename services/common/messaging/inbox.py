@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from services.common.persistence.bulk import BulkInsert
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 
 
@@ -30,7 +31,7 @@ _INSERT_NEW = BulkInsert(
 )
 
 
-def record_new(session: Session, events: Sequence[tuple[str, str]]) -> set[str]:
+def record_new(session: Transaction, events: Sequence[tuple[str, str]]) -> set[str]:
     """Record the (event id, topic) pairs not seen before; return their ids.
 
     One INSERT ... ON CONFLICT DO NOTHING for the whole batch: the database decides what

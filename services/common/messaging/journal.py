@@ -20,12 +20,13 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Table
-from sqlmodel import Field, Index, Session, SQLModel
+from sqlmodel import Field, Index, SQLModel
 
 from services.common.messaging.cloudevents import EventMeta
 from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.columns import blob, int64
 from services.common.persistence.db import insert_ignoring_conflicts
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 
 #: The header a redriven record carries: its inbox key on the way back (see redrive_id).
@@ -238,7 +239,7 @@ class Journal:
             }
         )
 
-    def write(self, session: Session) -> None:
+    def write(self, session: Transaction) -> None:
         """Insert what was collected, in the caller's transaction (one INSERT per table)."""
         if self.steps:
             replica = str(session.info.get("replica", ""))

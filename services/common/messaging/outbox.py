@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 from sqlalchemy import Table
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from services.common.headers import Headers, header_dict
 from services.common.messaging.cloudevents import EventMeta
@@ -25,6 +25,7 @@ from services.common.observability import tracing
 from services.common.persistence.bulk import BulkInsert
 from services.common.persistence.columns import blob, int64
 from services.common.persistence.db import run_after_commit
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 
 #: Headers a dead letter carries on top of the consumed record's own.
@@ -301,7 +302,7 @@ class OutboxWriter:
             produced_at=parse_time(found.get("ce_time", "")),
         )
 
-    def write(self, session: Session) -> None:
+    def write(self, session: Transaction) -> None:
         """Insert the staged records and journal in this transaction; wake the relay once it
         commits."""
         self.journal.write(session)

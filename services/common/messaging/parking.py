@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete, insert
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from services.common.messaging.outbox import ClaimedRow, OutboxRecord, ParkedRecord
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 
 log = logging.getLogger("services.common.messaging.relay")
@@ -20,7 +21,7 @@ def rows_changed(result: Any) -> int:
     return int(result.rowcount)
 
 
-def park(session: Session, row: ClaimedRow, attempts: int, error: str, still_ours: Any) -> int:
+def park(session: Transaction, row: ClaimedRow, attempts: int, error: str, still_ours: Any) -> int:
     """Move `row` to outbox_parked if `still_ours` (a condition on its lease) holds; return
     1 if it was parked, 0 if another relay took the row over (it is theirs to settle)."""
     taken = session.execute(

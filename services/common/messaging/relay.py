@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 from sqlalchemy import func, select, update
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from services.common.crashpoints import crash_point
 from services.common.messaging.claims import claims_for
@@ -42,6 +42,7 @@ from services.common.messaging.parking import park, rows_changed
 from services.common.messaging.rounds import DeliveryPump, Recheck, Round
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database
+from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 from services.common.worker import BackgroundWorker
 
@@ -300,7 +301,7 @@ class OutboxRelay(BackgroundWorker):
                 self.producer.poll(0.1)
 
     def settle_failures(
-        self, session: Session, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
+        self, session: Transaction, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> set[int]:
         """Park the rows that failed for good; count an attempt on the others; return those
         to retry (their seqs)."""

@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy import DateTime, Dialect, LargeBinary, Table
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session
 from sqlmodel.sql.sqltypes import UTCDateTime
 
 from services.common.persistence import driver
+from services.common.persistence.transaction import Transaction
 
 #: Most values one statement binds (SQLite allows 32766, PostgreSQL 65535).
 _MAX_BINDS = 30000
@@ -104,7 +104,7 @@ class BulkInsert:
             getter if len(self.columns) > 1 else lambda row: (getter(row),)
         )
 
-    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    def execute(self, session: Transaction, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert `rows` in the session's transaction; return the `returning` values of the
         rows inserted (in no particular order), or [] without `returning`."""
         if not rows:

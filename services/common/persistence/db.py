@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlmodel import Session, SQLModel
 
 from services.common.persistence.kinds import DatabaseKind, SqliteKind, kind_of, kind_of_url
+from services.common.persistence.transaction import CoreTransaction, Transaction
 from services.common.persistence.wakeup import OutboxSignal
 from services.common.persistence.writer_lock import WriterLock
 
@@ -57,13 +58,23 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError | SATimeoutError)
 
 
-def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
+def _run_after_commit(callbacks: list[Callable[[], None]]) -> None:
+    # The transaction is durable: what a callback does (wake the relay, tell watchers) is a
+    # side effect, and its failure must never turn a commit into an error.
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback failed; the commit stands")
+
+
+def run_after_commit(session: Transaction, callback: Callable[[], None]) -> None:
     """Call `callback` once the session's current transaction has committed (never on rollback)."""
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 def insert_ignoring_conflicts(
-    session: Session, table: Table, *conflict_columns: str, returning: str = ""
+    session: Transaction, table: Table, *conflict_columns: str, returning: str = ""
 ) -> Insert:
     """INSERT ... ON CONFLICT (conflict_columns) DO NOTHING [RETURNING returning], in the
     session's SQL dialect.
@@ -113,10 +124,12 @@ class Database:
         selected = [metadata.tables[str(t.__tablename__)] for t in tables]
         metadata.create_all(self._writer, tables=selected)
 
+    def _info(self) -> dict[Any, Any]:
+        return {"outbox_signal": self.outbox_signal, "replica": self.instance}
+
     def _session(self, engine: Engine) -> Session:
         session = Session(engine, expire_on_commit=False)
-        session.info["outbox_signal"] = self.outbox_signal
-        session.info["replica"] = self.instance
+        session.info.update(self._info())
         return session
 
     @contextmanager
@@ -136,13 +149,18 @@ class Database:
             callbacks = session.info.pop(_AFTER_COMMIT, [])
         finally:
             session.close()
-        # The transaction is durable: what a callback does (wake the relay, tell watchers)
-        # is a side effect, and its failure must never turn a commit into an error.
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.exception("after-commit callback failed; the commit stands")
+        _run_after_commit(callbacks)
+
+    @contextmanager
+    def write_core(self, *, durable: bool = True) -> Iterator[CoreTransaction]:
+        """One write transaction, as `write()`, on a Core connection: statements only, none
+        of the ORM's unit of work (services.common.persistence.transaction). For the hot
+        path: every consumed batch, every CreateOrder group, the relay's bookkeeping."""
+        info = self._info()
+        engine = self._writer if durable else self._relaxed_writer
+        with self._write_lock, engine.connect() as connection, connection.begin():
+            yield CoreTransaction(connection, info)
+        _run_after_commit(info.pop(_AFTER_COMMIT, []))
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -21,11 +21,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar, cast
 
-from sqlmodel import Session
-
 from services.common.crashpoints import crash_point
 from services.common.observability import metrics, tracing
 from services.common.persistence.db import Database, is_transient
+from services.common.persistence.transaction import Transaction
 from services.common.worker import BackgroundWorker
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
     def __init__(
         self,
         db: Database,
-        write_group: Callable[[Session, Sequence[Request]], Sequence[Result | Exception]],
+        write_group: Callable[[Transaction, Sequence[Request]], Sequence[Result | Exception]],
         *,
         max_group: int = 256,
     ) -> None:
@@ -193,7 +192,7 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 log.debug("group write answered after its event loop closed")
 
     def _write(self, group: list[_Pending[Request, Result]]) -> Sequence[Result | Exception]:
-        with self.db.write() as session:
+        with self.db.write_core() as session:
             outcomes = self.write_group(session, [p.request for p in group])
             if len(outcomes) != len(group):  # rolled back: nobody is told of a write unanswered
                 raise RuntimeError(f"write_group answered {len(outcomes)} of {len(group)} requests")

@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import Dialect
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import BindParameter, ClauseElement
-from sqlmodel import Session
 
 from services.common.persistence import driver
+from services.common.persistence.transaction import Transaction
 
 Converter = Callable[[Any], Any]
 
@@ -59,7 +59,7 @@ class Prepared:
                 )
         self._forms: dict[tuple[str, str, str, tuple[int, ...]], _Form] = {}
 
-    def rows(self, session: Session, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def rows(self, session: Transaction, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows the statement selects, each column converted as SQLAlchemy would."""
         if self._matches_nothing(params):
             return []
@@ -67,7 +67,7 @@ class Prepared:
         form = self._form(connection.dialect, params)
         return form.convert_rows(driver.run(connection, form.sql, form.params(params)))
 
-    def mappings(self, session: Session, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def mappings(self, session: Transaction, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The rows the statement selects, as dicts by column key."""
         if self._matches_nothing(params):
             return []
@@ -77,7 +77,7 @@ class Prepared:
         rows = form.convert_rows(driver.run(connection, form.sql, form.params(params)))
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    def execute(self, session: Session, params: Mapping[str, Any]) -> None:
+    def execute(self, session: Transaction, params: Mapping[str, Any]) -> None:
         """Run a statement that returns no rows (an UPDATE, a DELETE) once."""
         if self._matches_nothing(params):
             return
@@ -85,7 +85,7 @@ class Prepared:
         form = self._form(connection.dialect, params)
         driver.run(connection, form.sql, form.params(params))
 
-    def execute_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> int | None:
+    def execute_many(self, session: Transaction, rows: Sequence[Mapping[str, Any]]) -> int | None:
         """Run the statement once per parameter row (the driver's executemany); return the
         rows it changed in all, or None where the driver does not count an executemany's
         rows (`dialect.supports_sane_multi_rowcount`)."""

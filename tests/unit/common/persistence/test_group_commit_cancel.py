@@ -11,12 +11,12 @@ from services.common.persistence.group_commit import GroupCommitter, ShuttingDow
 
 
 class _SlowDb:
-    """Just enough of Database for GroupCommitter: a write() context that takes its time."""
+    """Just enough of Database for GroupCommitter: a write_core() context that takes its time."""
 
     def __init__(self, gate: threading.Event) -> None:
         self.gate = gate
 
-    def write(self) -> Any:
+    def write_core(self) -> Any:
         gate = self.gate
 
         class _Session:

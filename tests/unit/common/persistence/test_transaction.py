@@ -1,0 +1,110 @@
+"""`Database.write_core()`: a write transaction on a Core connection keeps what
+`Database.write()` promises. It commits on success and rolls back on an exception; its
+after-commit callbacks run only after a commit, and a failing one never undoes it; the
+outbox's signal and the replica's name reach the writers; on SQLite it holds the write lock
+from its start. The hot path's writers take it and a `Session` alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from services.common.messaging import inbox
+from services.common.messaging.inbox import ProcessedEvent
+from services.common.messaging.journal import SagaStep
+from services.common.messaging.outbox import OutboxRecord, OutboxWriter
+from services.common.persistence.db import Database, run_after_commit
+
+pytestmark = pytest.mark.unit
+
+
+def _inbox_ids(db: Database) -> list[str]:
+    with db.read() as session:
+        return sorted(session.execute(select(ProcessedEvent.event_id)).scalars())  # type: ignore[arg-type]
+
+
+def test_a_transaction_commits_what_it_wrote_and_then_runs_its_callbacks(store_url: str) -> None:
+    db = Database(store_url)
+    db.create_tables([ProcessedEvent])
+    seen: list[list[str]] = []
+    with db.write_core() as transaction:
+        assert inbox.record_new(transaction, [("a", "orders"), ("b", "orders")]) == {"a", "b"}
+        run_after_commit(transaction, lambda: seen.append(_inbox_ids(db)))
+        assert seen == []
+    assert seen == [["a", "b"]]  # the callback ran after the commit: it read both rows
+
+
+def test_an_exception_rolls_everything_back_and_runs_no_callback(store_url: str) -> None:
+    db = Database(store_url)
+    db.create_tables([ProcessedEvent])
+    called: list[str] = []
+    with pytest.raises(RuntimeError, match="handler failed"), db.write_core() as transaction:
+        inbox.record_new(transaction, [("a", "orders")])
+        run_after_commit(transaction, lambda: called.append("after commit"))
+        raise RuntimeError("handler failed")
+    assert _inbox_ids(db) == []
+    assert called == []
+    with db.write_core() as transaction:  # the connection went back to the pool clean
+        assert inbox.record_new(transaction, [("a", "orders")]) == {"a"}
+    assert _inbox_ids(db) == ["a"]
+
+
+def test_a_failing_callback_leaves_the_commit_standing_and_the_others_run(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(store_url)
+    db.create_tables([ProcessedEvent])
+    called: list[str] = []
+
+    def fail() -> None:
+        raise ValueError("a callback's own trouble")
+
+    with db.write_core() as transaction:
+        inbox.record_new(transaction, [("a", "orders")])
+        run_after_commit(transaction, fail)
+        run_after_commit(transaction, lambda: called.append("second"))
+    assert called == ["second"]
+    assert _inbox_ids(db) == ["a"]
+    assert "after-commit callback failed" in caplog.text
+
+
+def test_the_outbox_wakes_the_relay_only_once_its_rows_are_committed(store_url: str) -> None:
+    db = Database(store_url, instance="order-7")
+    db.create_tables([OutboxRecord, SagaStep])
+    outbox = OutboxWriter(None)
+    outbox.add_record(topic="orders", key=b"k", value=b"v", headers=[], event_id="e1")
+    db.outbox_signal.clear()
+    with db.write_core() as transaction:
+        assert transaction.info["replica"] == "order-7"
+        outbox.write(transaction)
+        assert not db.outbox_signal.is_set()
+    assert db.outbox_signal.is_set()
+    with db.read() as session:
+        assert session.execute(select(func.count()).select_from(OutboxRecord)).scalar_one() == 1
+
+
+def test_on_sqlite_the_transaction_holds_the_write_lock_from_its_start(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/store.db")
+    db.create_tables([ProcessedEvent])
+    other = sqlite3.connect(tmp_path / "store.db", timeout=0, isolation_level=None)
+    try:
+        with db.write_core():  # no statement yet: BEGIN IMMEDIATE has taken the lock
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # free again once committed
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def test_a_session_and_a_core_transaction_write_the_same_rows(store_url: str) -> None:
+    db = Database(store_url)
+    db.create_tables([ProcessedEvent])
+    with db.write() as session:
+        assert inbox.record_new(session, [("a", "orders"), ("b", "orders")]) == {"a", "b"}
+    with db.write_core() as transaction:
+        assert inbox.record_new(transaction, [("b", "orders"), ("c", "orders")]) == {"c"}
+    assert _inbox_ids(db) == ["a", "b", "c"]
