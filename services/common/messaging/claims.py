@@ -31,7 +31,7 @@ relays:
   a row in flight. A relay cut off from the database for longer than a whole lease while
   its rows are in flight may see them published again by another relay: duplicates, which
   the inbox drops. These bookkeeping transactions (claims, deletes, attempts) do not wait
-  for the WAL flush (`Database.write(durable=False)`): losing one to a server crash only
+  for the WAL flush (`Database.write_core(durable=False)`): losing one to a server crash only
   publishes rows again.
 - SQLite (one relay per database file), `SqliteClaims`: one writer commits at a time and
   seq never decreases, so rows commit in seq order; the relay reads on after the last row
@@ -259,26 +259,29 @@ class SqliteClaims(OutboxClaims):
         self, settler: FailureSettler, rows: Sequence[ClaimedRow], failures: dict[int, Failure]
     ) -> tuple[int, int]:
         retry: set[int] = set()
-        if failures or self._retry_from is not None:
-            with self.db.write_core() as session:
-                retry = settler.settle_failures(session, rows, failures) if failures else set()
+        if failures:
+            with self.db.write_core() as transaction:
+                retry = settler.settle_failures(transaction, rows, failures)
                 if retry:
                     first = min(retry)
                     self._retry_from = (
                         first if self._retry_from is None else min(first, self._retry_from)
                     )
-                # Rows confirmed behind a row to retry are deleted now, so the watermark
-                # (which stops at that row) never sends them twice or hides newer rows.
-                retry_from = self._retry_from
-                behind = [
-                    row.seq
-                    for row in rows
-                    if retry_from is not None and row.seq > retry_from and row.seq not in failures
-                ]
-                if behind:
-                    session.execute(_DELETE_SEQS, {"seqs": behind})
+                if behind := self._behind_retry(rows, failures):
+                    transaction.execute(_DELETE_SEQS, {"seqs": behind})
+        elif behind := self._behind_retry(rows, failures):
+            with self.db.write_core() as transaction:
+                transaction.execute(_DELETE_SEQS, {"seqs": behind})
         self._advance(rows)
         return len(rows) - len(retry), len(retry)
+
+    def _behind_retry(self, rows: Sequence[ClaimedRow], failures: dict[int, Failure]) -> list[int]:
+        """The rows of this round confirmed behind a row to retry. They are deleted now, so
+        the watermark (which stops at that row) never sends them twice or hides newer rows."""
+        retry_from = self._retry_from
+        if retry_from is None:
+            return []
+        return [row.seq for row in rows if row.seq > retry_from and row.seq not in failures]
 
     def renew(self, rows: Sequence[ClaimedRow]) -> None:
         """Nothing to do: one relay per file, whose place is its own."""

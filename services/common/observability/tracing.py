@@ -230,7 +230,7 @@ class KafkaRecord(Protocol):
 class EventSpans:
     """The CONSUMER spans of the events one transaction applies, ended when it ends.
 
-    `with EventSpans() as spans, db.write() as session:` then, per event,
+    `with EventSpans() as spans, db.write_core() as transaction:` then, per event,
     `with spans.handling(record, event_id, order_id):` around its handler. A span is
     current only inside `handling`; all end on leaving the outer block, marked failed if
     the transaction failed (the batch is then retried or narrowed: new spans).

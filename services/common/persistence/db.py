@@ -1,11 +1,13 @@
 """The database: one SQLAlchemy engine per service, SQLite (WAL) by default, any URL by setting.
 
-Writes go through `Database.write()`, one transaction each. On SQLite that transaction
-starts with BEGIN IMMEDIATE, so concurrent writers queue on the write lock instead of
-failing when a read transaction tries to upgrade; reads (`Database.read()`) use a plain
-BEGIN and never block writers (WAL). Callbacks registered with `run_after_commit` run
-only once the transaction is durable: that is how the relay and WatchOrders learn of
-new rows without polling. What differs between SQLite and PostgreSQL is in `kinds`.
+Writes go through `Database.write()` (an ORM session) or, on the hot path,
+`Database.write_core()` (statements on a Core connection: persistence.transaction), one
+transaction each. On SQLite that transaction starts with BEGIN IMMEDIATE, so concurrent
+writers queue on the write lock instead of failing when a read transaction tries to
+upgrade; reads (`Database.read()`) use a plain BEGIN and never block writers (WAL).
+Callbacks registered with `run_after_commit` run only once the transaction is durable:
+that is how the relay and WatchOrders learn of new rows without polling. What differs
+between SQLite and PostgreSQL is in `kinds`.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class Database:
         self.outbox_signal = OutboxSignal()
         self._write_lock = self.kind.write_lock(url)
         self._writer, self._reader = self.kind.engines(url, pool_size)
-        #: For `write(durable=False)`.
+        #: For `write_core(durable=False)`.
         self._relaxed_writer = self.kind.relaxed_engine(url, self._writer)
 
     @property
@@ -133,16 +135,10 @@ class Database:
         return session
 
     @contextmanager
-    def write(self, *, durable: bool = True) -> Iterator[Session]:
-        """One write transaction: commits on success, rolls back on any exception.
-
-        `durable=False` is for bookkeeping whose loss in a server crash costs only work done
-        again (the relay's claims and deletes: rows are published again, and the consumers'
-        inbox drops the copies): PostgreSQL then commits without waiting for the WAL flush
-        (`synchronous_commit=off` for that transaction only). Every other write waits, and
-        SQLite always does (`synchronous=FULL`).
-        """
-        session = self._session(self._writer if durable else self._relaxed_writer)
+    def write(self) -> Iterator[Session]:
+        """One write transaction with an ORM session (the admin API, redrives, refunds,
+        deadlines, retention): commits on success, rolls back on any exception."""
+        session = self._session(self._writer)
         try:
             with self._write_lock, session.begin():
                 yield session
@@ -155,7 +151,15 @@ class Database:
     def write_core(self, *, durable: bool = True) -> Iterator[CoreTransaction]:
         """One write transaction, as `write()`, on a Core connection: statements only, none
         of the ORM's unit of work (services.common.persistence.transaction). For the hot
-        path: every consumed batch, every CreateOrder group, the relay's bookkeeping."""
+        path: every consumed batch, every CreateOrder group, the relay's bookkeeping. It
+        begins at once (on SQLite, BEGIN IMMEDIATE under the writers' lock).
+
+        `durable=False` is for bookkeeping whose loss in a server crash costs only work done
+        again (the relay's claims and deletes: rows are published again, and the consumers'
+        inbox drops the copies): PostgreSQL then commits without waiting for the WAL flush
+        (`synchronous_commit=off` for that transaction only). Every other write waits, and
+        SQLite always does (`synchronous=FULL`).
+        """
         info = self._info()
         engine = self._writer if durable else self._relaxed_writer
         with self._write_lock, engine.connect() as connection, connection.begin():

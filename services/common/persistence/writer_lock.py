@@ -39,7 +39,7 @@ class NestedWrite(RuntimeError):
 
 
 class WriterLock:
-    """Held around each write transaction on one SQLite file (Database.write)."""
+    """Held around each write transaction on one SQLite file (Database.write, write_core)."""
 
     def __init__(self, database_path: Path, wait_limit_s: float = WAIT_LIMIT_S) -> None:
         self.path = Path(f"{database_path}.write-lock")

@@ -66,8 +66,9 @@ def test_a_row_the_table_refuses_is_an_integrity_error_not_the_database_s_troubl
         assert session.execute(text("SELECT count(*) FROM inbox")).scalar() == 0
 
 
+@pytest.mark.parametrize("core", [False, True], ids=["orm-write", "core-write"])
 def test_a_write_lock_held_too_long_is_transient(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, core: bool
 ) -> None:
     """BEGIN IMMEDIATE runs on the driver too: "database is locked" must still read as the
     database's trouble (retried), never as an event's (dead-lettered)."""
@@ -82,8 +83,9 @@ def test_a_write_lock_held_too_long_is_transient(
     holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process's writer, past the writers' lock
     try:
-        with pytest.raises(OperationalError, match="locked") as caught, db.write() as session:
-            session.connection()  # BEGIN IMMEDIATE
+        with pytest.raises(OperationalError, match="locked") as caught:
+            with db.write_core() if core else db.write() as session:
+                session.connection()  # BEGIN IMMEDIATE (write_core's: on entering)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -91,13 +93,17 @@ def test_a_write_lock_held_too_long_is_transient(
 
 
 @pytest.mark.postgres
-def test_a_lost_connection_is_invalidated_and_transient(postgres_database: str) -> None:
+@pytest.mark.parametrize("core", [False, True], ids=["orm-write", "core-write"])
+def test_a_lost_connection_is_invalidated_and_transient(postgres_database: str, core: bool) -> None:
     db = Database(postgres_database)
-    with pytest.raises(OperationalError) as caught, db.write() as session:
-        driver.run(session.connection(), "SELECT pg_terminate_backend(pg_backend_pid())")
+    with pytest.raises(OperationalError) as caught:
+        with db.write_core() if core else db.write() as session:
+            driver.run(session.connection(), "SELECT pg_terminate_backend(pg_backend_pid())")
     assert caught.value.connection_invalidated
     assert is_transient(caught.value)
-    with db.write() as session:  # the pool hands out a working connection next
+    with (
+        db.write_core() if core else db.write() as session
+    ):  # the pool hands out a working connection next
         assert driver.run(session.connection(), "SELECT 1") == [(1,)]
 
 

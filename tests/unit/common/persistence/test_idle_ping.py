@@ -5,6 +5,8 @@ without a round trip on every checkout of a busy pool."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -12,6 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from services.common.persistence import kinds
 from services.common.persistence.db import Database
+from services.common.persistence.transaction import Transaction
 
 pytestmark = [pytest.mark.unit, pytest.mark.postgres]
 
@@ -30,20 +33,29 @@ def drop_connections(url: str) -> int:
     return int(ended)
 
 
-@pytest.mark.parametrize("durable", [True, False], ids=["write", "relay-bookkeeping"])
+WRITES: dict[str, Callable[[Database], AbstractContextManager[Transaction]]] = {
+    "orm-write": lambda db: db.write(),
+    "core-write": lambda db: db.write_core(),
+    "relay-bookkeeping": lambda db: db.write_core(durable=False),
+}
+
+
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
 def test_connections_dropped_while_idle_are_replaced_before_use(
-    postgres_database: str, monkeypatch: pytest.MonkeyPatch, durable: bool
+    postgres_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    write: Callable[[Database], AbstractContextManager[Transaction]],
 ) -> None:
     monkeypatch.setattr(kinds, "IDLE_PING_AFTER_S", 0.05)
     db = Database(postgres_database)
     try:
-        with db.write(durable=durable) as session:
+        with write(db) as session:
             session.execute(text("CREATE TABLE IF NOT EXISTS t (n int)"))
         with db.read() as session:
             session.execute(text("SELECT 1"))
         assert drop_connections(postgres_database) >= 1
         time.sleep(0.1)
-        with db.write(durable=durable) as session:  # no error: the dead one was replaced
+        with write(db) as session:  # no error: the dead one was replaced
             session.execute(text("INSERT INTO t VALUES (1)"))
         with db.read() as session:
             assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 1

@@ -7,16 +7,19 @@ from its start. The hot path's writers take it and a `Session` alike."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 
 from services.common.messaging import inbox
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import SagaStep
 from services.common.messaging.outbox import OutboxRecord, OutboxWriter
 from services.common.persistence.db import Database, run_after_commit
+from services.common.persistence.writer_lock import NestedWrite
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +50,7 @@ def test_an_exception_rolls_everything_back_and_runs_no_callback(store_url: str)
         raise RuntimeError("handler failed")
     assert _inbox_ids(db) == []
     assert called == []
+    assert db._writer.pool.checkedout() == 0  # type: ignore[attr-defined]
     with db.write_core() as transaction:  # the connection went back to the pool clean
         assert inbox.record_new(transaction, [("a", "orders")]) == {"a"}
     assert _inbox_ids(db) == ["a"]
@@ -108,3 +112,75 @@ def test_a_session_and_a_core_transaction_write_the_same_rows(store_url: str) ->
     with db.write_core() as transaction:
         assert inbox.record_new(transaction, [("b", "orders"), ("c", "orders")]) == {"c"}
     assert _inbox_ids(db) == ["a", "b", "c"]
+
+
+def test_a_commit_that_fails_raises_runs_no_callback_and_frees_the_connection_and_lock(
+    store_url: str,
+) -> None:
+    db = Database(store_url)
+    db.create_tables([ProcessedEvent])
+    called: list[str] = []
+
+    def refuse(_connection: Any) -> None:
+        raise RuntimeError("the commit failed")
+
+    event.listen(db._writer, "commit", refuse)
+    with pytest.raises(RuntimeError, match="the commit failed"), db.write_core() as transaction:
+        inbox.record_new(transaction, [("a", "orders")])
+        run_after_commit(transaction, lambda: called.append("after commit"))
+    event.remove(db._writer, "commit", refuse)
+    assert called == []
+    assert db._writer.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert _inbox_ids(db) == []  # rolled back
+    with db.write_core() as transaction:  # neither the lock nor the connection is held
+        assert inbox.record_new(transaction, [("a", "orders")]) == {"a"}
+    assert db._writer.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_on_sqlite_a_second_writer_of_the_process_waits_for_the_first_to_commit(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path}/store.db")
+    db.create_tables([ProcessedEvent])
+    order: list[str] = []
+    first_in = threading.Event()
+
+    def second() -> None:
+        first_in.wait(5)
+        with db.write_core() as transaction:
+            order.append("second began")
+            inbox.record_new(transaction, [("b", "orders")])
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with db.write_core() as transaction:
+        first_in.set()
+        inbox.record_new(transaction, [("a", "orders")])
+        thread.join(0.3)  # it cannot begin while this one holds the writers' lock
+        order.append("first commits")
+    thread.join(5)
+    assert order == ["first commits", "second began"]
+    assert _inbox_ids(db) == ["a", "b"]
+
+
+def test_on_sqlite_a_write_inside_another_is_refused(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/store.db")
+    db.create_tables([ProcessedEvent])
+    with pytest.raises(NestedWrite), db.write_core(), db.write_core():
+        pass
+    with db.write_core() as transaction:  # the lock was given back
+        assert inbox.record_new(transaction, [("a", "orders")]) == {"a"}
+
+
+@pytest.mark.postgres
+def test_on_postgres_only_relay_bookkeeping_commits_without_waiting_for_the_wal_flush(
+    postgres_database: str,
+) -> None:
+    db = Database(postgres_database)
+    try:
+        with db.write_core() as transaction:
+            assert transaction.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+        with db.write_core(durable=False) as transaction:
+            assert transaction.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+    finally:
+        db.dispose()
