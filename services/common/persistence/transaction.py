@@ -3,10 +3,10 @@
 Every consumed batch and every CreateOrder group is one write transaction. Through a
 `Session` each pays for the ORM's unit of work around it even though these transactions
 add no objects: a session transaction over the connection's transaction, its state
-machine, its flush on commit, its close. At one or two records a transaction, the load a
-moderate rate brings, that was about a quarter of a hop's CPU (docs/performance.md,
-window 7). `CoreTransaction` is the connection's own transaction, with what the hot path's
-writers use of a session: `connection()`, `execute()`, `get_bind()` and `info`.
+machine, its flush on commit, its close. At one record a transaction, the load a moderate
+rate brings, leaving it out saves 10–17% of a hop's CPU (docs/performance.md, window 7).
+`CoreTransaction` is the connection's own transaction, with what the hot path's writers use
+of a session: `connection()`, `execute()`, `get_bind()` and `info`.
 
 `Transaction` is that shape as a type: the shared writers (the outbox, the journal, the
 inbox, `BulkInsert`, `Prepared`) take either a `CoreTransaction` or a `Session`, so the
