@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Producer
@@ -41,7 +42,7 @@ from services.common.messaging.outbox import (
 from services.common.messaging.parking import park, rows_changed
 from services.common.messaging.rounds import DeliveryPump, Recheck, Round
 from services.common.observability import metrics, tracing
-from services.common.persistence.db import Database
+from services.common.persistence.db import Database, run_after_commit
 from services.common.persistence.transaction import Transaction
 from services.common.timeutil import utcnow
 from services.common.worker import BackgroundWorker
@@ -308,13 +309,14 @@ class OutboxRelay(BackgroundWorker):
         if not failures:
             return set()
         retry: set[int] = set()
+        parked = 0
         for row in rows:
             failure = failures.get(row.seq)
             if failure is None:
                 continue
             attempts = row.attempts + (1 if failure.counts else 0)
             if failure.permanent or (attempts >= self.max_attempts and self._old(row)):
-                self.parked += park(session, row, attempts, failure.error, self._still_ours())
+                parked += park(session, row, attempts, failure.error, self._still_ours())
                 continue
             given_up = session.execute(
                 update(OutboxRecord)
@@ -330,6 +332,8 @@ class OutboxRelay(BackgroundWorker):
             )
             if rows_changed(given_up):  # else another relay took the row over: theirs
                 retry.add(row.seq)
+        if parked:  # counted once they are parked for good: a failed commit parked none
+            run_after_commit(session, partial(self._count_parked, parked))
         if retry:
             first = failures[min(retry)]
             log.warning(
@@ -339,6 +343,9 @@ class OutboxRelay(BackgroundWorker):
         if any(f.fatal for f in failures.values()):
             self._producer_failed = True  # replaced once no round is in flight
         return retry
+
+    def _count_parked(self, rows: int) -> None:
+        self.parked += rows
 
     def _old(self, row: ClaimedRow) -> bool:
         return (utcnow() - row.created_at).total_seconds() > self.stale_after_s  # aware UTC
