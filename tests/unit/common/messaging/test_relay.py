@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from sqlalchemy import event
 from sqlmodel import select
 
 from paysaga.v1 import events_pb2
@@ -319,3 +320,29 @@ def test_a_full_local_queue_waits_and_sends_the_row_once(db: Database) -> None:
 def test_a_full_local_queue_never_counts_towards_parking() -> None:
     failure = Failure.of_exception(BufferError("Local: Queue full"))
     assert (failure.permanent, failure.counts) == (False, False)
+
+
+def test_a_park_whose_commit_fails_is_not_counted_and_the_next_round_parks_it(
+    db: Database,
+) -> None:
+    producer = FakeProducer()
+    relay = relay_of(db, producer)
+    stage(db, "big")
+    producer.refuse = {"big": TOO_LARGE}
+
+    def refuse(_connection: object) -> None:
+        raise RuntimeError("the commit failed")
+
+    engines = {id(e): e for e in (db._writer, db._relaxed_writer)}.values()  # PostgreSQL: two
+    for engine in engines:
+        event.listen(engine, "commit", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            relay.publish_pending()
+    finally:
+        for engine in engines:
+            event.remove(engine, "commit", refuse)
+    assert relay.parked == 0 and parked(db) == [] and remaining(db) == 1
+    relay.claims.reset()  # what the relay does after an error (_lose_track)
+    relay.publish_pending()
+    assert relay.parked == 1 and [row.topic for row in parked(db)] == ["orders"]
