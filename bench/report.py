@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import waits
 from bench.commit_probe import describe
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -86,6 +87,13 @@ def _cpu(cpu: dict[str, Any]) -> str:
     parts = [f"{k} {v:.1f}s" for k, v in cpu.items() if k != "machine_busy_fraction" and v]
     busy = cpu.get("machine_busy_fraction")
     return ", ".join(parts) + (f"; machine {busy:.0%} busy" if busy is not None else "")
+
+
+def _waits(phase: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The phase's means from the services' metrics (results from before they existed: none)."""
+    if "waits" not in phase:
+        return []
+    return [("  where orders waited", "means", waits.describe(phase["waits"]))]
 
 
 def echo_ceiling(results: dict[str, Any]) -> str:
@@ -255,6 +263,7 @@ def table(results: dict[str, Any]) -> str:
             )
         )
         rows.append(("  CPU in window", "", _cpu(tp["cpu_s"])))
+        rows += _waits(tp)
     light = results.get("light")
     if light:
         bound = ">=" if light.get("percentiles_are_lower_bounds") else ""
@@ -267,6 +276,7 @@ def table(results: dict[str, Any]) -> str:
                 f"target p50 <= 25 ms; {echo_ceiling(results)}",
             )
         )
+        rows += _waits(light)
     rows += watch_rows(results)
     lat = results.get("latency")
     if lat:
@@ -317,6 +327,7 @@ def table(results: dict[str, Any]) -> str:
             )
             rows.append(("  slowest", f"{lat.get('over_1s', 0)} over 1 s", worst))
         rows.append(("  CPU in phase", "", _cpu(lat["cpu_s"])))
+        rows += _waits(lat)
     watchers = results.get("watchers")
     if watchers:
         rows.append(

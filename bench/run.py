@@ -10,6 +10,7 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from bench.stack import (
     running_order_addresses,
     running_stack,
 )
+from bench.waits import WaitMeter
 from bench.watch import Terminals
 from bench.watch_phases import all_orders_phase, receiving_watchers_phase
 from bench.watchers import WatchersProcess
@@ -43,6 +45,7 @@ async def latency_with_watchers(
     stack: Stack,
     args: argparse.Namespace,
     throughput: dict[str, Any] | None,
+    waits: WaitMeter,
 ) -> dict[str, Any]:
     """The latency phase, with `--watchers` streams (`--watch-scope`) held open meanwhile."""
     out: dict[str, Any] = {}
@@ -72,13 +75,16 @@ async def latency_with_watchers(
         print(f"[latency] offering {rate:.1f} orders/s: {source}", flush=True)
         probe = await CommitProbe.start(probe_dir(stack))
         try:
-            out["latency"] = lat = await latency_phase(
-                maker,
-                cpu,
-                rate=rate,
-                duration_s=args.latency_duration,
-                drain_timeout_s=args.drain_timeout,
-                warmup_s=args.latency_warmup,
+            out["latency"] = lat = await metered(
+                waits,
+                latency_phase(
+                    maker,
+                    cpu,
+                    rate=rate,
+                    duration_s=args.latency_duration,
+                    drain_timeout_s=args.drain_timeout,
+                    warmup_s=args.latency_warmup,
+                ),
             )
         finally:
             disk_commit = await probe.stop()
@@ -96,6 +102,15 @@ async def latency_with_watchers(
                 flush=True,
             )
     return out
+
+
+async def metered(waits: WaitMeter, phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run `phase` with the services' metrics read before and after it (its "waits": the
+    whole phase, any warm-up and drain included; means per event, see bench.waits)."""
+    await asyncio.to_thread(waits.start)
+    result = await phase
+    result["waits"] = await asyncio.to_thread(waits.stop)
+    return result
 
 
 def probe_dir(stack: Stack) -> Path:
@@ -122,6 +137,7 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     a share of that max with quiet watchers open."""
     out: dict[str, Any] = {}
     cpu = CpuMeter({**stack.pids, "loadgen": os.getpid()})
+    waits = WaitMeter(stack.metrics_addresses)
     if "all-orders" in args.phases or "latency" in args.phases:
         out["disk_commit_idle"] = await idle_commits(stack)
     async with balanced_channel(stack.order_addresses) as channel:
@@ -131,24 +147,30 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         maker = OrderMaker(channel, watcher)
         try:
             if "throughput" in args.phases:
-                out["throughput"] = await throughput_phase(
-                    maker,
-                    cpu,
-                    concurrency=args.concurrency,
-                    max_backlog=args.max_backlog,
-                    warmup_s=args.warmup,
-                    duration_s=args.duration,
-                    drain_timeout_s=args.drain_timeout,
+                out["throughput"] = await metered(
+                    waits,
+                    throughput_phase(
+                        maker,
+                        cpu,
+                        concurrency=args.concurrency,
+                        max_backlog=args.max_backlog,
+                        warmup_s=args.warmup,
+                        duration_s=args.duration,
+                        drain_timeout_s=args.drain_timeout,
+                    ),
                 )
                 print(f"[throughput] {out['throughput']['orders_per_s']} orders/s", flush=True)
             if "light" in args.phases:
-                out["light"] = light = await latency_phase(
-                    maker,
-                    cpu,
-                    rate=args.light_rate,
-                    duration_s=args.light_duration,
-                    drain_timeout_s=args.drain_timeout,
-                    label="light",
+                out["light"] = light = await metered(
+                    waits,
+                    latency_phase(
+                        maker,
+                        cpu,
+                        rate=args.light_rate,
+                        duration_s=args.light_duration,
+                        drain_timeout_s=args.drain_timeout,
+                        label="light",
+                    ),
                 )
                 print(f"[light] p50 {light['p50_ms']} ms, p99 {light['p99_ms']} ms", flush=True)
             if "watchers" in args.phases and args.watch_streams > 0:
@@ -178,7 +200,9 @@ async def saga_phases(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                     probe_dir=probe_dir(stack),
                 )
             if "latency" in args.phases:
-                out |= await latency_with_watchers(maker, cpu, stack, args, out.get("throughput"))
+                out |= await latency_with_watchers(
+                    maker, cpu, stack, args, out.get("throughput"), waits
+                )
         finally:
             out["watch"] = watcher.report()
             await watcher.close()

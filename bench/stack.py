@@ -28,6 +28,8 @@ class Stack:
     payment_address: str
     bootstrap: str
     pids: dict[str, int] = field(default_factory=dict)
+    #: Process name -> host:port of its /metrics (a private stack's services; see bench.waits).
+    metrics_addresses: dict[str, str] = field(default_factory=dict)
     home: Path | None = None
     private: bool = True
     #: The layout, as `make bench` variables (DB=... REPLICAS=... BROKERS=...), or "running".
@@ -98,6 +100,9 @@ def private_stack(
             payment_address=services.payment_address,
             bootstrap=services.bootstrap,
             pids=pids,
+            metrics_addresses={
+                proc.name: proc.metrics_address or "0" for proc in services.all_processes()
+            },
             home=home,
             shape=f"DB={db} REPLICAS={replicas} BROKERS={brokers} ROLES={roles}",
         )
