@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import urllib.request
 from collections import defaultdict
+from http.client import HTTPException
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -107,7 +108,7 @@ class WaitMeter:
                 url = f"http://{address}/metrics"
                 with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
                     read[name] = parse(response.read().decode())
-            except OSError:
+            except (OSError, HTTPException, ValueError):  # down, garbled: left out, named
                 continue
         return read
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -103,3 +105,24 @@ def test_a_stack_without_metrics_gives_none() -> None:
     meter = WaitMeter({"order-0-api": "0"})
     meter.start()
     assert meter.stop() is None
+
+
+def test_a_process_that_answers_garbage_is_left_out() -> None:
+    """Not a metrics endpoint (here, a plain TCP server that hangs up): named, not fatal."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def hang_up() -> None:
+        for _ in range(2):
+            connection, _ = listener.accept()
+            connection.sendall(b"not http\r\n\r\n")
+            connection.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    meter = WaitMeter({"order-0-api": address}, timeout_s=1)
+    meter.start()
+    result = meter.stop()
+    thread.join(5)
+    listener.close()
+    assert result is not None and result["unread"] == ["order-0-api"]
