@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
 
+from bench.report import table
 from bench.stack import free_port
 from bench.waits import WaitMeter, describe, means, parse
 
@@ -126,3 +129,14 @@ def test_a_process_that_answers_garbage_is_left_out() -> None:
     thread.join(5)
     listener.close()
     assert result is not None and result["unread"] == ["order-0-api"]
+
+
+def test_the_report_prints_the_waits_of_results_that_have_them() -> None:
+    """A saved run with the means prints a row per saga phase; one from before prints none."""
+    results = Path(__file__).resolve().parents[3] / "bench" / "results"
+    with_waits = json.loads((results / "2026-12-06T184523Z-b0d2cff.json").read_text())
+    rows = [line for line in table(with_waits).splitlines() if "where orders waited" in line]
+    assert len(rows) == 3  # throughput, light, latency
+    assert "hops orders 4.1 ms, payments 2.4 ms, transactions 2.1 ms" in rows[1]
+    before = json.loads((results / "2026-12-06T162900Z-eac7faf.json").read_text())
+    assert "where orders waited" not in table(before)
