@@ -114,6 +114,10 @@ class Database:
         self._writer, self._reader = self.kind.engines(url, pool_size)
         #: For `write_core(durable=False)`.
         self._relaxed_writer = self.kind.relaxed_engine(url, self._writer)
+        #: For `commit_alone`: the same connections, each statement a transaction of its own.
+        self._relaxed_autocommit = self._relaxed_writer.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -166,6 +170,21 @@ class Database:
             yield CoreTransaction(connection, info)
         _run_after_commit(info.pop(_AFTER_COMMIT, []))
 
+    def commit_alone(self, statement: Any, params: Any = None) -> Sequence[Any]:
+        """Run one write statement as a transaction of its own, as `write_core(durable=False)`
+        would, and return its rows (none if it returns none).
+
+        On PostgreSQL it is sent in autocommit mode: one round trip, where BEGIN, the
+        statement and COMMIT take three. A single statement is atomic either way. For the
+        relay's bookkeeping, several statements a round on every replica: claims, deletes,
+        lease renewals.
+        """
+        if self.is_sqlite:  # one writer at a time: the writers' lock and BEGIN IMMEDIATE
+            with self.write_core(durable=False) as transaction:
+                return _rows(transaction.execute(statement, params))
+        with self._relaxed_autocommit.connect() as connection:
+            return _rows(connection.execute(statement, params))
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """One read-only transaction."""
@@ -199,3 +218,8 @@ class Database:
         self._writer.dispose()
         self._reader.dispose()
         self._relaxed_writer.dispose()
+
+
+def _rows(result: Any) -> Sequence[Any]:
+    """A result's rows, or none for a statement that returns none."""
+    return result.all() if result.returns_rows else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -326,7 +327,7 @@ def test_a_park_whose_commit_fails_is_not_counted_and_the_next_round_parks_it(
     db: Database,
 ) -> None:
     producer = FakeProducer()
-    relay = relay_of(db, producer)
+    relay = relay_of(db, producer, lease_s=0.3)
     stage(db, "big")
     producer.refuse = {"big": TOO_LARGE}
 
@@ -344,5 +345,8 @@ def test_a_park_whose_commit_fails_is_not_counted_and_the_next_round_parks_it(
             event.remove(engine, "commit", refuse)
     assert relay.parked == 0 and parked(db) == [] and remaining(db) == 1
     relay.claims.reset()  # what the relay does after an error (_lose_track)
+    if not db.is_sqlite:  # the claim committed on its own: the row is leased until it ends
+        assert relay.publish_pending() == (0, 0)
+        time.sleep(0.4)
     relay.publish_pending()
     assert relay.parked == 1 and [row.topic for row in parked(db)] == ["orders"]

@@ -184,3 +184,33 @@ def test_on_postgres_only_relay_bookkeeping_commits_without_waiting_for_the_wal_
             assert transaction.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
     finally:
         db.dispose()
+
+
+def test_a_statement_committed_alone_returns_its_rows_and_stays_committed(store_url: str) -> None:
+    db = Database(store_url)
+    db.create_tables([ProcessedEvent])
+    insert = text(
+        "INSERT INTO inbox (event_id, topic, processed_at) "
+        "VALUES ('a', 'orders', CURRENT_TIMESTAMP) RETURNING event_id"
+    )
+    assert [tuple(row) for row in db.commit_alone(insert)] == [("a",)]
+    assert _inbox_ids(db) == ["a"]  # committed: another connection reads it
+    assert db.commit_alone(text("DELETE FROM inbox WHERE event_id = :id"), {"id": "a"}) == []
+    assert _inbox_ids(db) == []
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_statement_committed_alone_is_its_own_transaction_and_relaxed(
+    postgres_database: str,
+) -> None:
+    db = Database(postgres_database)
+    try:
+        own = text(  # no BEGIN before it: its transaction started with it
+            "SELECT xact_start = query_start, current_setting('synchronous_commit') "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        assert [tuple(row) for row in db.commit_alone(own)] == [(True, "off")]
+        with db.write_core(durable=False) as transaction:  # BEGIN came first
+            assert tuple(transaction.execute(own).one()) == (False, "off")
+    finally:
+        db.dispose()
