@@ -33,7 +33,10 @@ relays:
   the inbox drops. These bookkeeping transactions (claims, deletes, attempts) do not wait
   for the WAL flush (`Database.write_core(durable=False)`): losing one to a server crash only
   publishes rows again. A claim, a delete and a renewal are each one statement, sent in
-  autocommit mode (`Database.commit_alone`): one round trip, not three.
+  autocommit mode (`Database.commit_alone`): one round trip, not three. A connection lost
+  during a claim may leave its lease committed unbeknown to the relay, as a loss during a
+  COMMIT always could: the relay takes a new identity, the orphaned lease holds its keys
+  back until it ends, and its rows are then published (again, at worst).
 - SQLite (one relay per database file), `SqliteClaims`: one writer commits at a time and
   seq never decreases, so rows commit in seq order; the relay reads on after the last row
   it produced and deletes what was published about once a second, sparing a disk sync per

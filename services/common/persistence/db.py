@@ -171,13 +171,14 @@ class Database:
         _run_after_commit(info.pop(_AFTER_COMMIT, []))
 
     def commit_alone(self, statement: Any, params: Any = None) -> Sequence[Any]:
-        """Run one write statement as a transaction of its own, as `write_core(durable=False)`
-        would, and return its rows (none if it returns none).
+        """Run one write statement as a transaction of its own, not waiting for the WAL
+        flush (as `write_core(durable=False)`), and return its rows (none if it returns none).
 
         On PostgreSQL it is sent in autocommit mode: one round trip, where BEGIN, the
         statement and COMMIT take three. A single statement is atomic either way. For the
         relay's bookkeeping, several statements a round on every replica: claims, deletes,
-        lease renewals.
+        lease renewals. Not for writes that need a transaction's `info`: no after-commit
+        callback runs, and the outbox's signal is not set (so never for outbox rows).
         """
         if self.is_sqlite:  # one writer at a time: the writers' lock and BEGIN IMMEDIATE
             with self.write_core(durable=False) as transaction:

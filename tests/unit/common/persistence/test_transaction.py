@@ -209,8 +209,18 @@ def test_on_postgres_a_statement_committed_alone_is_its_own_transaction_and_rela
             "SELECT xact_start = query_start, current_setting('synchronous_commit') "
             "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
         )
+        backend = text("SELECT pg_backend_pid()")
         assert [tuple(row) for row in db.commit_alone(own)] == [(True, "off")]
-        with db.write_core(durable=False) as transaction:  # BEGIN came first
+        (alone,) = db.commit_alone(backend)[0]
+        db.create_tables([ProcessedEvent])
+        # The same pooled connection, given back: a transaction on it is one again (BEGIN
+        # came first), and a failure undoes all of it.
+        with pytest.raises(RuntimeError), db.write_core(durable=False) as transaction:
+            assert transaction.execute(backend).scalar_one() == alone
             assert tuple(transaction.execute(own).one()) == (False, "off")
+            inbox.record_new(transaction, [("a", "orders")])
+            inbox.record_new(transaction, [("b", "orders")])
+            raise RuntimeError("the second statement's caller failed")
+        assert _inbox_ids(db) == []
     finally:
         db.dispose()
