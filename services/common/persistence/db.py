@@ -5,6 +5,8 @@ Writes go through `Database.write()` (an ORM session) or, on the hot path,
 transaction each. On SQLite that transaction starts with BEGIN IMMEDIATE, so concurrent
 writers queue on the write lock instead of failing when a read transaction tries to
 upgrade; reads (`Database.read()`) use a plain BEGIN and never block writers (WAL).
+`Database.commit_alone()` runs one statement as a transaction of its own (the relay's
+bookkeeping: one round trip on PostgreSQL).
 Callbacks registered with `run_after_commit` run only once the transaction is durable:
 that is how the relay and WatchOrders learn of new rows without polling. What differs
 between SQLite and PostgreSQL is in `kinds`.

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from services.common.messaging import inbox
 from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import SagaStep
 from services.common.messaging.outbox import OutboxRecord, OutboxWriter
-from services.common.persistence.db import Database, run_after_commit
+from services.common.persistence.db import Database, is_transient, run_after_commit
 from services.common.persistence.writer_lock import NestedWrite
 
 pytestmark = pytest.mark.unit
@@ -222,5 +223,19 @@ def test_on_postgres_a_statement_committed_alone_is_its_own_transaction_and_rela
             inbox.record_new(transaction, [("b", "orders")])
             raise RuntimeError("the second statement's caller failed")
         assert _inbox_ids(db) == []
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_connection_lost_under_a_statement_alone_is_transient_and_replaced(
+    postgres_database: str,
+) -> None:
+    db = Database(postgres_database)
+    try:
+        with pytest.raises(DBAPIError) as caught:
+            db.commit_alone(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        assert is_transient(caught.value)
+        assert db.commit_alone(text("SELECT 1")) == [(1,)]  # a new connection, in autocommit
     finally:
         db.dispose()
