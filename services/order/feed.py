@@ -11,6 +11,13 @@ A lock keeps the history, positions and indexes whole between that thread and th
 a stream registers and reads the history in one step, with no gap between the two; it is
 held for one change at a time. A watcher's queue is a deque (appends and pops are atomic),
 shared by the two threads without the lock.
+
+The history holds each change as one flat tuple of plain values (its order serialized),
+not as a `Change`: the garbage collector stops tracking such tuples, so its full
+collections do not walk the history. Held as objects (a `Change` and its `Order` each), the
+50,000 to 100,000 changes of a busy api process made each full collection stop the whole
+process for 0.1-0.2 s, every 15-20 s (docs/performance.md, window 10). A resumed stream's
+replay makes its changes into objects again.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from itertools import chain
 from typing import TypeVar
 
 from paysaga.v1 import orders_pb2
@@ -37,10 +45,6 @@ TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 #: After a change queued on this many watchers the fan-out thread lets the loop run (it
 #: gives up the GIL), rather than keep it until the interpreter takes it back after 5 ms.
 _YIELD_AFTER = 256
-
-#: Changes that keep their serialized responses; an older one serializes again if a stream
-#: that fell that far behind still sends it (the history would otherwise hold them all).
-_FRAMES_KEPT = 10_000
 
 
 class Change:
@@ -74,9 +78,29 @@ class Change:
             frame = self._frame_one_order = _response(self.order, ResumeToken(self.after, versions))
         return frame
 
-    def drop_frames(self) -> None:
-        """Forget the serialized responses (built again if asked for)."""
-        self._frame = self._frame_one_order = None
+    def held(self) -> HeldChange:
+        """This change as the history holds it (see the module docstring)."""
+        order = self.order
+        return (
+            self.partition,
+            self.offset,
+            order.id,
+            order.user_id,
+            order.SerializeToString(),
+            *chain.from_iterable(self.after.items()),
+        )
+
+    @classmethod
+    def from_held(cls, held: HeldChange) -> Change:
+        change = cls(held[0], held[1], orders_pb2.Order.FromString(held[4]))
+        after = held[5:]
+        change.after = dict(zip(after[::2], after[1::2], strict=True))
+        return change
+
+
+#: A held change: partition, offset, order id, user id, the order serialized, then the
+#: feed's position right after it, flattened (partition, offset, partition, offset, ...).
+HeldChange = tuple[int, int, str, int, bytes, *tuple[int, ...]]
 
 
 def _response(order: orders_pb2.Order, token: ResumeToken) -> bytes:
@@ -107,8 +131,11 @@ class Watcher(Writer):
         self.registered_at: Position = {}
 
     def wants(self, order: orders_pb2.Order) -> bool:
-        return (not self.user_id or order.user_id == self.user_id) and (
-            not self.order_id or order.id == self.order_id
+        return self.wants_ids(order.user_id, order.id)
+
+    def wants_ids(self, user_id: int, order_id: str) -> bool:
+        return (not self.user_id or user_id == self.user_id) and (
+            not self.order_id or order_id == self.order_id
         )
 
     def offer(self, change: Change) -> bool:
@@ -155,7 +182,7 @@ class OrderFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The streams' turns to write, on the loop.
         self.turns = WriteTurns()
-        self._history: list[Change] = []
+        self._history: list[HeldChange] = []
         #: Next offset per partition after the last change received.
         self.position: Position = {}
         #: Per partition, the oldest offset a resumed stream may start from.
@@ -217,9 +244,7 @@ class OrderFeed:
             if order.version and newest is not None and order.version <= newest[0]:
                 return [], 0  # published twice, or older than one already sent
             change.after = dict(self.position)
-            self._history.append(change)
-            if len(self._history) > _FRAMES_KEPT:
-                self._history[-_FRAMES_KEPT - 1].drop_frames()
+            self._history.append(change.held())
             self._newest[order.id] = (order.version, change.partition, change.offset)
             if len(self._history) > 2 * self.history_size:
                 self._forget(len(self._history) - self.history_size)
@@ -237,13 +262,11 @@ class OrderFeed:
 
     def _forget(self, count: int) -> None:
         """Drop the oldest `count` changes: resuming from before them is no longer possible."""
-        for change in self._history[:count]:
-            self._first[change.partition] = max(
-                self._first.get(change.partition, 0), change.offset + 1
-            )
-            newest = self._newest.get(change.order.id)
-            if newest is not None and newest[1:] == (change.partition, change.offset):
-                del self._newest[change.order.id]
+        for partition, offset, order_id, *_ in self._history[:count]:
+            self._first[partition] = max(self._first.get(partition, 0), offset + 1)
+            newest = self._newest.get(order_id)
+            if newest is not None and newest[1:] == (partition, offset):
+                del self._newest[order_id]
         del self._history[:count]
 
     # -- called on the loop --------------------------------------------------------------
@@ -263,7 +286,11 @@ class OrderFeed:
                             f"(partition {partition} from offset {first}): watch again "
                             "without it"
                         )
-                replay = [c for c in self._since(resume_from) if watcher.wants(c.order)]
+                replay = [
+                    Change.from_held(held)
+                    for held in self._since(resume_from)
+                    if watcher.wants_ids(held[3], held[2])
+                ]
                 watcher.replay_left = len(replay)
                 for change in replay:
                     watcher.offer(change)
@@ -276,17 +303,18 @@ class OrderFeed:
                 self._everyone.add(watcher)
         return watcher
 
-    def _since(self, position: Position) -> list[Change]:
+    def _since(self, position: Position) -> list[HeldChange]:
         """Held changes at or after `position`, oldest first (scanning back from the newest)."""
         done = {p for p, o in self.position.items() if o <= position.get(p, 0)}
-        found: list[Change] = []
-        for change in reversed(self._history):
+        found: list[HeldChange] = []
+        for held in reversed(self._history):
             if len(done) == len(self.position):
                 break
-            if change.offset >= position.get(change.partition, 0):
-                found.append(change)
+            partition, offset = held[0], held[1]
+            if offset >= position.get(partition, 0):
+                found.append(held)
             else:
-                done.add(change.partition)
+                done.add(partition)
         found.reverse()
         return found
 

@@ -19,7 +19,6 @@ import pytest
 from paysaga.v1 import orders_pb2
 from services.common.persistence.db import Database
 from services.common.security.identity import LOCAL_CALLER, acting_as
-from services.order import feed as feed_module
 from services.order.feed import Change, OrderFeed
 from services.order.models import Order
 from services.order.resume_tokens import ResumeToken
@@ -228,21 +227,6 @@ def test_a_watch_of_one_order_sends_its_changes_once_and_ends_with_it(tmp_path: 
         assert token == ResumeToken({0: 3, 1: 0}, {order_id: 2})
 
     run(tmp_path, body)
-
-
-def test_old_changes_keep_no_serialized_response_but_still_give_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(feed_module, "_FRAMES_KEPT", 2)
-    feed = OrderFeed(100, 10)
-    feed.started_threadsafe({0: 0})
-    feed.watch(0, "", None)
-    changes = [Change(0, offset, _order(offset)) for offset in range(4)]
-    feed._append(changes)
-    assert [c._frame is not None for c in changes] == [False, False, True, True]
-    again = orders_pb2.WatchOrdersResponse.FromString(changes[0].frame())
-    assert again.order == changes[0].order
-    assert ResumeToken.decode(again.resume_token) == ResumeToken({0: 1})
 
 
 def test_a_resume_in_the_middle_of_the_initial_state_sends_none_of_it_twice(
