@@ -14,10 +14,12 @@ shared by the two threads without the lock.
 
 The history holds each change as one flat tuple of plain values (its order serialized),
 not as a `Change`: the garbage collector stops tracking such tuples, so its full
-collections do not walk the history. Held as objects (a `Change` and its `Order` each), the
-50,000 to 100,000 changes of a busy api process made each full collection stop the whole
-process for 0.1-0.2 s, every 15-20 s (docs/performance.md, window 10). A resumed stream's
-replay makes its changes into objects again.
+collections do not walk the history. Held as objects (a `Change`, its `Order` and its
+position), the 50,000 to 100,000 changes of a busy api process made each full collection
+stop the whole process for 0.1-0.2 s, every 12-21 s (docs/performance.md, window 10). The
+last `_RECENT_KEPT` changes are kept as objects too, so a resumed stream's replay of them
+shares each one, and its serialized response, with every stream; an older held change is
+queued as it is held and made into a `Change` when its stream takes it, on the loop.
 """
 
 from __future__ import annotations
@@ -28,11 +30,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from itertools import chain
 from typing import TypeVar
 
 from paysaga.v1 import orders_pb2
-from services.order.resume_tokens import Position, ResumeToken, ResumeTokenTooOld
+from services.order.feed_changes import (
+    OFFSET,
+    ORDER_ID,
+    PARTITION,
+    USER_ID,
+    Change,
+    HeldChange,
+)
+from services.order.resume_tokens import Position, ResumeTokenTooOld
 from services.order.write_turns import Writer, WriteTurns
 
 log = logging.getLogger(__name__)
@@ -46,66 +55,9 @@ TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 #: gives up the GIL), rather than keep it until the interpreter takes it back after 5 ms.
 _YIELD_AFTER = 256
 
-
-class Change:
-    """One OrderUpdated record: the order as it stood right after one change."""
-
-    __slots__ = ("partition", "offset", "order", "after", "_frame", "_frame_one_order")
-
-    def __init__(self, partition: int, offset: int, order: orders_pb2.Order) -> None:
-        self.partition = partition
-        self.offset = offset
-        self.order = order
-        #: The feed's position right after this change (set when the feed takes it; never
-        #: changed after): the resume token of every stream it is sent to in step.
-        self.after: Position = {}
-        self._frame: bytes | None = None
-        self._frame_one_order: bytes | None = None
-
-    def frame(self) -> bytes:
-        """The WatchOrdersResponse of this change for a watch of a user or of every order,
-        serialized once for all of them: its token is `after`, with no version pending."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = _response(self.order, ResumeToken(self.after))
-        return frame
-
-    def frame_for_one_order(self) -> bytes:
-        """The same for a watch of this change's order: its token holds the version sent."""
-        frame = self._frame_one_order
-        if frame is None:
-            versions = {self.order.id: self.order.version}
-            frame = self._frame_one_order = _response(self.order, ResumeToken(self.after, versions))
-        return frame
-
-    def held(self) -> HeldChange:
-        """This change as the history holds it (see the module docstring)."""
-        order = self.order
-        return (
-            self.partition,
-            self.offset,
-            order.id,
-            order.user_id,
-            order.SerializeToString(),
-            *chain.from_iterable(self.after.items()),
-        )
-
-    @classmethod
-    def from_held(cls, held: HeldChange) -> Change:
-        change = cls(held[0], held[1], orders_pb2.Order.FromString(held[4]))
-        after = held[5:]
-        change.after = dict(zip(after[::2], after[1::2], strict=True))
-        return change
-
-
-#: A held change: partition, offset, order id, user id, the order serialized, then the
-#: feed's position right after it, flattened (partition, offset, partition, offset, ...).
-HeldChange = tuple[int, int, str, int, bytes, *tuple[int, ...]]
-
-
-def _response(order: orders_pb2.Order, token: ResumeToken) -> bytes:
-    response = orders_pb2.WatchOrdersResponse(order=order, resume_token=token.encode())
-    return response.SerializeToString()
+#: The last changes kept as objects as well as held (see the module docstring): a stream
+#: ended for falling behind (`max_backlog`), or by a draining replica, replays about as far.
+_RECENT_KEPT = 2_000
 
 
 class Watcher(Writer):
@@ -124,7 +76,8 @@ class Watcher(Writer):
         #: not yet sent: allowed on top of `max_backlog`, or a stream ended for falling
         #: behind would be ended again at once, forever, each time it resumed.
         self.replay_left = 0
-        self.pending: deque[Change] = deque()
+        #: Held changes (tuples) come from an old replay, made into Changes by `take`.
+        self.pending: deque[Change | HeldChange] = deque()
         #: Why the stream must end now ("behind" or "shutdown"); None while it may go on.
         self.ended: str | None = None
         #: The feed's position when the watcher registered (taken in the same step).
@@ -138,7 +91,7 @@ class Watcher(Writer):
             not self.order_id or order_id == self.order_id
         )
 
-    def offer(self, change: Change) -> bool:
+    def offer(self, change: Change | HeldChange) -> bool:
         """Queue `change`; True if the loop must hear of it (the stream waits, or ends now)."""
         if self.ended:
             return False
@@ -158,7 +111,8 @@ class Watcher(Writer):
         pending = self.pending
         try:
             while len(taken) < most:
-                taken.append(pending.popleft())
+                change = pending.popleft()
+                taken.append(change if isinstance(change, Change) else Change.from_held(change))
         except IndexError:
             pass  # empty, or emptied by end() meanwhile
         if self.replay_left:
@@ -183,6 +137,8 @@ class OrderFeed:
         #: The streams' turns to write, on the loop.
         self.turns = WriteTurns()
         self._history: list[HeldChange] = []
+        #: The last changes of the history as objects (`_recent[-1]` is `_history[-1]`).
+        self._recent: deque[Change] = deque(maxlen=_RECENT_KEPT)
         #: Next offset per partition after the last change received.
         self.position: Position = {}
         #: Per partition, the oldest offset a resumed stream may start from.
@@ -244,7 +200,8 @@ class OrderFeed:
             if order.version and newest is not None and order.version <= newest[0]:
                 return [], 0  # published twice, or older than one already sent
             change.after = dict(self.position)
-            self._history.append(change.held())
+            self._history.append(change.to_held())
+            self._recent.append(change)
             self._newest[order.id] = (order.version, change.partition, change.offset)
             if len(self._history) > 2 * self.history_size:
                 self._forget(len(self._history) - self.history_size)
@@ -262,7 +219,8 @@ class OrderFeed:
 
     def _forget(self, count: int) -> None:
         """Drop the oldest `count` changes: resuming from before them is no longer possible."""
-        for partition, offset, order_id, *_ in self._history[:count]:
+        for held in self._history[:count]:
+            partition, offset, order_id = held[PARTITION], held[OFFSET], held[ORDER_ID]
             self._first[partition] = max(self._first.get(partition, 0), offset + 1)
             newest = self._newest.get(order_id)
             if newest is not None and newest[1:] == (partition, offset):
@@ -286,11 +244,7 @@ class OrderFeed:
                             f"(partition {partition} from offset {first}): watch again "
                             "without it"
                         )
-                replay = [
-                    Change.from_held(held)
-                    for held in self._since(resume_from)
-                    if watcher.wants_ids(held[3], held[2])
-                ]
+                replay = [c for c in self._since(resume_from) if _wanted_by(watcher, c)]
                 watcher.replay_left = len(replay)
                 for change in replay:
                     watcher.offer(change)
@@ -303,16 +257,18 @@ class OrderFeed:
                 self._everyone.add(watcher)
         return watcher
 
-    def _since(self, position: Position) -> list[HeldChange]:
-        """Held changes at or after `position`, oldest first (scanning back from the newest)."""
+    def _since(self, position: Position) -> list[Change | HeldChange]:
+        """Held changes at or after `position`, oldest first (scanning back from the newest);
+        the recent ones as their Change objects."""
         done = {p for p, o in self.position.items() if o <= position.get(p, 0)}
-        found: list[HeldChange] = []
-        for held in reversed(self._history):
+        found: list[Change | HeldChange] = []
+        recent = self._recent
+        for back, held in enumerate(reversed(self._history), start=1):
             if len(done) == len(self.position):
                 break
-            partition, offset = held[0], held[1]
-            if offset >= position.get(partition, 0):
-                found.append(held)
+            partition = held[PARTITION]
+            if held[OFFSET] >= position.get(partition, 0):
+                found.append(recent[-back] if back <= len(recent) else held)
             else:
                 done.add(partition)
         found.reverse()
@@ -360,6 +316,12 @@ class OrderFeed:
     def watchers(self) -> int:
         with self._lock:
             return len(self._all())
+
+
+def _wanted_by(watcher: Watcher, change: Change | HeldChange) -> bool:
+    if isinstance(change, Change):
+        return watcher.wants(change.order)
+    return watcher.wants_ids(change[USER_ID], change[ORDER_ID])
 
 
 def _discard(groups: dict[_Key, set[Watcher]], key: _Key, watcher: Watcher) -> None:

@@ -6,7 +6,9 @@ queued changes a turn at a time (services.order.write_turns). While it is in ste
 feed, its place is the one right after the change it sends, so the change's own resume
 token is its token too, and it writes the bytes the feed serialized once for every stream
 (services.order.feed); while initial-state orders are pending, or resumed from a token that
-is ahead of this replica in some partition, it builds its own response.
+is ahead of this replica in some partition, it builds its own response. A resumed stream
+replays the recent changes as the very objects every stream got, their bytes serialized
+once; an older held change is made into an object of its own, and serialized for it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import gc
 import pytest
 
 from paysaga.v1 import orders_pb2
+from services.order import feed as feed_module
 from services.order.feed import Change, OrderFeed
 from services.order.resume_tokens import ResumeTokenTooOld
 
@@ -77,18 +78,66 @@ def test_the_history_holds_plain_values_the_garbage_collector_leaves_alone() -> 
     _in_loop(body)
 
 
-def test_a_replayed_change_is_the_change_that_was_held() -> None:
+def test_a_replayed_change_is_the_change_that_was_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(feed_module, "_RECENT_KEPT", 0)  # none kept as objects
+
     def body() -> None:
         feed = _feed()
         sent = _change(1, 4, "o-1", 7, version=3)
         sent.order.price_cents = 1250
         sent.order.status = orders_pb2.ORDER_STATUS_COMPLETED
         feed._append([_change(0, 0, "o-0", 7), sent])
-        replayed = feed.watch(7, "", {0: 1, 1: 0}).pending[0]
+        [replayed] = feed.watch(7, "", {0: 1, 1: 0}).take(10)
         assert replayed is not sent
         assert (replayed.partition, replayed.offset, replayed.order) == (1, 4, sent.order)
         assert replayed.after == sent.after == {0: 1, 1: 5}
         assert replayed.frame() == sent.frame()
+        assert replayed.frame_for_one_order() == sent.frame_for_one_order()
+
+    _in_loop(body)
+
+
+def test_a_replay_of_held_changes_gives_each_watcher_only_what_it_watches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(feed_module, "_RECENT_KEPT", 2)  # the last two kept as objects
+
+    def body() -> None:
+        feed = _feed()
+        changes = [_change(0, o, f"o{o % 3}", 1 + o % 2, version=1 + o // 3) for o in range(6)]
+        feed._append(changes)
+        user_1 = feed.watch(1, "", {0: 0, 1: 0})
+        assert [type(c) for c in user_1.pending] == [tuple, tuple, Change]  # held until taken
+        assert [(c.offset, c.order) for c in user_1.take(10)] == [
+            (o, changes[o].order) for o in (0, 2, 4)
+        ]
+        order_1 = feed.watch(0, "o1", {0: 0, 1: 0})
+        assert [(c.offset, c.order.version) for c in order_1.take(10)] == [(1, 1), (4, 2)]
+        assert [c.offset for c in feed.watch(0, "", {0: 3, 1: 0}).take(10)] == [3, 4, 5]
+
+    _in_loop(body)
+
+
+def test_resumed_watchers_share_a_recent_change_and_its_serialized_response() -> None:
+    def body() -> None:
+        feed = _feed()
+        change = _change(0, 0, "a", 1)
+        feed._append([change])
+        first, second = (feed.watch(1, "", {0: 0, 1: 0}).take(1)[0] for _ in range(2))
+        assert first is second is change
+        assert first.frame() is second.frame()
+
+    _in_loop(body)
+
+
+def test_forgetting_old_changes_forgets_their_newest_versions_too() -> None:
+    def body() -> None:
+        feed = _feed(history_size=2)
+        feed._append([_change(0, o, f"o{o}", 1) for o in range(5)])  # keeps the last 2
+        assert sorted(feed._newest) == ["o3", "o4"]
+        forgotten = orders_pb2.Order(id="o0", user_id=1, version=1)
+        assert not feed.seen_before(forgotten, {0: 5, 1: 0})
+        assert feed.seen_before(orders_pb2.Order(id="o4", user_id=1, version=1), {0: 5, 1: 0})
 
     _in_loop(body)
 
