@@ -14,12 +14,13 @@ shared by the two threads without the lock.
 
 The history holds each change as one flat tuple of plain values (its order serialized),
 not as a `Change`: the garbage collector stops tracking such tuples, so its full
-collections do not walk the history. Held as objects (a `Change`, its `Order` and its
-position), the 50,000 to 100,000 changes of a busy api process made each full collection
-stop the whole process for 0.1-0.2 s, every 12-21 s (docs/performance.md, window 10). The
-last `_RECENT_KEPT` changes are kept as objects too, so a resumed stream's replay of them
-shares each one, and its serialized response, with every stream; an older held change is
-queued as it is held and made into a `Change` when its stream takes it, on the loop.
+collections do not walk the history. Held as objects (a `Change` and its `Order`), the
+50,000 to 100,000 changes of a busy api process made each full collection stop the whole
+process for 0.1-0.2 s, every 12-21 s (docs/performance.md, window 10). The last changes
+(`_RECENT_KEPT`, or twice a watcher's backlog) are kept as objects too, so a resumed
+stream's replay of them shares each one, and its serialized response, with every stream;
+an older held change is queued as it is held and made into a `Change` when its stream
+takes it, on the loop.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ TERMINAL = (orders_pb2.ORDER_STATUS_COMPLETED, orders_pb2.ORDER_STATUS_FAILED)
 #: gives up the GIL), rather than keep it until the interpreter takes it back after 5 ms.
 _YIELD_AFTER = 256
 
-#: The last changes kept as objects as well as held (see the module docstring): a stream
-#: ended for falling behind (`max_backlog`), or by a draining replica, replays about as far.
+#: The last changes kept as objects as well as held (see the module docstring), at least:
+#: a stream resumed after a moment's drain replays about as far; one ended for falling
+#: behind, `max_backlog` changes or more (the feed keeps twice that).
 _RECENT_KEPT = 2_000
 
 
@@ -107,17 +109,17 @@ class Watcher(Writer):
 
     def take(self, most: int) -> list[Change]:
         """Up to `most` changes from the front of the queue (loop)."""
-        taken: list[Change] = []
+        taken: list[Change | HeldChange] = []
         pending = self.pending
         try:
             while len(taken) < most:
-                change = pending.popleft()
-                taken.append(change if isinstance(change, Change) else Change.from_held(change))
+                taken.append(pending.popleft())
         except IndexError:
             pass  # empty, or emptied by end() meanwhile
+        changes = [c if isinstance(c, Change) else Change.from_held(c) for c in taken]
         if self.replay_left:
-            self.replay_left = max(0, self.replay_left - len(taken))
-        return taken
+            self.replay_left = max(0, self.replay_left - len(changes))
+        return changes
 
 
 class OrderFeed:
@@ -138,7 +140,9 @@ class OrderFeed:
         self.turns = WriteTurns()
         self._history: list[HeldChange] = []
         #: The last changes of the history as objects (`_recent[-1]` is `_history[-1]`).
-        self._recent: deque[Change] = deque(maxlen=_RECENT_KEPT)
+        self._recent: deque[Change] = deque(
+            maxlen=min(history_size, max(_RECENT_KEPT, 2 * max_backlog))
+        )
         #: Next offset per partition after the last change received.
         self.position: Position = {}
         #: Per partition, the oldest offset a resumed stream may start from.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections import deque
 
 import pytest
 
 from paysaga.v1 import orders_pb2
-from services.order import feed as feed_module
 from services.order.feed import Change, OrderFeed
 from services.order.resume_tokens import ResumeTokenTooOld
 
@@ -23,6 +23,12 @@ def _feed(history_size: int = 100, max_backlog: int = 10) -> OrderFeed:
     feed = OrderFeed(history_size, max_backlog)
     feed.started_threadsafe({0: 0, 1: 0})
     feed.caught_up_threadsafe()
+    return feed
+
+
+def _keeping_objects(feed: OrderFeed, changes: int) -> OrderFeed:
+    """`feed`, keeping only its last `changes` changes as objects as well as held."""
+    feed._recent = deque(maxlen=changes)
     return feed
 
 
@@ -78,11 +84,9 @@ def test_the_history_holds_plain_values_the_garbage_collector_leaves_alone() -> 
     _in_loop(body)
 
 
-def test_a_replayed_change_is_the_change_that_was_held(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(feed_module, "_RECENT_KEPT", 0)  # none kept as objects
-
+def test_a_replayed_change_is_the_change_that_was_held() -> None:
     def body() -> None:
-        feed = _feed()
+        feed = _keeping_objects(_feed(), 0)
         sent = _change(1, 4, "o-1", 7, version=3)
         sent.order.price_cents = 1250
         sent.order.status = orders_pb2.ORDER_STATUS_COMPLETED
@@ -97,13 +101,9 @@ def test_a_replayed_change_is_the_change_that_was_held(monkeypatch: pytest.Monke
     _in_loop(body)
 
 
-def test_a_replay_of_held_changes_gives_each_watcher_only_what_it_watches(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(feed_module, "_RECENT_KEPT", 2)  # the last two kept as objects
-
+def test_a_replay_of_held_changes_gives_each_watcher_only_what_it_watches() -> None:
     def body() -> None:
-        feed = _feed()
+        feed = _keeping_objects(_feed(), 2)
         changes = [_change(0, o, f"o{o % 3}", 1 + o % 2, version=1 + o // 3) for o in range(6)]
         feed._append(changes)
         user_1 = feed.watch(1, "", {0: 0, 1: 0})
@@ -121,11 +121,14 @@ def test_a_replay_of_held_changes_gives_each_watcher_only_what_it_watches(
 def test_resumed_watchers_share_a_recent_change_and_its_serialized_response() -> None:
     def body() -> None:
         feed = _feed()
+        feed.watch(1, "", None)  # a live watcher: the change is serialized as it comes
         change = _change(0, 0, "a", 1)
         feed._append([change])
+        frame = change._frame
+        assert frame is not None
         first, second = (feed.watch(1, "", {0: 0, 1: 0}).take(1)[0] for _ in range(2))
         assert first is second is change
-        assert first.frame() is second.frame()
+        assert first.frame() is frame
 
     _in_loop(body)
 
@@ -133,11 +136,27 @@ def test_resumed_watchers_share_a_recent_change_and_its_serialized_response() ->
 def test_forgetting_old_changes_forgets_their_newest_versions_too() -> None:
     def body() -> None:
         feed = _feed(history_size=2)
-        feed._append([_change(0, o, f"o{o}", 1) for o in range(5)])  # keeps the last 2
+        changes = [_change(0, o, f"o{o}", 1) for o in range(5)]
+        feed._append(changes)  # keeps the last 2
         assert sorted(feed._newest) == ["o3", "o4"]
+        assert feed.watch(1, "", {0: 3, 1: 0}).take(5) == changes[3:]  # the same objects
         forgotten = orders_pb2.Order(id="o0", user_id=1, version=1)
         assert not feed.seen_before(forgotten, {0: 5, 1: 0})
         assert feed.seen_before(orders_pb2.Order(id="o4", user_id=1, version=1), {0: 5, 1: 0})
+
+    _in_loop(body)
+
+
+def test_a_replay_past_the_changes_kept_as_objects_after_forgetting_is_whole() -> None:
+    def body() -> None:
+        feed = _keeping_objects(_feed(history_size=4), 2)
+        changes = [_change(0, o, f"o{o}", 1) for o in range(9)]
+        feed._append(changes)  # holds the last 4, the last 2 of them as objects too
+        replayed = feed.watch(1, "", {0: 5, 1: 0}).take(10)
+        held = range(5, 9)
+        assert [(c.offset, c.order) for c in replayed] == [(o, changes[o].order) for o in held]
+        assert [c is changes[c.offset] for c in replayed] == [False, False, True, True]
+        assert [c.after for c in replayed] == [changes[o].after for o in held]
 
     _in_loop(body)
 
