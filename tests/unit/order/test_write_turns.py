@@ -255,3 +255,71 @@ def test_a_stream_ended_during_its_turn_stops_after_the_write_under_way(tmp_path
         assert context.written == 1  # the other two come from the next replica, resumed
 
     run(tmp_path, body)
+
+
+def test_no_stream_is_given_a_turn_while_a_unary_call_is_in_flight(tmp_path: Path) -> None:
+    async def body(feed: OrderFeed, streams: WatchStreams) -> None:
+        feed.turns.max_pause_s = 10  # the call ends first
+        [(task, context)] = await open_streams(streams, 1)
+        context.reading.set()
+        with feed.turns.unary_call():
+            assert feed.turns.paused
+            publish(feed, 0, 2)
+            await asyncio.sleep(0.05)
+            assert context.written == 0 and feed.turns.writing == 0
+        assert not feed.turns.paused
+        await until(lambda: context.written == 2)
+        assert context.written == 2
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(tmp_path, body)
+
+
+def test_a_hold_ends_after_max_pause_s_and_the_fan_out_then_writes_as_long(
+    tmp_path: Path,
+) -> None:
+    async def body(feed: OrderFeed, streams: WatchStreams) -> None:
+        turns = feed.turns
+        turns.max_pause_s = 0.05
+        [(task, context)] = await open_streams(streams, 1)
+        context.reading.set()
+        with turns.unary_call():  # a call longer than the hold
+            publish(feed, 0, 1)
+            await asyncio.sleep(0.01)
+            assert context.written == 0
+            await until(lambda: context.written == 1, timeout_s=2)
+            assert context.written == 1 and not turns.paused  # written while the call went on
+        with turns.unary_call():  # right after the hold: the fan-out's share comes first
+            assert not turns.paused
+            publish(feed, 1, 1)
+            await until(lambda: context.written == 2, timeout_s=2)
+            assert context.written == 2
+        await asyncio.sleep(max(0.0, turns._no_pause_before - time.monotonic()) + 0.01)
+        with turns.unary_call():
+            assert turns.paused
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(tmp_path, body)
+
+
+def test_nested_unary_calls_hold_the_turns_until_the_last_ends() -> None:
+    async def main() -> None:
+        turns = WriteTurns(max_writing=1, max_pause_s=10)
+        watcher = Watcher(0, "", 10)
+        first, second = turns.unary_call(), turns.unary_call()
+        first.__enter__()
+        second.__enter__()
+        waiting = asyncio.create_task(turns.wait(watcher))
+        await asyncio.sleep(0)
+        watcher.pending.append(Change(0, 0, orders_pb2.Order(id="a", version=1)))
+        turns.ready([watcher])
+        first.__exit__(None, None, None)
+        await asyncio.sleep(0.01)
+        assert not waiting.done() and turns.paused
+        second.__exit__(None, None, None)
+        await asyncio.wait_for(waiting, 1)
+        assert turns.writing == 1
+
+    asyncio.run(main())
