@@ -16,7 +16,8 @@ from google.protobuf.message import DecodeError
 
 from paysaga.v1 import events_pb2
 from services.common.worker import BackgroundWorker
-from services.order.feed import Change, OrderFeed
+from services.order.feed import OrderFeed
+from services.order.feed_changes import Change
 from services.order.resume_tokens import Position
 from services.saga.topics import ORDER_UPDATES
 

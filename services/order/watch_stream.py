@@ -21,7 +21,8 @@ import grpc
 
 from paysaga.v1 import orders_pb2
 from services.common.serving.grpc_errors import abort_async
-from services.order.feed import TERMINAL, Change, OrderFeed, Watcher
+from services.order.feed import TERMINAL, OrderFeed, Watcher
+from services.order.feed_changes import Change
 from services.order.resume_tokens import Position, ResumeToken
 
 #: Changes a stream writes in one turn before it lets the next stream write.

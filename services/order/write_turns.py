@@ -17,13 +17,13 @@ waits is interrupted at once. One timer watches every turn, rather than one per 
 a stream is only ever interrupted while suspended in a write, where it expects it.
 
 Unary calls go first. While a CreateOrder is in flight (`unary_call`), no stream is given a
-new turn; the turns under way finish. A call waits for its group commit on another thread,
-and each time that thread or gRPC's poller needs the GIL back, it waits behind whatever the
-loop runs: with the fan-out held, the loop is idle then, and the call takes the time of its
-commit rather than that of its commit among the writes (measured in docs/performance.md,
-window 11). The hold lasts `max_pause_s` at most; after a hold the fan-out writes for as
-long as the hold lasted before calls may hold it again, so under a steady stream of calls
-it keeps at least half of the loop.
+new turn; the turns under way finish. The call's steps run on other threads too (its group
+commit, gRPC's poller), and each needs the GIL and a core, both of which the loop's writes
+take: with the fan-out held, the call takes about the time of its commit rather than that
+of its commit among the writes (docs/performance.md, window 11). A hold lasts `max_pause_s`
+at most; after it the fan-out writes for `FAN_OUT_SHARE` times as long before calls may
+hold it again, so under a steady stream of calls it keeps at least three quarters of the
+loop.
 
 The feed's thread (services.order.feed) tells the loop which idle streams it gave changes to
 (`ready`, once per change); everything else here runs on the loop only.
@@ -36,6 +36,9 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
+
+#: After a hold for unary calls, the fan-out writes this many times as long before the next.
+FAN_OUT_SHARE = 3
 
 
 class Writer:
@@ -75,7 +78,7 @@ class WriteTurns:
         max_writing: int = 32,
         max_turn_s: float = 0.05,
         write_timeout_s: float = 30.0,
-        max_pause_s: float = 0.025,
+        max_pause_s: float = 0.01,
     ) -> None:
         self.max_writing = max_writing
         self.max_turn_s = max_turn_s
@@ -159,7 +162,7 @@ class WriteTurns:
         if self._paused_since is None:
             return
         now = time.monotonic()
-        self._no_pause_before = now + (now - self._paused_since)
+        self._no_pause_before = now + FAN_OUT_SHARE * (now - self._paused_since)
         self._paused_since = None
         self._admit()
 

@@ -25,7 +25,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -279,19 +278,11 @@ class GrpcApp:
         """Start, serve until SIGTERM or SIGINT, stop gracefully; return the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=self.stop).start())
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.start()
         settle_heap()
         while not self._stopped.wait(1.0):
             pass
         return self.exit_code
-
-
-#: How long a thread may hold the GIL while another waits for it (CPython's default is 5 ms).
-#: A call's steps wait for it on other threads: its group commit back from the database,
-#: gRPC's poller with its request; behind a loop that writes to many streams, each such step
-#: waited up to 5 ms, several times a call (docs/performance.md, window 11).
-GIL_SWITCH_INTERVAL_S = 0.001
 
 
 def settle_heap() -> None:

@@ -276,7 +276,7 @@ def test_no_stream_is_given_a_turn_while_a_unary_call_is_in_flight(tmp_path: Pat
     run(tmp_path, body)
 
 
-def test_a_hold_ends_after_max_pause_s_and_the_fan_out_then_writes_as_long(
+def test_a_hold_ends_after_max_pause_s_and_the_fan_out_then_has_its_share(
     tmp_path: Path,
 ) -> None:
     async def body(feed: OrderFeed, streams: WatchStreams) -> None:
