@@ -50,10 +50,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         try:
             check_order_request(request.user_id, request.product_id, request.request_id)
             authz.require_user(request.user_id)
-            with self.streams.feed.turns.unary_call():  # streams write after it
-                order = await self.writes.write(
-                    store.NewOrder(request.user_id, request.product_id, request.request_id)
-                )
+            order = await self.writes.write(
+                store.NewOrder(request.user_id, request.product_id, request.request_id)
+            )
         except (InvalidOrderRequest, store.RequestIdReused) as exc:
             reused = isinstance(exc, store.RequestIdReused)
             await abort_async(

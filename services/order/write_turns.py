@@ -16,15 +16,6 @@ Such a stream ends as before: when it falls too far behind, or when one write ha
 waits is interrupted at once. One timer watches every turn, rather than one per write, and
 a stream is only ever interrupted while suspended in a write, where it expects it.
 
-Unary calls go first. While a CreateOrder is in flight (`unary_call`), no stream is given a
-new turn; the turns under way finish. The call's steps run on other threads too (its group
-commit, gRPC's poller), and each needs the GIL and a core, both of which the loop's writes
-take: with the fan-out held, the call takes about the time of its commit rather than that
-of its commit among the writes (docs/performance.md, window 11). A hold lasts `max_pause_s`
-at most; after it the fan-out writes for `FAN_OUT_SHARE` times as long before calls may
-hold it again, so under a steady stream of calls it keeps at least three quarters of the
-loop.
-
 The feed's thread (services.order.feed) tells the loop which idle streams it gave changes to
 (`ready`, once per change); everything else here runs on the loop only.
 """
@@ -34,11 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sized
-from contextlib import contextmanager
-
-#: After a hold for unary calls, the fan-out writes this many times as long before the next.
-FAN_OUT_SHARE = 3
+from collections.abc import Iterable, Sized
 
 
 class Writer:
@@ -78,20 +65,10 @@ class WriteTurns:
         max_writing: int = 32,
         max_turn_s: float = 0.05,
         write_timeout_s: float = 30.0,
-        max_pause_s: float = 0.01,
     ) -> None:
         self.max_writing = max_writing
         self.max_turn_s = max_turn_s
         self.write_timeout_s = write_timeout_s
-        self.max_pause_s = max_pause_s
-        #: Unary calls in flight (unary_call).
-        self._unary = 0
-        #: While turns are held for them: when the hold began (monotonic).
-        self._paused_since: float | None = None
-        #: The hold's end at the latest.
-        self._unpause: asyncio.TimerHandle | None = None
-        #: No new hold before this (monotonic): the fan-out's share after the last one.
-        self._no_pause_before = 0.0
         self._queue: deque[Writer] = deque()
         #: Streams holding a turn, and when it began.
         self._writing: dict[Writer, float] = {}
@@ -133,39 +110,6 @@ class WriteTurns:
                 self._interrupt(watcher, timed_out=False)
         self._admit()
 
-    @contextmanager
-    def unary_call(self) -> Iterator[None]:
-        """Around a unary call on the loop: no new turn is given meanwhile (see the module)."""
-        self._unary += 1
-        if self._unary == 1 and self._paused_since is None:
-            now = time.monotonic()
-            if now >= self._no_pause_before:
-                self._paused_since = now
-                loop = asyncio.get_running_loop()
-                self._unpause = loop.call_later(self.max_pause_s, self._end_pause)
-        try:
-            yield
-        finally:
-            self._unary -= 1
-            if not self._unary:
-                self._end_pause()
-
-    @property
-    def paused(self) -> bool:
-        """True while unary calls hold the turns back."""
-        return self._paused_since is not None
-
-    def _end_pause(self) -> None:
-        if self._unpause is not None:
-            self._unpause.cancel()
-            self._unpause = None
-        if self._paused_since is None:
-            return
-        now = time.monotonic()
-        self._no_pause_before = now + FAN_OUT_SHARE * (now - self._paused_since)
-        self._paused_since = None
-        self._admit()
-
     @property
     def writing(self) -> int:
         return len(self._writing)
@@ -175,7 +119,7 @@ class WriteTurns:
         self._queue.append(watcher)
 
     def _admit(self) -> None:
-        while self._paused_since is None and len(self._writing) < self.max_writing and self._queue:
+        while len(self._writing) < self.max_writing and self._queue:
             watcher = self._queue.popleft()
             turn = watcher.turn
             if turn is None or turn.done():
