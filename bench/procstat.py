@@ -18,6 +18,44 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Thread id -> (its kernel name, user + system CPU seconds so far), for each live thread
+    of `pid`; {} if it is gone. The services name their threads (group-commit, grpc-loop,
+    event-consumer ...: services.common.observability.thread_names)."""
+    threads: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                line = stat.read()
+        except OSError:
+            continue  # it ended meanwhile
+        name = line[line.index("(") + 1 : line.rindex(")")]
+        fields = line.rsplit(")", 1)[1].split()
+        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
+    return threads
+
+
+def by_thread_name(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], top: int
+) -> dict[str, float]:
+    """CPU seconds each thread name used between two readings, the `top` highest, the rest
+    summed as "(other threads)". Threads that ended between them are not counted."""
+    used: dict[str, float] = {}
+    for tid, (name, seconds) in after.items():
+        spent = seconds - before[tid][1] if tid in before else seconds
+        used[name] = used.get(name, 0.0) + spent
+    ranked = sorted(used.items(), key=lambda item: item[1], reverse=True)
+    shown = {name: round(seconds, 2) for name, seconds in ranked[:top]}
+    rest = sum(seconds for _, seconds in ranked[top:])
+    if rest:
+        shown["(other threads)"] = round(rest, 2)
+    return shown
+
+
 def machine_busy_seconds() -> tuple[float, float]:
     """(busy CPU seconds, total CPU seconds) of all CPUs since boot, from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -28,24 +66,37 @@ def machine_busy_seconds() -> tuple[float, float]:
 
 
 class CpuMeter:
-    """CPU seconds used by named processes (and the machine) between start() and stop()."""
+    """CPU seconds used by named processes (and the machine) between start() and stop(), and
+    by each process's busiest threads (`threads`, after stop())."""
+
+    #: Threads shown per process; the others are summed.
+    TOP_THREADS = 5
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._start: dict[str, float | None] = {}
+        self._threads_start: dict[str, dict[int, tuple[str, float]]] = {}
         self._machine: tuple[float, float] = (0.0, 0.0)
+        #: process name -> thread name -> CPU seconds, of the last start()..stop().
+        self.threads: dict[str, dict[str, float]] = {}
 
     def start(self) -> None:
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._threads_start = {name: thread_cpu_seconds(pid) for name, pid in self.pids.items()}
         self._machine = machine_busy_seconds()
 
     def stop(self) -> dict[str, float | None]:
         """name -> CPU seconds used since start(), plus the machine's busy share and the CPU
         seconds of everything else on it (other people's processes, our helpers)."""
         used: dict[str, float | None] = {}
+        self.threads = {}
         for name, pid in self.pids.items():
             now, then = cpu_seconds(pid), self._start.get(name)
             used[name] = None if now is None or then is None else round(now - then, 3)
+            if name in self._threads_start:
+                self.threads[name] = by_thread_name(
+                    self._threads_start[name], thread_cpu_seconds(pid), self.TOP_THREADS
+                )
         busy, total = machine_busy_seconds()
         busy_s, span = busy - self._machine[0], total - self._machine[1]
         ours = sum(v for v in used.values() if v is not None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,22 @@ def _cpu(cpu: dict[str, Any]) -> str:
     parts = [f"{k} {v:.1f}s" for k, v in cpu.items() if k != "machine_busy_fraction" and v]
     busy = cpu.get("machine_busy_fraction")
     return ", ".join(parts) + (f"; machine {busy:.0%} busy" if busy is not None else "")
+
+
+#: Processes whose threads the report shows: the services' (names as bench.saga's
+#: SERVICE_PROCESS) and Kafka's nodes.
+_THREADS_OF = re.compile(r"(order|payment|kafka)\S*")
+
+
+def _threads(phase: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Which threads of the services and Kafka spent the phase's CPU (results from before
+    the bench read them: none)."""
+    shown = []
+    for process, threads in phase.get("cpu_threads_s", {}).items():
+        busy = [f"{name} {seconds:.1f}s" for name, seconds in threads.items() if seconds >= 0.05]
+        if _THREADS_OF.fullmatch(process) and busy:
+            shown.append(f"{process}: " + ", ".join(busy))
+    return [("  CPU by thread", "", "; ".join(shown))] if shown else []
 
 
 def _waits(phase: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -263,6 +280,7 @@ def table(results: dict[str, Any]) -> str:
             )
         )
         rows.append(("  CPU in window", "", _cpu(tp["cpu_s"])))
+        rows += _threads(tp)
         rows += _waits(tp)
     light = results.get("light")
     if light:
@@ -327,6 +345,7 @@ def table(results: dict[str, Any]) -> str:
             )
             rows.append(("  slowest", f"{lat.get('over_1s', 0)} over 1 s", worst))
         rows.append(("  CPU in phase", "", _cpu(lat["cpu_s"])))
+        rows += _threads(lat)
         rows += _waits(lat)
     watchers = results.get("watchers")
     if watchers:

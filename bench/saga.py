@@ -173,6 +173,7 @@ async def throughput_phase(
         "errors": counters.errors,
         "first_errors": counters.first_errors,
         "cpu_s": cpu_used,
+        "cpu_threads_s": cpu.threads,
         "cpu_s_per_1k_orders": round(cpu_total / orders * 1000, 2)
         if cpu_total is not None and orders
         else None,
@@ -265,6 +266,7 @@ async def latency_phase(
         "errors": counters.errors,
         "first_errors": counters.first_errors,
         "cpu_s": cpu_used,
+        "cpu_threads_s": cpu.threads,
     }
     result.update(summary_ms([done - started for _, started, _, done in finished] + censored))
     result["percentiles_are_lower_bounds"] = bool(censored)

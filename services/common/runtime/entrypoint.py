@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from services.common.observability.logs import configure_logging
 from services.common.observability.metrics_endpoint import MetricsAddressInUse
+from services.common.observability.thread_names import name_threads_natively
 from services.common.observability.tracing import TracingConfigError
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import SchemaNotCurrent, check_schema, migrate
@@ -108,6 +109,7 @@ def _run(
         finally:
             db.dispose()
         return 0
+    name_threads_natively()  # `top -H` shows which part spends the CPU
     try:
         telemetry = Telemetry.start(name, settings)
     except (MetricsAddressInUse, TracingConfigError) as exc:

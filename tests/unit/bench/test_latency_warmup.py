@@ -30,6 +30,8 @@ class _Maker:
 
 
 class _Cpu:
+    threads: dict[str, dict[str, float]] = {}
+
     def start(self) -> None:
         pass
 

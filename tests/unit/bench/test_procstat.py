@@ -1,0 +1,103 @@
+"""The bench's CPU meter: per process, and per thread by its kernel name."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from bench.procstat import CpuMeter, by_thread_name, thread_cpu_seconds
+from bench.report import _threads
+from services.common.observability.thread_names import set_current_thread_name
+
+
+def spin_in_thread(
+    name: str, seconds: float, started: threading.Event, release: threading.Event | None = None
+) -> threading.Thread:
+    """A thread named `name` that spends `seconds` of CPU, then (with `release`) stays alive
+    until released."""
+
+    def body() -> None:
+        set_current_thread_name(name)
+        started.set()
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        spun.set()
+        if release is not None:
+            release.wait(10)
+
+    spun = threading.Event()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    spun.wait(10)
+    return thread
+
+
+def test_threads_are_read_by_kernel_name() -> None:
+    started, release = threading.Event(), threading.Event()
+    thread = spin_in_thread("bench-spinner", 0.05, started, release)
+    names = {name for name, _ in thread_cpu_seconds(os.getpid()).values()}
+    release.set()
+    thread.join(10)
+    assert "bench-spinner" in names
+
+
+def test_the_meter_charges_a_busy_thread_to_its_name() -> None:
+    meter = CpuMeter({"me": os.getpid()})
+    meter.start()
+    started, release = threading.Event(), threading.Event()
+    thread = spin_in_thread("bench-spinner", 0.4, started, release)
+    used = meter.stop()  # while it lives: a thread gone by then is not counted
+    release.set()
+    thread.join(10)
+    assert used["me"] is not None and used["me"] >= 0.3
+    # A thread that started after start() counts in full; the tick is 10 ms.
+    assert meter.threads["me"]["bench-spinner"] >= 0.3
+
+
+def test_a_gone_process_has_no_threads() -> None:
+    assert thread_cpu_seconds(2**22 + 12345) == {}
+
+
+def test_names_are_summed_ranked_and_the_rest_folded() -> None:
+    before = {1: ("grpc-loop", 10.0), 2: ("grpc_0", 1.0), 3: ("grpc_1", 1.0), 9: ("gone", 5.0)}
+    after = {
+        1: ("grpc-loop", 14.0),  # 4.0
+        2: ("grpc_0", 1.5),  # 0.5
+        3: ("grpc_1", 2.0),  # 1.0
+        4: ("group-commit", 3.0),  # new: all of it
+        5: ("grpc_0", 0.25),  # new, same name as 2: summed with it
+    }
+    assert by_thread_name(before, after, top=2) == {
+        "grpc-loop": 4.0,
+        "group-commit": 3.0,
+        "(other threads)": 1.75,
+    }
+    assert by_thread_name(before, after, top=10) == {
+        "grpc-loop": 4.0,
+        "group-commit": 3.0,
+        "grpc_1": 1.0,
+        "grpc_0": 0.75,
+    }
+
+
+def test_the_report_shows_the_busy_threads_of_the_services_and_kafka_only() -> None:
+    phase = {
+        "cpu_threads_s": {
+            "order-0-api": {"grpc-loop": 5.04, "group-commit": 4.2, "stall-watch": 0.02},
+            "kafka": {"data-plane-kafk": 3.3},
+            "loadgen": {"python": 9.0},
+            "payment-0-worker": {},
+            "payment-0-api": {"grpc-loop": 0.04, "python": 0.01},
+        }
+    }
+    assert _threads(phase) == [
+        (
+            "  CPU by thread",
+            "",
+            "order-0-api: grpc-loop 5.0s, group-commit 4.2s; kafka: data-plane-kafk 3.3s",
+        )
+    ]
+    assert _threads({"cpu_s": {}}) == []
