@@ -18,41 +18,59 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
-    """Thread id -> (its kernel name, user + system CPU seconds so far), for each live thread
-    of `pid`; {} if it is gone. The services name their threads (group-commit, grpc-loop,
+#: A thread as one reading saw it: (thread id, its start time in ticks since boot), so that
+#: a thread id the kernel hands out again is a new thread.
+ThreadKey = tuple[int, int]
+
+
+def thread_cpu_seconds(pid: int) -> dict[ThreadKey, tuple[str, float]]:
+    """Each live thread of `pid` -> (its kernel name, user + system CPU seconds so far); {}
+    if it is gone. The services name their threads (group-commit, grpc-loop,
     event-consumer ...: services.common.observability.thread_names)."""
-    threads: dict[int, tuple[str, float]] = {}
+    threads: dict[ThreadKey, tuple[str, float]] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return threads
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
-                line = stat.read()
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
+                line = stat.read().decode(errors="replace")  # a name cut mid-character
         except OSError:
             continue  # it ended meanwhile
         name = line[line.index("(") + 1 : line.rindex(")")]
         fields = line.rsplit(")", 1)[1].split()
-        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
+        # fields[0] is field 3 (state): utime, stime are fields 14 and 15, starttime 22.
+        key = (int(tid), int(fields[19]))
+        threads[key] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
     return threads
 
 
+#: Where by_thread_name puts the CPU of threads that ended before the second reading.
+ENDED = "(ended threads)"
+
+
 def by_thread_name(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], top: int
+    before: dict[ThreadKey, tuple[str, float]],
+    after: dict[ThreadKey, tuple[str, float]],
+    top: int,
+    process_s: float | None = None,
 ) -> dict[str, float]:
     """CPU seconds each thread name used between two readings, the `top` highest, the rest
-    summed as "(other threads)". Threads that ended between them are not counted."""
+    summed as "(other threads)". With `process_s`, the process's own figure for the same
+    span, what the threads alive at the second reading do not account for is shown as
+    ENDED."""
     used: dict[str, float] = {}
-    for tid, (name, seconds) in after.items():
-        spent = seconds - before[tid][1] if tid in before else seconds
+    for key, (name, seconds) in after.items():
+        spent = max(0.0, seconds - before[key][1]) if key in before else seconds
         used[name] = used.get(name, 0.0) + spent
     ranked = sorted(used.items(), key=lambda item: item[1], reverse=True)
     shown = {name: round(seconds, 2) for name, seconds in ranked[:top]}
     rest = sum(seconds for _, seconds in ranked[top:])
     if rest:
         shown["(other threads)"] = round(rest, 2)
+    if process_s is not None and process_s - sum(used.values()) >= 0.05:
+        shown[ENDED] = round(process_s - sum(used.values()), 2)
     return shown
 
 
@@ -75,7 +93,7 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._start: dict[str, float | None] = {}
-        self._threads_start: dict[str, dict[int, tuple[str, float]]] = {}
+        self._threads_start: dict[str, dict[ThreadKey, tuple[str, float]]] = {}
         self._machine: tuple[float, float] = (0.0, 0.0)
         #: process name -> thread name -> CPU seconds, of the last start()..stop().
         self.threads: dict[str, dict[str, float]] = {}
@@ -95,7 +113,7 @@ class CpuMeter:
             used[name] = None if now is None or then is None else round(now - then, 3)
             if name in self._threads_start:
                 self.threads[name] = by_thread_name(
-                    self._threads_start[name], thread_cpu_seconds(pid), self.TOP_THREADS
+                    self._threads_start[name], thread_cpu_seconds(pid), self.TOP_THREADS, used[name]
                 )
         busy, total = machine_busy_seconds()
         busy_s, span = busy - self._machine[0], total - self._machine[1]

@@ -6,20 +6,19 @@ import os
 import threading
 import time
 
-from bench.procstat import CpuMeter, by_thread_name, thread_cpu_seconds
+from bench.procstat import ENDED, CpuMeter, by_thread_name, thread_cpu_seconds
 from bench.report import _threads
 from services.common.observability.thread_names import set_current_thread_name
 
 
 def spin_in_thread(
-    name: str, seconds: float, started: threading.Event, release: threading.Event | None = None
+    name: str, seconds: float, release: threading.Event | None = None
 ) -> threading.Thread:
     """A thread named `name` that spends `seconds` of CPU, then (with `release`) stays alive
     until released."""
 
     def body() -> None:
         set_current_thread_name(name)
-        started.set()
         end = time.thread_time() + seconds
         while time.thread_time() < end:
             pass
@@ -31,13 +30,13 @@ def spin_in_thread(
 
     thread = threading.Thread(target=body)
     thread.start()
-    spun.wait(10)
+    assert spun.wait(60), f"{name} did not spend {seconds} s of CPU within a minute"
     return thread
 
 
 def test_threads_are_read_by_kernel_name() -> None:
-    started, release = threading.Event(), threading.Event()
-    thread = spin_in_thread("bench-spinner", 0.05, started, release)
+    release = threading.Event()
+    thread = spin_in_thread("bench-spinner", 0.05, release)
     names = {name for name, _ in thread_cpu_seconds(os.getpid()).values()}
     release.set()
     thread.join(10)
@@ -47,8 +46,8 @@ def test_threads_are_read_by_kernel_name() -> None:
 def test_the_meter_charges_a_busy_thread_to_its_name() -> None:
     meter = CpuMeter({"me": os.getpid()})
     meter.start()
-    started, release = threading.Event(), threading.Event()
-    thread = spin_in_thread("bench-spinner", 0.4, started, release)
+    release = threading.Event()
+    thread = spin_in_thread("bench-spinner", 0.4, release)
     used = meter.stop()  # while it lives: a thread gone by then is not counted
     release.set()
     thread.join(10)
@@ -62,13 +61,18 @@ def test_a_gone_process_has_no_threads() -> None:
 
 
 def test_names_are_summed_ranked_and_the_rest_folded() -> None:
-    before = {1: ("grpc-loop", 10.0), 2: ("grpc_0", 1.0), 3: ("grpc_1", 1.0), 9: ("gone", 5.0)}
+    before = {
+        (1, 100): ("grpc-loop", 10.0),
+        (2, 100): ("grpc_0", 1.0),
+        (3, 100): ("grpc_1", 1.0),
+        (9, 100): ("gone", 5.0),
+    }
     after = {
-        1: ("grpc-loop", 14.0),  # 4.0
-        2: ("grpc_0", 1.5),  # 0.5
-        3: ("grpc_1", 2.0),  # 1.0
-        4: ("group-commit", 3.0),  # new: all of it
-        5: ("grpc_0", 0.25),  # new, same name as 2: summed with it
+        (1, 100): ("grpc-loop", 14.0),  # 4.0
+        (2, 100): ("grpc_0", 1.5),  # 0.5
+        (3, 100): ("grpc_1", 2.0),  # 1.0
+        (4, 300): ("group-commit", 3.0),  # new: all of it
+        (5, 300): ("grpc_0", 0.25),  # new, same name as 2: summed with it
     }
     assert by_thread_name(before, after, top=2) == {
         "grpc-loop": 4.0,
@@ -81,6 +85,23 @@ def test_names_are_summed_ranked_and_the_rest_folded() -> None:
         "grpc_1": 1.0,
         "grpc_0": 0.75,
     }
+
+
+def test_a_reused_thread_id_is_a_new_thread() -> None:
+    before = {(7, 100): ("old-worker", 9.0)}
+    after = {(7, 500): ("new-worker", 0.5)}  # same id, started later
+    assert by_thread_name(before, after, top=5) == {"new-worker": 0.5}
+
+
+def test_what_live_threads_do_not_account_for_is_shown_as_ended() -> None:
+    before = {(1, 100): ("grpc-loop", 1.0), (2, 100): ("stop", 0.0)}
+    after = {(1, 100): ("grpc-loop", 2.0)}  # "stop" ended after 0.3 s of CPU
+    assert by_thread_name(before, after, top=5, process_s=1.3) == {
+        "grpc-loop": 1.0,
+        ENDED: 0.3,
+    }
+    # Within a tick or so of the process's own figure: nothing ended worth showing.
+    assert by_thread_name(before, after, top=5, process_s=1.01) == {"grpc-loop": 1.0}
 
 
 def test_the_report_shows_the_busy_threads_of_the_services_and_kafka_only() -> None:

@@ -23,12 +23,19 @@ def kernel_name_of(native_id: int) -> str:
 
 
 @pytest.fixture
-def hooked() -> Iterator[None]:
-    name_threads_natively()
+def unhooked() -> Iterator[None]:
+    """No thread-start profile hook, whatever an earlier test installed; put back after."""
+    before = threading.getprofile()
+    threading.setprofile(None)  # type: ignore[arg-type]
     try:
         yield
     finally:
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(before)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def hooked(unhooked: None) -> None:
+    assert name_threads_natively()
 
 
 def run_thread(name: str) -> dict[str, object]:
@@ -52,6 +59,43 @@ def test_kernel_keeps_fifteen_bytes_and_never_half_a_character() -> None:
     assert len(kernel_name("x" * 40)) == NAME_LIMIT
     # "é" is two bytes: the 15th byte would split it, so it is dropped whole.
     assert kernel_name("abcdefghijklmn" + "é") == b"abcdefghijklmn"
+    assert kernel_name("lone \udc80 surrogate") == b"lone ? surrogat"
+
+
+@linux_only
+def test_a_name_the_kernel_refuses_leaves_the_thread_running(
+    hooked: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Path, data: bytes) -> int:
+        raise PermissionError("read-only /proc")
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    seen = run_thread("group-commit")
+    assert seen["native_id"]  # its body ran
+    assert seen["kernel_name"] != "group-commit"
+
+
+@linux_only
+def test_hooking_twice_hooks_once(hooked: None) -> None:
+    hook = threading.getprofile()
+    assert name_threads_natively()
+    assert threading.getprofile() is hook
+
+
+@linux_only
+def test_a_profile_hook_set_before_is_handed_each_thread(unhooked: None) -> None:
+    events: list[str] = []
+
+    def earlier(frame: object, event: str, arg: object) -> None:
+        if threading.current_thread().name == "with-profiler":
+            events.append(event)
+
+    threading.setprofile(earlier)  # type: ignore[arg-type]
+    assert name_threads_natively()
+    seen = run_thread("with-profiler")
+    assert seen["kernel_name"] == "with-profiler"
+    assert seen["profile_left"] is earlier  # the earlier profiler keeps the thread
+    assert events and events[0] == "call"  # and it saw run() begin
 
 
 @linux_only
@@ -67,7 +111,7 @@ def test_a_long_name_is_cut_to_what_the_kernel_keeps(hooked: None) -> None:
 
 
 @linux_only
-def test_the_hook_leaves_no_profiler_running_in_the_thread(hooked: None) -> None:
+def test_the_hook_leaves_no_profiler_running_in_a_thread_that_had_none(hooked: None) -> None:
     seen = run_thread("event-consumer")
     assert seen["profile_left"] is None
 
@@ -80,7 +124,7 @@ def test_the_main_thread_keeps_the_process_name(hooked: None) -> None:
 
 
 @linux_only
-def test_without_the_hook_a_thread_keeps_the_process_name() -> None:
+def test_without_the_hook_a_thread_keeps_the_process_name(unhooked: None) -> None:
     process_name = kernel_name_of(threading.main_thread().native_id or 0)
     seen = run_thread("not-named")
     assert seen["kernel_name"] == process_name
