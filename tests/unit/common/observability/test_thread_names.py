@@ -15,7 +15,10 @@ from services.common.observability.thread_names import (
     name_threads_natively,
 )
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+#: Threads name themselves through /proc/thread-self: Linux only (CI runs on Linux).
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="/proc/thread-self is Linux's"
+)
 
 
 def kernel_name_of(native_id: int) -> str:
