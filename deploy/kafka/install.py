@@ -26,21 +26,22 @@ LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
 #: The heap, unless KAFKA_HEAP_OPTS says otherwise (Kafka's start script's variable): 512 MB
 #: instead of its 1 GB, plenty on a laptop or CI.
 BROKER_HEAP_OPTS = "-Xms512m -Xmx512m"
-#: The collector and compiler, unless KAFKA_JVM_PERFORMANCE_OPTS says otherwise (as Kafka's
-#: start script reads it): its own G1 flags, and the quick compiler only
-#: (`TieredStopAtLevel=1`). The brokers this project starts live for minutes (a test run, a
-#: bench, a demo), and on 2 cores the optimizing compiler was still at work a minute into
-#: a bench: three brokers' compiler threads took 0.8 of a core at 20 orders/s, and the
-#: 3-broker shape completed 1.4-2.2 x as many orders a second without it; one broker's
-#: shape was level within the noise (docs/performance.md, window 6). A long-lived broker
-#: wants the optimizing compiler back: set KAFKA_JVM_PERFORMANCE_OPTS.
-BROKER_PERFORMANCE_OPTS = (
-    "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent "
-    "-XX:TieredStopAtLevel=1 -Djava.awt.headless=true"
+#: The collector, unless KAFKA_JVM_PERFORMANCE_OPTS says otherwise (as Kafka's start script
+#: reads it): its own G1 flags.
+BROKER_GC_OPTS = (
+    "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true"
 )
+#: The quick compiler only, added to a cluster node's default flags. On 2 cores three JVMs
+#: compiling Kafka with the optimizing compiler (C2) took more CPU than serving the saga for
+#: minutes: three brokers' compiler threads took 0.8 of a core at 20 orders/s, and the
+#: 3-broker shape completed 1.4-2.2 x as many orders a second without it (and 1.5 x in
+#: window 13). A lone broker compiles the code once, and with C2 its half-max p99 was
+#: 125-156 ms against 189-230 ms with C1 only (docs/performance.md, windows 6 and 13), so
+#: it keeps both compilers.
+QUICK_COMPILER_OPTS = "-XX:TieredStopAtLevel=1"
 # The storage tool runs for seconds: the quick compiler alone and a small collector start it
 # sooner, and three of them format a cluster's nodes side by side on 2 cores.
-TOOL_JVM_OPTS = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+TOOL_JVM_OPTS = [QUICK_COMPILER_OPTS, "-XX:+UseSerialGC"]
 
 
 class KafkaRuntimeError(RuntimeError):
@@ -82,15 +83,18 @@ def ensure_jars() -> bool:
     return True
 
 
-def java_command(main: str, *args: str, log_file: Path, broker: bool = False) -> list[str]:
+def java_command(
+    main: str, *args: str, log_file: Path, broker: bool = False, cluster_nodes: int = 1
+) -> list[str]:
     """The java command line running a Kafka main class with our jars and log4j2 config.
 
     A broker's JVM flags are KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS and KAFKA_OPTS, as
-    Kafka's own start scripts read them, each defaulting to ours (the last to none).
+    Kafka's own start scripts read them, each defaulting to ours (the last to none); ours
+    depend on whether the broker runs alone or as one of `cluster_nodes`.
     """
     return [
         "java",
-        *(broker_jvm_opts(os.environ) if broker else TOOL_JVM_OPTS),
+        *(broker_jvm_opts(os.environ, cluster_nodes) if broker else TOOL_JVM_OPTS),
         f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
         f"-Dkafka.log.file={log_file}",
         "-cp",
@@ -100,12 +104,16 @@ def java_command(main: str, *args: str, log_file: Path, broker: bool = False) ->
     ]
 
 
-def broker_jvm_opts(env: Mapping[str, str]) -> list[str]:
+def broker_jvm_opts(env: Mapping[str, str], cluster_nodes: int = 1) -> list[str]:
     """A broker's JVM flags: `env`'s KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS and
-    KAFKA_OPTS where set (and not blank), ours otherwise."""
+    KAFKA_OPTS where set (and not blank), ours otherwise: G1 with both compilers for a lone
+    broker, the quick compiler only for a node of a cluster."""
+    performance = BROKER_GC_OPTS
+    if cluster_nodes > 1:
+        performance += f" {QUICK_COMPILER_OPTS}"
     defaults = {
         "KAFKA_HEAP_OPTS": BROKER_HEAP_OPTS,
-        "KAFKA_JVM_PERFORMANCE_OPTS": BROKER_PERFORMANCE_OPTS,
+        "KAFKA_JVM_PERFORMANCE_OPTS": performance,
         "KAFKA_OPTS": "",
     }
     flags: list[str] = []

@@ -165,7 +165,9 @@ class KafkaRuntime:
     # -- lifecycle -----------------------------------------------------------------------
 
     def _java(self, main: str, *args: str, broker: bool = False) -> list[str]:
-        return java_command(main, *args, log_file=self.log_file, broker=broker)
+        return java_command(
+            main, *args, log_file=self.log_file, broker=broker, cluster_nodes=len(self.quorum)
+        )
 
     def _write_config(self) -> None:
         template = Template((KAFKA_DIR / "server.properties.in").read_text())

@@ -11,11 +11,23 @@ from deploy.kafka.install import KafkaRuntimeError, broker_jvm_opts, java_comman
 pytestmark = pytest.mark.unit
 
 
-def test_by_default_a_small_heap_g1_and_the_quick_compiler() -> None:
+def test_by_default_a_lone_broker_gets_a_small_heap_g1_and_both_compilers() -> None:
     flags = broker_jvm_opts({})
     assert flags[:2] == ["-Xms512m", "-Xmx512m"]
     assert "-XX:+UseG1GC" in flags
+    assert not any(flag.startswith("-XX:TieredStopAtLevel") for flag in flags)
+
+
+def test_by_default_a_cluster_node_gets_the_quick_compiler_only() -> None:
+    flags = broker_jvm_opts({}, cluster_nodes=3)
+    assert flags[:2] == ["-Xms512m", "-Xmx512m"]
+    assert "-XX:+UseG1GC" in flags
     assert "-XX:TieredStopAtLevel=1" in flags
+
+
+def test_a_cluster_node_keeps_the_user_s_performance_flags() -> None:
+    env = {"KAFKA_JVM_PERFORMANCE_OPTS": "-XX:+UseParallelGC"}
+    assert "-XX:TieredStopAtLevel=1" not in broker_jvm_opts(env, cluster_nodes=3)
 
 
 def test_kafka_s_own_variables_replace_each_part() -> None:
@@ -47,6 +59,9 @@ def test_the_broker_command_carries_them_and_the_storage_tool_does_not(
     assert broker[:2] == ["java", "-Xmx768m"]
     assert broker[-2:] == ["kafka.Kafka", "server.properties"]
     assert "-Xmx768m" not in tool
+    node = java_command("kafka.Kafka", log_file=Path("k.log"), broker=True, cluster_nodes=3)
+    assert "-XX:TieredStopAtLevel=1" in node
+    assert "-XX:TieredStopAtLevel=1" not in broker
 
 
 def test_an_unreadable_variable_is_named() -> None:
