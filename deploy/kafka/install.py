@@ -26,22 +26,23 @@ LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
 #: The heap, unless KAFKA_HEAP_OPTS says otherwise (Kafka's start script's variable): 512 MB
 #: instead of its 1 GB, plenty on a laptop or CI.
 BROKER_HEAP_OPTS = "-Xms512m -Xmx512m"
-#: The collector, unless KAFKA_JVM_PERFORMANCE_OPTS says otherwise (as Kafka's start script
-#: reads it): its own G1 flags.
-BROKER_GC_OPTS = (
+#: The collector and JVM settings, unless KAFKA_JVM_PERFORMANCE_OPTS says otherwise (as
+#: Kafka's start script reads it): its own G1 flags, headless.
+BROKER_PERFORMANCE_OPTS = (
     "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true"
 )
-#: The quick compiler only, added to a cluster node's default flags. On 2 cores three JVMs
-#: compiling Kafka with the optimizing compiler (C2) took more CPU than serving the saga for
-#: minutes: three brokers' compiler threads took 0.8 of a core at 20 orders/s, and the
-#: 3-broker shape completed 1.4-2.2 x as many orders a second without it (and 1.5 x in
-#: window 13). A lone broker compiles the code once, and with C2 its half-max p99 was
-#: 125-156 ms against 189-230 ms with C1 only (docs/performance.md, windows 6 and 13), so
-#: it keeps both compilers.
-QUICK_COMPILER_OPTS = "-XX:TieredStopAtLevel=1"
+#: The quick compiler only (C1), added to the defaults of a node of a cluster. On 2 cores
+#: several JVMs compiling Kafka with the optimizing compiler (C2) took more CPU than serving
+#: the saga a minute into a bench: three brokers' compiler threads took 0.8 of a core at 20
+#: orders/s, and the 3-broker shape completed 1.4-2.2 x as many orders a second without it
+#: (window 6; 1.5 x in window 13). A lone broker compiles the code once and keeps both
+#: compilers: six minutes at 482 orders/s had p99 143 ms with C2 against 287-374 ms with C1
+#: only, at the price of a lower max in its first minute, while C2 compiles
+#: (docs/performance.md, window 13).
+QUICK_COMPILER_FLAG = "-XX:TieredStopAtLevel=1"
 # The storage tool runs for seconds: the quick compiler alone and a small collector start it
 # sooner, and three of them format a cluster's nodes side by side on 2 cores.
-TOOL_JVM_OPTS = [QUICK_COMPILER_OPTS, "-XX:+UseSerialGC"]
+TOOL_JVM_OPTS = [QUICK_COMPILER_FLAG, "-XX:+UseSerialGC"]
 
 
 class KafkaRuntimeError(RuntimeError):
@@ -108,9 +109,9 @@ def broker_jvm_opts(env: Mapping[str, str], cluster_nodes: int = 1) -> list[str]
     """A broker's JVM flags: `env`'s KAFKA_HEAP_OPTS, KAFKA_JVM_PERFORMANCE_OPTS and
     KAFKA_OPTS where set (and not blank), ours otherwise: G1 with both compilers for a lone
     broker, the quick compiler only for a node of a cluster."""
-    performance = BROKER_GC_OPTS
+    performance = BROKER_PERFORMANCE_OPTS
     if cluster_nodes > 1:
-        performance += f" {QUICK_COMPILER_OPTS}"
+        performance += f" {QUICK_COMPILER_FLAG}"
     defaults = {
         "KAFKA_HEAP_OPTS": BROKER_HEAP_OPTS,
         "KAFKA_JVM_PERFORMANCE_OPTS": performance,

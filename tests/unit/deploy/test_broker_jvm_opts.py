@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy.kafka.cluster import KafkaCluster
 from deploy.kafka.install import KafkaRuntimeError, broker_jvm_opts, java_command
+from deploy.kafka.runtime import KafkaRuntime
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +29,31 @@ def test_by_default_a_cluster_node_gets_the_quick_compiler_only() -> None:
 
 def test_a_cluster_node_keeps_the_user_s_performance_flags() -> None:
     env = {"KAFKA_JVM_PERFORMANCE_OPTS": "-XX:+UseParallelGC"}
-    assert "-XX:TieredStopAtLevel=1" not in broker_jvm_opts(env, cluster_nodes=3)
+    assert broker_jvm_opts(env, cluster_nodes=3) == ["-Xms512m", "-Xmx512m", "-XX:+UseParallelGC"]
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_each_node_of_a_cluster_is_started_with_its_cluster_s_flags(
+    size: int, tmp_path: Path
+) -> None:
+    cluster = KafkaCluster(
+        size,
+        data_dir=tmp_path / "data",
+        run_dir=tmp_path / "run",
+        log_dir=tmp_path / "log",
+    )
+    for node in cluster.nodes:
+        broker = node._java("kafka.Kafka", "server.properties", broker=True)
+        tool = node._java("kafka.tools.StorageTool", "format")
+        assert ("-XX:TieredStopAtLevel=1" in broker) is (size > 1)
+        assert tool[1:3] == ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+
+
+def test_a_broker_of_its_own_gets_both_compilers(tmp_path: Path) -> None:
+    node = KafkaRuntime(
+        data_dir=tmp_path / "data", run_dir=tmp_path / "run", log_file=tmp_path / "kafka.log"
+    )
+    assert "-XX:TieredStopAtLevel=1" not in node._java("kafka.Kafka", broker=True)
 
 
 def test_kafka_s_own_variables_replace_each_part() -> None:
