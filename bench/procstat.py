@@ -18,6 +18,33 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of `pid`, of its descendants alive now, and of the children it has reaped
+    (their time is added to its own once they end); None if it is gone. PostgreSQL serves
+    each connection from a process of its own, forked from the server's first process."""
+    children: dict[int, list[int]] = {}
+    seconds: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        # fields[1] is the parent (field 4); cutime and cstime, reaped children's, 16 and 17.
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        seconds[int(entry)] = sum(int(f) for f in fields[11:15]) / _TICK
+    if pid not in seconds:
+        return None
+    total, todo = 0.0, [pid]
+    while todo:
+        process = todo.pop()
+        total += seconds.get(process, 0.0)
+        todo += children.get(process, [])
+    return total
+
+
 #: A thread as one reading saw it: (thread id, its start time in ticks since boot), so that
 #: a thread id the kernel hands out again is a new thread.
 ThreadKey = tuple[int, int]
@@ -89,6 +116,8 @@ class CpuMeter:
 
     #: Threads shown per process; the others are summed.
     TOP_THREADS = 5
+    #: Processes measured with their descendants (tree_cpu_seconds), the others alone.
+    TREES = frozenset({"postgres"})
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -98,8 +127,11 @@ class CpuMeter:
         #: process name -> thread name -> CPU seconds, of the last start()..stop().
         self.threads: dict[str, dict[str, float]] = {}
 
+    def _cpu_seconds(self, name: str, pid: int) -> float | None:
+        return tree_cpu_seconds(pid) if name in self.TREES else cpu_seconds(pid)
+
     def start(self) -> None:
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start = {name: self._cpu_seconds(name, pid) for name, pid in self.pids.items()}
         self._threads_start = {name: thread_cpu_seconds(pid) for name, pid in self.pids.items()}
         self._machine = machine_busy_seconds()
 
@@ -109,7 +141,7 @@ class CpuMeter:
         used: dict[str, float | None] = {}
         self.threads = {}
         for name, pid in self.pids.items():
-            now, then = cpu_seconds(pid), self._start.get(name)
+            now, then = self._cpu_seconds(name, pid), self._start.get(name)
             used[name] = None if now is None or then is None else round(now - then, 3)
             if name in self._threads_start:
                 self.threads[name] = by_thread_name(

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
-from bench.procstat import ENDED, CpuMeter, by_thread_name, thread_cpu_seconds
+from bench.procstat import (
+    ENDED,
+    CpuMeter,
+    by_thread_name,
+    cpu_seconds,
+    thread_cpu_seconds,
+    tree_cpu_seconds,
+)
 from bench.report import _threads
 from services.common.observability.thread_names import set_current_thread_name
 
@@ -122,3 +131,31 @@ def test_the_report_shows_the_busy_threads_of_the_services_and_kafka_only() -> N
         )
     ]
     assert _threads({"cpu_s": {}}) == []
+
+
+SPIN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
+
+
+def test_a_tree_counts_its_live_and_its_reaped_children() -> None:
+    """PostgreSQL's connections are processes of their own: the meter counts them under
+    "postgres" (CpuMeter.TREES), whether they live on or ended during the window."""
+    before_tree, before_alone = tree_cpu_seconds(os.getpid()), cpu_seconds(os.getpid())
+    live = [sys.executable, "-c", SPIN.format(seconds=0.3) + "input()"]
+    alive = subprocess.Popen(live, stdin=subprocess.PIPE)
+    try:
+        subprocess.run([sys.executable, "-c", SPIN.format(seconds=0.3)], check=True)  # reaped
+        deadline = time.monotonic() + 30
+        while (cpu_seconds(alive.pid) or 0.0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after_tree, after_alone = tree_cpu_seconds(os.getpid()), cpu_seconds(os.getpid())
+    finally:
+        alive.communicate(b"\n", timeout=30)
+    assert before_tree is not None and after_tree is not None
+    assert before_alone is not None and after_alone is not None
+    # Both children's 0.3 s are in the tree's figure, not in the process's own.
+    assert after_tree - before_tree >= 0.55
+    assert after_alone - before_alone < 0.3
+
+
+def test_a_gone_process_has_no_tree() -> None:
+    assert tree_cpu_seconds(2**22 + 12345) is None
