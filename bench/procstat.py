@@ -10,8 +10,8 @@ _TICK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of all threads of `pid` so far; None if it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # bytes: a name may not be UTF-8
+            fields = stat.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
     # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
@@ -19,27 +19,37 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of `pid`, of its descendants alive now, and of the children it has reaped
-    (their time is added to its own once they end); None if it is gone. PostgreSQL serves
-    each connection from a process of its own, forked from the server's first process."""
+    """CPU seconds of `pid`, of its descendants alive now, and of the children they reaped
+    (a reaped child's time is added to its parent's); None if it is gone. PostgreSQL serves
+    each connection from a process of its own, forked from the server's first process.
+
+    The processes are read one after the other: one that ends and is reaped in between is
+    missed (its time is then in neither), and one that leaves the tree takes its time
+    along. A pooled connection's process lives as long as its pool, so for PostgreSQL
+    under the services both are rare.
+    """
     children: dict[int, list[int]] = {}
     seconds: dict[int, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended meanwhile
-        # fields[1] is the parent (field 4); cutime and cstime, reaped children's, 16 and 17.
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        seconds[int(entry)] = sum(int(f) for f in fields[11:15]) / _TICK
+            with open(f"/proc/{entry}/stat", "rb") as stat:  # bytes: a name may not be UTF-8
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            parent, ticks = int(fields[1]), sum(int(f) for f in fields[11:15])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended meanwhile, or its line is not one we can read
+        # fields[1] is the parent (field 4); utime, stime, cutime, cstime are 14 to 17.
+        children.setdefault(parent, []).append(int(entry))
+        seconds[int(entry)] = ticks / _TICK
     if pid not in seconds:
         return None
-    total, todo = 0.0, [pid]
+    total, todo, seen = 0.0, [pid], set()
     while todo:
         process = todo.pop()
+        if process in seen:
+            continue
+        seen.add(process)
         total += seconds.get(process, 0.0)
         todo += children.get(process, [])
     return total
@@ -116,7 +126,8 @@ class CpuMeter:
 
     #: Threads shown per process; the others are summed.
     TOP_THREADS = 5
-    #: Processes measured with their descendants (tree_cpu_seconds), the others alone.
+    #: Processes measured with their descendants (tree_cpu_seconds), the others alone; no
+    #: CPU by thread is shown for them.
     TREES = frozenset({"postgres"})
 
     def __init__(self, pids: dict[str, int]) -> None:
@@ -132,7 +143,11 @@ class CpuMeter:
 
     def start(self) -> None:
         self._start = {name: self._cpu_seconds(name, pid) for name, pid in self.pids.items()}
-        self._threads_start = {name: thread_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._threads_start = {
+            name: thread_cpu_seconds(pid)
+            for name, pid in self.pids.items()
+            if name not in self.TREES  # its threads are spread over its processes
+        }
         self._machine = machine_busy_seconds()
 
     def stop(self) -> dict[str, float | None]:

@@ -269,7 +269,8 @@ def table(results: dict[str, Any]) -> str:
                 "n/a" if normalised is None else f"{normalised:.3f}",
                 f"echo CPU per call {_fmt(results.get('grpc_echo_aio', {}).get('cpu_ms_per_call'))}"
                 f" ms / saga CPU per order {_fmt(tp.get('cpu_ms_per_order_all'))} ms "
-                "(all processes: services, Kafka, load generator): load on the machine aside",
+                "(all processes: services, Kafka, PostgreSQL, load generator): "
+                "load on the machine aside",
             )
         )
         rows.append(

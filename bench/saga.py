@@ -177,8 +177,8 @@ async def throughput_phase(
         "cpu_s_per_1k_orders": round(cpu_total / orders * 1000, 2)
         if cpu_total is not None and orders
         else None,
-        # Every process of the run (services, Kafka, load generator) per order: comparable
-        # with the echo's CPU per call whatever else runs on the machine.
+        # Every process of the run (services, Kafka, PostgreSQL's, load generator) per order:
+        # comparable with the echo's CPU per call whatever else runs on the machine.
         "cpu_ms_per_order_all": round(sum(measured) / orders * 1000, 3)
         if orders and measured and len(measured) == len(processes)
         else None,

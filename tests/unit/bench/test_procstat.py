@@ -133,7 +133,10 @@ def test_the_report_shows_the_busy_threads_of_the_services_and_kafka_only() -> N
     assert _threads({"cpu_s": {}}) == []
 
 
-SPIN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end: pass\n"
+SPIN = (
+    "import time\nend = time.process_time() + {seconds}\n"
+    "while time.process_time() < end: pass\nprint(time.process_time(), flush=True)\n"
+)
 
 
 def test_a_tree_counts_its_live_and_its_reaped_children() -> None:
@@ -141,20 +144,58 @@ def test_a_tree_counts_its_live_and_its_reaped_children() -> None:
     "postgres" (CpuMeter.TREES), whether they live on or ended during the window."""
     before_tree, before_alone = tree_cpu_seconds(os.getpid()), cpu_seconds(os.getpid())
     live = [sys.executable, "-c", SPIN.format(seconds=0.3) + "input()"]
-    alive = subprocess.Popen(live, stdin=subprocess.PIPE)
+    alive = subprocess.Popen(live, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        subprocess.run([sys.executable, "-c", SPIN.format(seconds=0.3)], check=True)  # reaped
-        deadline = time.monotonic() + 30
-        while (cpu_seconds(alive.pid) or 0.0) < 0.3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        reaped = subprocess.run(
+            [sys.executable, "-c", SPIN.format(seconds=0.3)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert alive.stdout is not None
+        live_s = float(alive.stdout.readline())  # it has spun, and waits for its input
         after_tree, after_alone = tree_cpu_seconds(os.getpid()), cpu_seconds(os.getpid())
     finally:
-        alive.communicate(b"\n", timeout=30)
+        try:
+            alive.communicate("\n", timeout=30)
+        except subprocess.TimeoutExpired:
+            alive.kill()
+            alive.wait()
     assert before_tree is not None and after_tree is not None
     assert before_alone is not None and after_alone is not None
-    # Both children's 0.3 s are in the tree's figure, not in the process's own.
-    assert after_tree - before_tree >= 0.55
+    spent = live_s + float(reaped.stdout)
+    # Both children's CPU is in the tree's figure (/proc counts whole ticks of 10 ms, which
+    # utime, stime, cutime and cstime may each lose one of), not in the process's own.
+    assert after_tree - before_tree >= spent - 0.05
     assert after_alone - before_alone < 0.3
+
+
+def test_a_process_whose_name_is_not_utf8_is_read() -> None:
+    name_self = (
+        "import ctypes, sys\n"
+        "ctypes.CDLL(None).prctl(15, ctypes.c_char_p(b'bad\\xff\\xfename'), 0, 0, 0)\n"
+        "print('named', flush=True)\ninput()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", name_self], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "named"
+        with open(f"/proc/{child.pid}/comm", "rb") as comm:
+            assert comm.read().startswith(b"bad\xff")
+        assert tree_cpu_seconds(os.getpid()) is not None
+        assert cpu_seconds(child.pid) is not None
+    finally:
+        child.communicate("\n", timeout=30)
+
+
+def test_the_meter_shows_no_threads_for_a_tree() -> None:
+    meter = CpuMeter({"postgres": os.getpid(), "me": os.getpid()})
+    meter.start()
+    used = meter.stop()
+    assert used["postgres"] is not None
+    assert "postgres" not in meter.threads and "me" in meter.threads
 
 
 def test_a_gone_process_has_no_tree() -> None:
