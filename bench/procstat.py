@@ -7,14 +7,26 @@ import os
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of all threads of `pid` so far; None if it is gone."""
+def _read_stat(path: str) -> tuple[bytes, list[bytes]] | None:
+    """A /proc stat file as (the name in its parentheses, the fields after it); None if it
+    is gone. Read as bytes: a name need not be UTF-8. The fields count from field 3 (the
+    state): fields[1] is the parent (field 4), fields[11] to [14] are utime, stime, cutime
+    and cstime (fields 14 to 17), fields[19] the start time (field 22)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:  # bytes: a name may not be UTF-8
-            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open(path, "rb") as stat:
+            line = stat.read()
     except OSError:
         return None
-    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    head, _, tail = line.rpartition(b")")
+    return head.partition(b"(")[2], tail.split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of all threads of `pid` so far; None if it is gone."""
+    stat = _read_stat(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat[1]
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
@@ -33,13 +45,14 @@ def tree_cpu_seconds(pid: int) -> float | None:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        stat = _read_stat(f"/proc/{entry}/stat")
+        if stat is None:
+            continue  # it ended meanwhile
+        fields = stat[1]
         try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:  # bytes: a name may not be UTF-8
-                fields = stat.read().rsplit(b")", 1)[1].split()
             parent, ticks = int(fields[1]), sum(int(f) for f in fields[11:15])
-        except (OSError, IndexError, ValueError):
-            continue  # it ended meanwhile, or its line is not one we can read
-        # fields[1] is the parent (field 4); utime, stime, cutime, cstime are 14 to 17.
+        except (IndexError, ValueError):
+            continue  # its line is not one we can read
         children.setdefault(parent, []).append(int(entry))
         seconds[int(entry)] = ticks / _TICK
     if pid not in seconds:
@@ -70,14 +83,11 @@ def thread_cpu_seconds(pid: int) -> dict[ThreadKey, tuple[str, float]]:
     except OSError:
         return threads
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat:
-                line = stat.read().decode(errors="replace")  # a name cut mid-character
-        except OSError:
+        stat = _read_stat(f"/proc/{pid}/task/{tid}/stat")
+        if stat is None:
             continue  # it ended meanwhile
-        name = line[line.index("(") + 1 : line.rindex(")")]
-        fields = line.rsplit(")", 1)[1].split()
-        # fields[0] is field 3 (state): utime, stime are fields 14 and 15, starttime 22.
+        raw_name, fields = stat
+        name = raw_name.decode(errors="replace")  # a name cut mid-character
         key = (int(tid), int(fields[19]))
         threads[key] = (name, (int(fields[11]) + int(fields[12])) / _TICK)
     return threads
