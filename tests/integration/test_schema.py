@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from deploy.postgres.runtime import PostgresRuntime
 from deploy.stack.config import ROOT
+from services.common.messaging.outbox_schema import OUTBOX_STORAGE
 from services.common.persistence.db import Database
 from services.common.persistence.migrate import SchemaNotCurrent, check_schema, migrate
 from services.order.__main__ import MIGRATIONS as ORDER_MIGRATIONS
@@ -49,6 +50,25 @@ def test_every_int64_is_a_bigint_on_postgresql(postgres_server: PostgresRuntime)
             [kind] = [c["type"] for c in found.get_columns(table) if c["name"] == column]
             assert str(kind) == "BIGINT", f"{service}: {table}.{column} is {kind}"
         engine.dispose()
+
+
+def test_the_outbox_is_stored_as_a_queue_table_on_postgresql(
+    postgres_server: PostgresRuntime,
+) -> None:
+    wanted = sorted(f"{name}={value}" for name, value in OUTBOX_STORAGE.items())
+    assert "fillfactor=50" in wanted
+    for service, migrations in MIGRATIONS.items():
+        url = postgres_server.create_database()
+        migrate(url, migrations)
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            options = connection.execute(
+                text("SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
+            ).scalar_one()
+            naptime = connection.execute(text("SHOW autovacuum_naptime")).scalar_one()
+        engine.dispose()
+        assert sorted(options) == wanted, service
+        assert naptime == "1s"  # the server deploy/postgres starts
 
 
 def test_a_big_int64_round_trips(postgres_server: PostgresRuntime) -> None:

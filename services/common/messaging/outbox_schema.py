@@ -10,6 +10,34 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
+#: PostgreSQL's storage settings for the outbox, a queue table: every row is inserted, leased
+#: once (an UPDATE) and deleted within moments. `fillfactor`: half of each page stays free,
+#: so the lease's UPDATE finds room on the row's own page and is a heap-only (HOT) update,
+#: adding no index entries. The autovacuum settings vacuum it once 1,000 rows are dead,
+#: whatever its size, without pausing: the relay's claim walks the primary key from the
+#: oldest row, past every dead entry not vacuumed yet (docs/performance.md, window 14).
+#: How often autovacuum looks is the server's `autovacuum_naptime` (docs/operations.md).
+OUTBOX_STORAGE = {
+    "fillfactor": "50",
+    "autovacuum_vacuum_scale_factor": "0",
+    "autovacuum_vacuum_threshold": "1000",
+    "autovacuum_vacuum_cost_delay": "0",
+}
+
+
+def set_outbox_storage() -> None:
+    """Give the outbox OUTBOX_STORAGE on PostgreSQL (SQLite has no such settings)."""
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    settings = ", ".join(f"{name} = {value}" for name, value in OUTBOX_STORAGE.items())
+    op.execute(f"ALTER TABLE outbox SET ({settings})")
+
+
+def reset_outbox_storage() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(f"ALTER TABLE outbox RESET ({', '.join(OUTBOX_STORAGE)})")
+
 
 def add_outbox_claims() -> None:
     """The relay's leases (services.common.messaging.claims): who holds a row, until when."""
