@@ -179,6 +179,18 @@ def test_a_long_batch_is_split_into_statements_the_database_takes(
     assert count == 95
 
 
+def test_outbox_rows_take_their_seq_in_the_order_given(store_url: str) -> None:
+    """Per-key order rests on it: the rows of one call are inserted in the order given."""
+    db = Database(store_url)
+    db.create_tables([OutboxRecord])
+    rows = [{**outbox_rows()[1], "event_id": f"e{i:02}"} for i in (5, 3, 9, 0, 7, 1, 8, 2)]
+    with db.write() as session:
+        BulkInsert(OUTBOX_TABLE, list(rows[0])).execute(session, rows)
+    with db.read() as session:
+        found = session.execute(text("SELECT event_id FROM outbox ORDER BY seq")).scalars()
+        assert list(found) == [row["event_id"] for row in rows]
+
+
 def test_a_datetime_without_a_time_zone_is_refused(store_url: str) -> None:
     db = Database(store_url)
     db.create_tables([ProcessedEvent])
