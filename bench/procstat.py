@@ -17,7 +17,9 @@ def _read_stat(path: str) -> tuple[bytes, list[bytes]] | None:
             line = stat.read()
     except OSError:
         return None
-    head, _, tail = line.rpartition(b")")
+    head, closed, tail = line.rpartition(b")")
+    if not closed:
+        return b"", []  # not a stat line: its fields are not read
     return head.partition(b"(")[2], tail.split()
 
 

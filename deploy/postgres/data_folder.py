@@ -29,9 +29,6 @@ SETTINGS = {
     "timezone": "'UTC'",
     "log_timezone": "'UTC'",
     "log_line_prefix": "'%m [%p] %q%u@%d '",
-    # Autovacuum looks at each database every second, not every minute: the outboxes are
-    # queue tables, vacuumed once 1,000 rows are dead (services.common.messaging.outbox_schema).
-    "autovacuum_naptime": "'1s'",
 }
 HBA = """\
 # Written by deploy/postgres: trust on loopback only, nothing else.

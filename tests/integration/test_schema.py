@@ -1,4 +1,5 @@
-"""Migrations on both database kinds: BIGINT for every int64, idempotent and concurrent-safe."""
+"""Migrations on both database kinds: BIGINT for every int64, the outbox's storage settings on
+PostgreSQL, idempotent and concurrent-safe."""
 
 from __future__ import annotations
 
@@ -65,10 +66,9 @@ def test_the_outbox_is_stored_as_a_queue_table_on_postgresql(
             options = connection.execute(
                 text("SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
             ).scalar_one()
-            naptime = connection.execute(text("SHOW autovacuum_naptime")).scalar_one()
         engine.dispose()
+        assert options is not None, f"{service}: the outbox has no storage settings"
         assert sorted(options) == wanted, service
-        assert naptime == "1s"  # the server deploy/postgres starts
 
 
 def test_a_big_int64_round_trips(postgres_server: PostgresRuntime) -> None:

@@ -11,12 +11,15 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 #: PostgreSQL's storage settings for the outbox, a queue table: every row is inserted, leased
-#: once (an UPDATE) and deleted within moments. `fillfactor`: half of each page stays free,
-#: so the lease's UPDATE finds room on the row's own page and is a heap-only (HOT) update,
-#: adding no index entries. The autovacuum settings vacuum it once 1,000 rows are dead,
-#: whatever its size, without pausing: the relay's claim walks the primary key from the
-#: oldest row, past every dead entry not vacuumed yet (docs/performance.md, window 14).
-#: How often autovacuum looks is the server's `autovacuum_naptime` (docs/operations.md).
+#: (an UPDATE, again on a renewal or a retry) and deleted within moments. `fillfactor`: half
+#: of each page stays free, so a lease's UPDATE finds room on the row's own page and is a
+#: heap-only (HOT) update, adding no index entries. That holds while no index (a partial
+#: index's WHERE included) reads `claimed_by` or `claimed_until`. The autovacuum settings
+#: vacuum it once more than 1,000 rows are dead, whatever its size, without pausing: the
+#: relay's claim walks the primary key from the oldest row, past every dead entry not
+#: vacuumed yet. How often autovacuum looks is the server's `autovacuum_naptime`; at one
+#: second instead of the default minute it cost PostgreSQL more CPU than it saved
+#: (docs/performance.md, window 14).
 OUTBOX_STORAGE = {
     "fillfactor": "50",
     "autovacuum_vacuum_scale_factor": "0",
@@ -26,7 +29,10 @@ OUTBOX_STORAGE = {
 
 
 def set_outbox_storage() -> None:
-    """Give the outbox OUTBOX_STORAGE on PostgreSQL (SQLite has no such settings)."""
+    """Give the outbox OUTBOX_STORAGE on PostgreSQL (SQLite has no such settings).
+
+    The statement takes a SHARE UPDATE EXCLUSIVE lock, which reads and writes do not wait
+    for, and rewrites nothing: the fillfactor applies to the pages filled from then on."""
     if op.get_bind().dialect.name != "postgresql":
         return
     settings = ", ".join(f"{name} = {value}" for name, value in OUTBOX_STORAGE.items())
@@ -34,6 +40,7 @@ def set_outbox_storage() -> None:
 
 
 def reset_outbox_storage() -> None:
+    """Give the outbox PostgreSQL's default storage settings back."""
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(f"ALTER TABLE outbox RESET ({', '.join(OUTBOX_STORAGE)})")

@@ -2,7 +2,8 @@
 
 The outbox is a queue table: rows are inserted, leased once and deleted within moments, and
 the relay's claim walks it from its oldest row. See services.common.messaging.outbox_schema:
-both services' histories set the same settings. Nothing changes on SQLite.
+both services' histories set the same settings. Nothing changes on SQLite. Safe on a busy
+table: reads and writes go on while it runs, and the table is not rewritten.
 
 Revision ID: 0006_outbox_storage
 Revises: 0005_outbox_claims
