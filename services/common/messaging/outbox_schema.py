@@ -18,8 +18,8 @@ from alembic import op
 #: vacuum it once more than 1,000 rows are dead, whatever its size, without pausing: the
 #: relay's claim walks the primary key from the oldest row, past every dead entry not
 #: vacuumed yet. How often autovacuum looks is the server's `autovacuum_naptime`; at one
-#: second instead of the default minute it cost PostgreSQL more CPU than it saved
-#: (docs/performance.md, window 14).
+#: second instead of the default minute PostgreSQL spent a quarter more CPU an order and
+#: nothing was measurably faster (docs/performance.md, window 14).
 OUTBOX_STORAGE = {
     "fillfactor": "50",
     "autovacuum_vacuum_scale_factor": "0",
