@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
 from deploy.postgres.runtime import PostgresRuntime
@@ -56,19 +58,43 @@ def test_every_int64_is_a_bigint_on_postgresql(postgres_server: PostgresRuntime)
 def test_the_outbox_is_stored_as_a_queue_table_on_postgresql(
     postgres_server: PostgresRuntime,
 ) -> None:
-    wanted = sorted(f"{name}={value}" for name, value in OUTBOX_STORAGE.items())
-    assert "fillfactor=50" in wanted
+    assert "fillfactor=50" in OUTBOX_OPTIONS
     for service, migrations in MIGRATIONS.items():
         url = postgres_server.create_database()
         migrate(url, migrations)
-        engine = create_engine(url)
-        with engine.connect() as connection:
-            options = connection.execute(
-                text("SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
-            ).scalar_one()
-        engine.dispose()
-        assert options is not None, f"{service}: the outbox has no storage settings"
-        assert sorted(options) == wanted, service
+        assert outbox_options(url) == OUTBOX_OPTIONS, service
+
+
+def test_the_outbox_storage_step_goes_back_and_forth(postgres_server: PostgresRuntime) -> None:
+    """Its downgrade gives PostgreSQL's defaults back, and migrate sets them again."""
+    url = postgres_server.create_database()
+    migrate(url, ORDER_MIGRATIONS)
+    config = Config()
+    config.set_main_option("script_location", str(ORDER_MIGRATIONS))
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005_outbox_claims")
+        connection.commit()
+    engine.dispose()
+    assert outbox_options(url) is None
+    assert migrate(url, ORDER_MIGRATIONS) == "0006_outbox_storage"
+    assert outbox_options(url) == OUTBOX_OPTIONS
+
+
+#: What pg_class.reloptions holds for the outbox once migrated, sorted.
+OUTBOX_OPTIONS = sorted(f"{name}={value}" for name, value in OUTBOX_STORAGE.items())
+
+
+def outbox_options(url: str) -> list[str] | None:
+    """The outbox's storage settings on the database at `url`, sorted (None: the defaults)."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'outbox'")
+        ).scalar_one()
+    engine.dispose()
+    return None if found is None else sorted(found)
 
 
 def test_a_big_int64_round_trips(postgres_server: PostgresRuntime) -> None:

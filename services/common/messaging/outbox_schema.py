@@ -15,11 +15,12 @@ from alembic import op
 #: of each page stays free, so a lease's UPDATE finds room on the row's own page and is a
 #: heap-only (HOT) update, adding no index entries. That holds while no index (a partial
 #: index's WHERE included) reads `claimed_by` or `claimed_until`. The autovacuum settings
-#: vacuum it once more than 1,000 rows are dead, whatever its size, without pausing: the
-#: relay's claim walks the primary key from the oldest row, past every dead entry not
-#: vacuumed yet. How often autovacuum looks is the server's `autovacuum_naptime`; at one
-#: second instead of the default minute PostgreSQL spent a quarter more CPU an order and
-#: nothing was measurably faster (docs/performance.md, window 14).
+#: make it due once more than 1,000 rows are dead, whatever its size, and vacuumed without
+#: pauses: the relay's claim walks the primary key from the oldest row, past every dead
+#: entry not vacuumed yet. Due is not done: in a two-minute run no vacuum of it finished.
+#: How often autovacuum looks is the server's `autovacuum_naptime`; at one second instead
+#: of the default minute PostgreSQL spent a quarter more CPU an order and nothing was
+#: measurably faster (docs/performance.md, window 14).
 OUTBOX_STORAGE = {
     "fillfactor": "50",
     "autovacuum_vacuum_scale_factor": "0",
@@ -33,7 +34,7 @@ def set_outbox_storage() -> None:
 
     The statement takes a SHARE UPDATE EXCLUSIVE lock, which reads and writes do not wait
     for, and rewrites nothing: the fillfactor applies to the pages filled from then on."""
-    if op.get_bind().dialect.name != "postgresql":
+    if not _on_postgresql():
         return
     settings = ", ".join(f"{name} = {value}" for name, value in OUTBOX_STORAGE.items())
     op.execute(f"ALTER TABLE outbox SET ({settings})")
@@ -41,9 +42,13 @@ def set_outbox_storage() -> None:
 
 def reset_outbox_storage() -> None:
     """Give the outbox PostgreSQL's default storage settings back."""
-    if op.get_bind().dialect.name != "postgresql":
+    if not _on_postgresql():
         return
     op.execute(f"ALTER TABLE outbox RESET ({', '.join(OUTBOX_STORAGE)})")
+
+
+def _on_postgresql() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
 
 
 def add_outbox_claims() -> None:

@@ -1,6 +1,7 @@
-"""The outbox's storage settings on PostgreSQL: room for HOT lease updates, eager autovacuum.
+"""The outbox's storage settings on PostgreSQL: room for HOT lease updates, autovacuum due
+at 1,000 dead rows and without pauses.
 
-The outbox is a queue table: rows are inserted, leased once and deleted within moments, and
+The outbox is a queue table: rows are inserted, leased and deleted within moments, and
 the relay's claim walks it from its oldest row. See services.common.messaging.outbox_schema:
 both services' histories set the same settings. Nothing changes on SQLite. Safe on a busy
 table: reads and writes go on while it runs, and the table is not rewritten.
