@@ -21,10 +21,12 @@ relays:
   earlier row leased by another relay, or locked right now by another relay's claim (SKIP
   LOCKED passed it by), holds the later rows of its key back: two relays never have rows
   of one key in flight at once. When a relay settles a round it deletes the confirmed rows
-  (a second short transaction) and claims again at once, so it also takes the rows its
-  round held back. A crash between the broker's confirmation and that delete leaves the
-  rows leased until the lease ends; then they are claimed again, with the later rows of
-  their keys after them, in order, and published a second time: the consumers' inbox
+  (a second short transaction); it claims again when the next commit wakes it, not for the
+  settling itself (that claim would find nothing new, most times). A claim that held rows
+  back looks again soon (services.common.messaging.rounds.Recheck), so rows another relay
+  held back wait about as long as that relay's round, not for a commit. A crash between the
+  broker's confirmation and that delete leaves the rows leased until the lease ends; then
+  they are claimed again, with the later rows of their keys after them, in order, and published a second time: the consumers' inbox
   drops the copies, and the first copy of every event came in order. A relay renews its
   leases while a round waits longer than a third of the lease, and takes a new identity
   at every start and after any error, so it never mistakes a lease it lost track of for
@@ -141,12 +143,8 @@ class FailureSettler(Protocol):
 class OutboxClaims(ABC):
     """How one relay takes the next outbox rows on `db` and forgets those published."""
 
-    #: Settling a round may free rows its claim held back (another relay's, or this one's
-    #: own later ones): the relay claims again at once instead of waiting for a commit.
-    frees_held_rows = False
-    #: The last claim left rows behind because another relay holds their keys: that relay
-    #: claims them again once it settles, unless a claim of this one had them locked at
-    #: that moment; the relay looks again shortly (see OutboxRelay).
+    #: The last claim left rows behind because another relay holds their keys: the relay
+    #: looks again shortly (rounds.Recheck), until they are free.
     held_back = False
 
     def __init__(self, db: Database) -> None:
@@ -187,8 +185,6 @@ class OutboxClaims(ABC):
 
 class PostgresClaims(OutboxClaims):
     """PostgreSQL: lease the oldest rows no other relay holds, delete them on confirmation."""
-
-    frees_held_rows = True
 
     def __init__(self, db: Database, *, lease_s: float = 10.0) -> None:
         super().__init__(db)

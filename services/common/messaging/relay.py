@@ -132,8 +132,7 @@ class OutboxRelay(BackgroundWorker):
                 return
             if signal.is_set():
                 signal.clear()
-                look = True
-            look = recheck.due() or look
+            look = signal.take_committed() or recheck.due() or look
             overlap_in: float | None = None  # a round may start in this long (None: not)
             try:
                 while rounds and rounds[0].answered:
@@ -142,7 +141,6 @@ class OutboxRelay(BackgroundWorker):
                         retrying = True
                     elif not retrying:
                         backoff = 0.1
-                    look = look or self.claims.frees_held_rows
                 if retrying and not rounds:
                     self._after_failures()
                     self._stopping.wait(backoff)
@@ -169,14 +167,14 @@ class OutboxRelay(BackgroundWorker):
                 backoff = min(backoff * 2, 5.0)
                 look = True
                 continue
-            # Woken by a commit, by a round answered, or to look (poll), overlap a round in
-            # flight, look again at held-back rows, renew leases.
+            # Woken by a commit or a round answered; or, on time, to look (poll), to overlap a
+            # round in flight, to look again at held-back rows, to renew leases.
             timeout = self.renew_after_s if rounds else self.idle_poll_s
             for soon in (overlap_in, recheck.wait_s()):
                 if soon is not None:
                     timeout = min(soon, timeout)
-            if signal.wait(timeout) or not rounds:
-                look = True
+            if not signal.wait(timeout) and not rounds:
+                look = True  # the idle poll
 
     def _overlap_wait(self, rounds: deque[Round]) -> float | None:
         """How long until a new round may start (0: now; None: not before one is answered)."""
@@ -259,7 +257,7 @@ class OutboxRelay(BackgroundWorker):
 
     def _start_round(self, rows: Sequence[ClaimedRow]) -> Round:
         """Produce every row of a new round (the answers come later)."""
-        flight = Round(rows, self.db.outbox_signal.wake_here)
+        flight = Round(rows, self.db.outbox_signal.wake_to_settle)
         for row in rows:
             try:
                 self._produce(row, flight.on_delivery(row.seq))

@@ -19,8 +19,12 @@ the wake-up across: the writing process `announce()`s after each such commit, an
   transaction of its own: a NOTIFY inside the writers' transactions would hold a
   database-wide lock from their commit until it is durable, queueing every writer's
   commit behind the others'. Announcements made while one is sent are folded into the
-  next. The relay's process LISTENs on a connection of its own; any number of relay
-  processes may (their leases share the rows out, services.common.messaging.claims).
+  next. Any number of relay processes may share the database (their leases share the rows
+  out, services.common.messaging.claims), but one of them at a time is woken: the one whose
+  connection holds an advisory lock (`WAKEUP_LOCK_KEY`) LISTENs; each of the others tries
+  the lock every second (its relay polls meanwhile) and takes over when that connection
+  ends. Waking them all would cost each of the others a claim per commit that finds the
+  rows taken.
 - Other databases: no channel (`channel_for` answers None) and the relay polls.
 """
 
@@ -78,25 +82,43 @@ class OutboxSignal:
     """Set after a commit that wrote outbox rows; the relay waits on it and clears it.
 
     `announce_through(channel)`: every set() also announces the commit on `channel`, for a
-    relay in another process. The relay's own wake-ups (`wake_here`) never cross.
+    relay in another process. The relay's own wake-ups (`wake_here`, `wake_to_settle`) never
+    cross. A wake-up says whether rows were committed (`take_committed`): the relay claims
+    after those, not after its own rounds are answered, which would find nothing new.
     """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._committed = threading.Event()
         self._channel: WakeupChannel | None = None
 
     def announce_through(self, channel: WakeupChannel) -> None:
         self._channel = channel
 
     def set(self) -> None:
+        self._committed.set()
         self._event.set()
         channel = self._channel
         if channel is not None:
             channel.announce()
 
     def wake_here(self) -> None:
-        """Wake this process's relay only (an announcement from another process came)."""
+        """Wake this process's relay only, as after a commit (an announcement from another
+        process came, or the relay is to publish what is pending and stop)."""
+        self._committed.set()
         self._event.set()
+
+    def wake_to_settle(self) -> None:
+        """Wake this process's relay to settle a round the broker answered: no commit."""
+        self._event.set()
+
+    def take_committed(self) -> bool:
+        """Whether rows were committed since the last call. Call it before claiming: a
+        commit announced after it is taken by the next call."""
+        if not self._committed.is_set():
+            return False
+        self._committed.clear()
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
@@ -206,6 +228,8 @@ class DatagramWakeup(WakeupChannel):
 
 #: The LISTEN/NOTIFY channel of a service's database (each service has a database of its own).
 NOTIFY_CHANNEL = "paysaga_outbox"
+#: The advisory lock ("pswakeup" in ASCII) held by the one relay process that LISTENs.
+WAKEUP_LOCK_KEY = int.from_bytes(b"pswakeup", "big")
 
 
 class NotifyWakeup(WakeupChannel):
@@ -219,6 +243,8 @@ class NotifyWakeup(WakeupChannel):
         self._start_lock = threading.Lock()
         self._sender: threading.Thread | None = None
         self._listener: psycopg.Connection[tuple[object, ...]] | None = None
+        #: Whether this process's listener holds the wake-up lock and LISTENs.
+        self.listening = False
 
     def announce(self) -> None:
         self._pending.set()
@@ -256,8 +282,17 @@ class NotifyWakeup(WakeupChannel):
 
     def _connect_listener(self) -> psycopg.Connection[tuple[object, ...]]:
         connection = psycopg.connect(self.conninfo, autocommit=True)
-        connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        self.listening = False
+        self._take_the_lead(connection)
         return connection
+
+    def _take_the_lead(self, connection: psycopg.Connection[tuple[object, ...]]) -> None:
+        """LISTEN on `connection` if it gets the wake-up lock (see the module docstring)."""
+        locked = connection.execute("SELECT pg_try_advisory_lock(%s)", (WAKEUP_LOCK_KEY,))
+        row = locked.fetchone()
+        if row is not None and row[0]:
+            connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.listening = True
 
     def receive(self, timeout_s: float) -> bool:
         try:
@@ -266,6 +301,10 @@ class NotifyWakeup(WakeupChannel):
                 # so the relay looks once.
                 self._listener = self._connect_listener()
                 return True
+            if not self.listening:  # another relay is woken; try again after a while
+                self._closed.wait(timeout_s)
+                self._take_the_lead(self._listener)
+                return self.listening  # it just took over: the relay looks once
             if not any(True for _ in self._listener.notifies(timeout=timeout_s, stop_after=1)):
                 return False
             for _ in self._listener.notifies(timeout=0):

@@ -18,7 +18,7 @@ from sqlmodel import select
 
 from paysaga.v1 import events_pb2
 from services.common.messaging.journal import TABLES as JOURNAL_TABLES
-from services.common.messaging.outbox import OutboxRecord, OutboxWriter, ParkedRecord
+from services.common.messaging.outbox import ClaimedRow, OutboxRecord, OutboxWriter, ParkedRecord
 from services.common.messaging.relay import OutboxRelay
 from services.common.persistence.db import Database
 from services.saga.topics import SAGA_TOPICS
@@ -211,3 +211,36 @@ def test_a_round_answered_quickly_is_not_overlapped_and_the_rows_go_together_aft
         relay.stop(timeout_s=5)
         producer.answer()
     assert producer.sent == ["a", "b", "c"]
+
+
+def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
+    db: Database, producer: HeldProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The relay claims at start, after each commit and on its idle poll; an answer only
+    # settles its round (a claim then would find nothing: the commits wake it themselves).
+    relay = OutboxRelay(db, lambda: producer, idle_poll_s=60)  # type: ignore[arg-type, return-value]
+    claimed: list[int] = []
+    claim = relay.claims.claim
+
+    def counted(limit: int) -> list[ClaimedRow]:
+        rows = claim(limit)
+        claimed.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(relay.claims, "claim", counted)
+    relay.start()
+    try:
+        eventually(lambda: claimed == [0])
+        stage(db, "a")
+        eventually(lambda: producer.produced == ["a"])
+        producer.answer()
+        eventually(lambda: producer.sent == ["a"])
+        time.sleep(0.3)
+        assert claimed == [0, 1]
+        stage(db, "b")
+        eventually(lambda: producer.produced == ["a", "b"])
+        assert claimed == [0, 1, 1]
+    finally:
+        producer.answer()
+        relay.stop(timeout_s=5)
+    assert producer.sent == ["a", "b"]

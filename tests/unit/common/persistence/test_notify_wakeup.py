@@ -1,5 +1,6 @@
 """PostgreSQL's relay wake-up: LISTEN/NOTIFY on the service's database carries a commit's
-announcement to every listening process, folds bursts, survives a lost connection, and wakes
+announcement to the one relay process holding the wake-up lock (another takes over when it
+ends), folds bursts, survives a lost connection, and wakes
 a relay in another process that would otherwise only poll."""
 
 from __future__ import annotations
@@ -29,21 +30,30 @@ def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_an_announcement_reaches_every_listening_process(postgres_database: str) -> None:
-    writer, relay_one, relay_two = (NotifyWakeup(postgres_database) for _ in range(3))
-    relay_one.listen()
-    relay_two.listen()
+def test_an_announcement_wakes_one_relay_process_and_another_takes_over_when_it_ends(
+    postgres_database: str,
+) -> None:
+    writer, first, second = (NotifyWakeup(postgres_database) for _ in range(3))
+    first.listen()
+    second.listen()
     try:
         assert isinstance(channel_for(postgres_database), NotifyWakeup)
-        assert not relay_one.receive(0.1), "nothing announced yet"
+        assert first.listening and not second.listening, "one of them holds the lock"
+        assert not first.receive(0.1), "nothing announced yet"
         for _ in range(50):  # a burst of commits: folded, one wake-up takes them all
             writer.announce()
-        assert relay_one.receive(2.0) and relay_two.receive(2.0)
+        assert first.receive(2.0)
+        assert not second.receive(0.2), "the others are not woken: their relays poll"
         time.sleep(0.2)  # whatever the sender still folds in arrives now
-        relay_one.receive(0.0)
-        assert not relay_one.receive(0.2), "the burst was taken at once"
+        first.receive(0.0)
+        assert not first.receive(0.2), "the burst was taken at once"
+        first.close()  # its process ends: its connection, and the lock with it
+        eventually(lambda: second.receive(0.1))  # takes over, and its relay looks once
+        assert second.listening
+        writer.announce()
+        eventually(lambda: second.receive(0.2))
     finally:
-        for channel in (writer, relay_one, relay_two):
+        for channel in (writer, first, second):
             channel.close()
 
 
