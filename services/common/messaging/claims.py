@@ -26,19 +26,20 @@ relays:
   back looks again soon (services.common.messaging.rounds.Recheck), so rows another relay
   held back wait about as long as that relay's round, not for a commit. A crash between the
   broker's confirmation and that delete leaves the rows leased until the lease ends; then
-  they are claimed again, with the later rows of their keys after them, in order, and published a second time: the consumers' inbox
-  drops the copies, and the first copy of every event came in order. A relay renews its
-  leases while a round waits longer than a third of the lease, and takes a new identity
-  at every start and after any error, so it never mistakes a lease it lost track of for
-  a row in flight. A relay cut off from the database for longer than a whole lease while
-  its rows are in flight may see them published again by another relay: duplicates, which
-  the inbox drops. These bookkeeping transactions (claims, deletes, attempts) do not wait
-  for the WAL flush (`Database.write_core(durable=False)`): losing one to a server crash only
-  publishes rows again. A claim, a delete and a renewal are each one statement, sent in
-  autocommit mode (`Database.commit_alone`): one round trip, not three. A connection lost
-  during a claim may leave its lease committed unbeknown to the relay, as a loss during a
-  COMMIT always could: the relay takes a new identity, the orphaned lease holds its keys
-  back until it ends, and its rows are then published (again, at worst).
+  they are claimed again, with the later rows of their keys after them, in order, and
+  published a second time: the consumers' inbox drops the copies, and the first copy of
+  every event came in order. A relay renews its leases while a round waits longer than a
+  third of the lease, and takes a new identity at every start and after any error, so it
+  never mistakes a lease it lost track of for a row in flight. A relay cut off from the
+  database for longer than a whole lease while its rows are in flight may see them published
+  again by another relay: duplicates, which the inbox drops. These bookkeeping transactions
+  (claims, deletes, attempts) do not wait for the WAL flush
+  (`Database.write_core(durable=False)`): losing one to a server crash only publishes rows
+  again. A claim, a delete and a renewal are each one statement, sent in autocommit mode
+  (`Database.commit_alone`): one round trip, not three. A connection lost during a claim may
+  leave its lease committed unbeknown to the relay, as a loss during a COMMIT always could:
+  the relay takes a new identity, the orphaned lease holds its keys back until it ends, and
+  its rows are then published (again, at worst).
 - SQLite (one relay per database file), `SqliteClaims`: one writer commits at a time and
   seq never decreases, so rows commit in seq order; the relay reads on after the last row
   it produced and deletes what was published about once a second, sparing a disk sync per
