@@ -21,10 +21,10 @@ relays:
   earlier row leased by another relay, or locked right now by another relay's claim (SKIP
   LOCKED passed it by), holds the later rows of its key back: two relays never have rows
   of one key in flight at once. When a relay settles a round it deletes the confirmed rows
-  (a second short transaction); it claims again when the next commit wakes it, not for the
-  settling itself (that claim would find nothing new, most times). A claim that held rows
-  back looks again soon (services.common.messaging.rounds.Recheck), so rows another relay
-  held back wait about as long as that relay's round, not for a commit. A crash between the
+  (a second short transaction), and the same statement says whether unleased rows of their
+  keys wait behind them (rows another relay's claim held back, or rows nobody claimed yet):
+  only then does it claim again at once, taking them; otherwise the next commit wakes it
+  (a claim after every round would find nothing, most times). A crash between the
   broker's confirmation and that delete leaves the rows leased until the lease ends; then
   they are claimed again, with the later rows of their keys after them, in order, and
   published a second time: the consumers' inbox drops the copies, and the first copy of
@@ -122,6 +122,21 @@ _CLAIM = text(
     WHERE (SELECT count(*) FROM candidate) > (SELECT count(*) FROM claimed)
     """
 ).columns(*_ROW_COLUMNS)
+#: PostgreSQL: delete a round's confirmed rows and say whether unleased rows of their keys
+#: wait behind them (the statement's snapshot still shows the deleted rows: left out by seq).
+_DELETE_LOOKING_BEHIND = text(
+    """
+    WITH gone AS (
+        DELETE FROM outbox WHERE seq = ANY(:seqs) RETURNING seq, topic, key
+    )
+    SELECT EXISTS (
+        SELECT 1 FROM outbox o JOIN gone g ON o.topic = g.topic AND o.key = g.key
+        WHERE o.seq > (SELECT min(seq) FROM gone)
+          AND o.seq <> ALL(:seqs)
+          AND (o.claimed_until IS NULL OR o.claimed_until < now())
+    )
+    """
+)
 _RENEW = (
     update(OutboxRecord)
     .where(col(OutboxRecord.claimed_by) == bindparam("relay"))
@@ -144,8 +159,12 @@ class FailureSettler(Protocol):
 class OutboxClaims(ABC):
     """How one relay takes the next outbox rows on `db` and forgets those published."""
 
-    #: The last claim left rows behind because another relay holds their keys: the relay
-    #: looks again shortly (rounds.Recheck), until they are free.
+    #: The last settle freed keys with rows waiting behind them (another relay's, or this
+    #: one's own later ones): the relay claims again at once instead of waiting for a commit.
+    frees_held_rows = False
+    #: The last claim left rows behind because another relay holds their keys: that relay
+    #: claims them again once it settles, unless a claim of this one had them locked at
+    #: that moment; the relay looks again shortly (see OutboxRelay).
     held_back = False
 
     def __init__(self, db: Database) -> None:
@@ -208,9 +227,12 @@ class PostgresClaims(OutboxClaims):
     ) -> tuple[int, int]:
         confirmed = [row.seq for row in rows if row.seq not in failures]
         if not failures:  # the common case: one statement, one round trip
+            self.frees_held_rows = False
             if confirmed:
-                self.db.commit_alone(_DELETE_SEQS, {"seqs": confirmed})
+                found = self.db.commit_alone(_DELETE_LOOKING_BEHIND, {"seqs": confirmed})
+                self.frees_held_rows = bool(found and found[0][0])
             return len(rows), 0
+        self.frees_held_rows = True  # rows to retry, or parked: look again, as after a commit
         with self.db.write_core(durable=False) as session:
             retry = settler.settle_failures(session, rows, failures)
             if confirmed:

@@ -141,6 +141,7 @@ class OutboxRelay(BackgroundWorker):
                         retrying = True
                     elif not retrying:
                         backoff = 0.1
+                    look = look or self.claims.frees_held_rows
                 if retrying and not rounds:
                     self._after_failures()
                     self._stopping.wait(backoff)

@@ -100,17 +100,16 @@ class DeliveryPump(BackgroundWorker):
 class Recheck:
     """When to look again at rows a claim held back (another relay has their key in flight).
 
-    That relay settles its round without claiming again (it claims after commits), so this
-    one takes them: it looks again after 5 ms, then twice as long each time they are still
-    held back (a relay that died holds them until its lease ends), up to `longest_s` (at
-    most LONGEST_S: a held row waits little longer than the round that holds it).
+    That relay claims them itself once it settles, unless a claim of this relay had them
+    locked at that very moment; so this one looks again after 5 ms, then twice as long each
+    time they are still held back (a relay that died holds them until its lease ends), up
+    to the idle poll.
     """
 
     FIRST_S = 0.005
-    LONGEST_S = 0.1
 
-    def __init__(self, longest_s: float = LONGEST_S) -> None:
-        self.longest_s = min(longest_s, self.LONGEST_S)
+    def __init__(self, longest_s: float) -> None:
+        self.longest_s = longest_s
         self._wait_s = 0.0
         self._at: float | None = None
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine.url import make_url
 
 from services.common.persistence.kinds import sqlite_file
@@ -230,6 +231,19 @@ class DatagramWakeup(WakeupChannel):
 NOTIFY_CHANNEL = "paysaga_outbox"
 #: The advisory lock ("pswakeup" in ASCII) held by the one relay process that LISTENs.
 WAKEUP_LOCK_KEY = int.from_bytes(b"pswakeup", "big")
+#: The listener's keepalives (about 10 s to notice the other side gone): libpq's on this
+#: side, the server's (its settings, for this session) on the other.
+_CLIENT_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10000,
+}
+_SERVER_KEEPALIVES = (
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
+    "-c tcp_user_timeout=10000"
+)
 
 
 class NotifyWakeup(WakeupChannel):
@@ -281,7 +295,13 @@ class NotifyWakeup(WakeupChannel):
         self._listener = self._connect_listener()
 
     def _connect_listener(self) -> psycopg.Connection[tuple[object, ...]]:
-        connection = psycopg.connect(self.conninfo, autocommit=True)
+        # Keepalives both ways: a server that lost this process's host (no FIN) ends its
+        # session, and the wake-up lock with it, within seconds rather than hours, so another
+        # relay takes over; and this side notices a server gone the same way.
+        given = conninfo_to_dict(self.conninfo).get("options")
+        options = f"{given} {_SERVER_KEEPALIVES}" if given else _SERVER_KEEPALIVES
+        conninfo = make_conninfo(self.conninfo, options=options, **_CLIENT_KEEPALIVES)
+        connection = psycopg.connect(conninfo, autocommit=True)
         self.listening = False
         self._take_the_lead(connection)
         return connection
@@ -302,7 +322,8 @@ class NotifyWakeup(WakeupChannel):
                 self._listener = self._connect_listener()
                 return True
             if not self.listening:  # another relay is woken; try again after a while
-                self._closed.wait(timeout_s)
+                if self._closed.wait(timeout_s):
+                    return False
                 self._take_the_lead(self._listener)
                 return self.listening  # it just took over: the relay looks once
             if not any(True for _ in self._listener.notifies(timeout=timeout_s, stop_after=1)):
@@ -310,7 +331,8 @@ class NotifyWakeup(WakeupChannel):
             for _ in self._listener.notifies(timeout=0):
                 pass  # every announcement queued so far: one relay round covers them all
             return True
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:
+            # Closed, and the lock with it: another relay may take over meanwhile.
             log.warning("relay wake-up channel lost; listening again", extra={"error": str(exc)})
             if self._listener is not None:
                 self._listener.close()

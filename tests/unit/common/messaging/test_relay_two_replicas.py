@@ -165,6 +165,25 @@ def test_a_key_in_flight_on_one_relay_is_held_back_from_the_other(
     eventually(lambda: remaining(url) == 0)
 
 
+def test_the_relay_holding_a_key_takes_the_rows_it_held_back_once_it_settles(
+    replica: Relays, log: SharedLog, url: str
+) -> None:
+    # b's claim held "second" back behind a's "first"; a's delete says rows of that key wait
+    # unleased behind it, and a claims them at once: neither waits for a commit or a poll,
+    # and b's own rechecks have backed off by then.
+    a, db_a = replica("a", hold=True, idle_poll_s=60.0)
+    stage(db_a, "first", user_id=1)
+    eventually(lambda: log.order_ids(relay="a") == ["first"])
+    _, db_b = replica("b", idle_poll_s=60.0)
+    stage(db_b, "second", user_id=1)
+    time.sleep(2.0)  # b looked again after 5, 10, 20 ... ms; its next look is seconds away
+    assert log.order_ids(key=b"1") == ["first"]
+    a.producer.release()  # type: ignore[attr-defined]
+    eventually(lambda: log.order_ids(key=b"1") == ["first", "second"], timeout_s=1.0)
+    assert log.order_ids(relay="a") == ["first", "second"]
+    eventually(lambda: remaining(url) == 0)
+
+
 def test_a_relay_dying_between_publish_and_delete_costs_copies_the_inbox_drops_only(
     replica: Relays, log: SharedLog, url: str
 ) -> None:

@@ -79,6 +79,30 @@ def test_a_listener_whose_connection_is_lost_listens_again(postgres_database: st
         db.dispose()
 
 
+def test_when_the_listening_session_is_cut_off_another_relay_takes_over(
+    postgres_database: str,
+) -> None:
+    first, second = NotifyWakeup(postgres_database), NotifyWakeup(postgres_database)
+    first.listen()
+    second.listen()
+    db = Database(postgres_database)
+    try:
+        assert first.listening and not second.listening
+        with db.write() as session:  # the server ends the listener's session: the lock goes
+            session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+                )
+            )
+        eventually(lambda: second.receive(0.1))  # takes over, and its relay looks once
+        assert second.listening
+    finally:
+        first.close()
+        second.close()
+        db.dispose()
+
+
 def test_a_commit_in_an_api_process_wakes_the_worker_s_relay(postgres_database: str) -> None:
     api, worker = Database(postgres_database), Database(postgres_database)
     worker.create_tables([OutboxRecord, ParkedRecord, *JOURNAL_TABLES])
