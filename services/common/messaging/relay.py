@@ -60,7 +60,10 @@ class OutboxRelay(BackgroundWorker):
     `overlap_after_s`: where the broker answers fast (one node) the rows committed
     meanwhile go out together with the next round, as they did before rounds overlapped,
     sparing Kafka a request each; where it is slow (acks=all on three nodes) they no
-    longer wait for the whole answer. After a round with rows to retry the relay lets the
+    longer wait for the whole answer. A round that follows an answered one starts no sooner
+    than `round_interval_s` after that one began: under load the rows committed meanwhile
+    go out together (fewer produce requests, fetches and consumer transactions); a commit
+    after a quiet spell goes out at once. After a round with rows to retry the relay lets the
     rounds in flight finish, then waits (backing off) before it claims again.
     """
 
@@ -77,6 +80,7 @@ class OutboxRelay(BackgroundWorker):
         stale_after_s: float = 60.0,
         max_rounds: int = 2,
         overlap_after_s: float = 0.003,
+        round_interval_s: float = 0.0,
         lease_s: float = 10.0,
     ) -> None:
         super().__init__("outbox-relay")
@@ -90,6 +94,8 @@ class OutboxRelay(BackgroundWorker):
         self.stale_after_s = stale_after_s
         self.max_rounds = max(1, max_rounds)
         self.overlap_after_s = overlap_after_s
+        self.round_interval_s = round_interval_s
+        self._last_round_started = float("-inf")
         #: How this relay takes its rows and forgets the published ones (per database kind).
         self.claims = claims_for(db, cleanup_interval_s=cleanup_interval_s, lease_s=lease_s)
         #: Leases are renewed for rounds in flight longer than this (PostgreSQL).
@@ -180,7 +186,7 @@ class OutboxRelay(BackgroundWorker):
     def _overlap_wait(self, rounds: deque[Round]) -> float | None:
         """How long until a new round may start (0: now; None: not before one is answered)."""
         if not rounds:
-            return 0.0
+            return max(0.0, self._last_round_started + self.round_interval_s - time.monotonic())
         if len(rounds) >= self.max_rounds:
             return None
         return max(0.0, rounds[-1].started + self.overlap_after_s - time.monotonic())
@@ -259,6 +265,7 @@ class OutboxRelay(BackgroundWorker):
     def _start_round(self, rows: Sequence[ClaimedRow]) -> Round:
         """Produce every row of a new round (the answers come later)."""
         flight = Round(rows, self.db.outbox_signal.wake_to_settle)
+        self._last_round_started = flight.started
         for row in rows:
             try:
                 self._produce(row, flight.on_delivery(row.seq))

@@ -194,6 +194,7 @@ def _relay_and_consumer(
         lambda: new_producer(bootstrap, f"paysaga-{name}-relay"),
         batch_size=settings.relay_batch_size,
         idle_poll_s=settings.relay_idle_poll_s,
+        round_interval_s=settings.relay_round_interval_ms / 1000,
         max_attempts=settings.relay_max_attempts,
         stale_after_s=settings.relay_stale_after_s,
     )

@@ -244,3 +244,28 @@ def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
         producer.answer()
         relay.stop(timeout_s=5)
     assert producer.sent == ["a", "b"]
+
+
+def test_a_round_after_an_answered_one_waits_out_the_interval_and_takes_what_came_meanwhile(
+    db: Database, producer: HeldProducer
+) -> None:
+    relay = OutboxRelay(db, lambda: producer, idle_poll_s=60, round_interval_s=0.5)  # type: ignore[arg-type, return-value]
+    relay.start()
+    try:
+        stage(db, "a")
+        eventually(lambda: producer.produced == ["a"])  # the first round: at once
+        producer.answer()
+        eventually(lambda: producer.sent == ["a"])
+        stage(db, "b")
+        stage(db, "c")
+        time.sleep(0.1)
+        assert producer.produced == ["a"], "within the interval of a's round: b and c wait"
+        eventually(lambda: producer.produced == ["a", "b", "c"])
+        producer.answer()
+        eventually(lambda: producer.sent == ["a", "b", "c"])
+        time.sleep(0.6)  # a quiet spell longer than the interval
+        stage(db, "d")
+        eventually(lambda: producer.produced[-1:] == ["d"], timeout_s=0.4)  # at once
+    finally:
+        producer.answer()
+        relay.stop(timeout_s=5)
