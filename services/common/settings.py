@@ -56,8 +56,9 @@ class ServiceSettings(BaseSettings):
     #: The relay also looks for unpublished rows this often, even if nobody woke it.
     relay_idle_poll_s: float = 1.0
     #: A relay round that follows an answered one starts no sooner than this many
-    #: milliseconds after that one began (rows committed meanwhile go out together).
-    relay_round_interval_ms: float = 8.0
+    #: milliseconds after that one began (rows committed meanwhile go out together): more
+    #: orders a second on a busy machine, later events at light load (docs/performance.md).
+    relay_round_interval_ms: float = 0.0
     #: Failed attempts (retriable errors) after which the relay parks an outbox row.
     relay_max_attempts: int = 5
     #: An unpublished outbox row older than this marks the outbox unhealthy.
