@@ -58,7 +58,7 @@ class ServiceSettings(BaseSettings):
     #: A relay round that follows an answered one starts no sooner than this many
     #: milliseconds after that one began (rows committed meanwhile go out together): more
     #: orders a second on a busy machine, later events at light load (docs/performance.md).
-    relay_round_interval_ms: float = 0.0
+    relay_round_interval_ms: float = Field(default=0.0, ge=0)
     #: Failed attempts (retriable errors) after which the relay parks an outbox row.
     relay_max_attempts: int = 5
     #: An unpublished outbox row older than this marks the outbox unhealthy.

@@ -90,7 +90,7 @@ _DELETE_SEQS = delete(OutboxRecord).where(
 #: row that holds it back (not a candidate, not this relay's own in flight). A row waiting
 #: for its retry holds no lease, so it is a candidate itself and goes first; only when
 #: another relay's claim has it locked right now does it hold its key back. A last row of
-#: nulls says that candidates were held back.
+#: nulls but for `attempts`, the number of candidates, says that candidates were held back.
 _CLAIM = text(
     """
     WITH candidate AS (
@@ -117,8 +117,8 @@ _CLAIM = text(
             outbox.headers, outbox.created_at, outbox.attempts
     )
     SELECT seq, event_id, topic, key, value, headers, created_at, attempts FROM claimed
-    UNION ALL  -- one row of nulls: some candidates were held back
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    UNION ALL  -- a marker row, nulls but the number of candidates: some were held back
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)::int
     WHERE (SELECT count(*) FROM candidate) > (SELECT count(*) FROM claimed)
     """
 ).columns(*_ROW_COLUMNS)
@@ -159,9 +159,12 @@ class FailureSettler(Protocol):
 class OutboxClaims(ABC):
     """How one relay takes the next outbox rows on `db` and forgets those published."""
 
-    #: The last settle freed keys with rows waiting behind them (another relay's, or this
-    #: one's own later ones): the relay claims again at once instead of waiting for a commit.
+    #: The last settle freed keys with rows waiting behind them (rows another relay's claim
+    #: held back), or had rows to retry: the relay claims again at once, not at a commit.
     frees_held_rows = False
+    #: The last claim's window of candidates was full though it held some back: more rows
+    #: may wait beyond it, and the relay claims again at once (as after a full claim).
+    more_beyond = False
     #: The last claim left rows behind because another relay holds their keys: that relay
     #: claims them again once it settles, unless a claim of this one had them locked at
     #: that moment; the relay looks again shortly (see OutboxRelay).
@@ -219,7 +222,9 @@ class PostgresClaims(OutboxClaims):
         params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}
         found = self.db.commit_alone(_CLAIM, params)  # one round trip
         rows = [ClaimedRow(*row) for row in found if row.seq is not None]
-        self.held_back = len(rows) < len(found)
+        marker = next((row for row in found if row.seq is None), None)
+        self.held_back = marker is not None
+        self.more_beyond = marker is not None and marker.attempts >= limit
         return sorted(rows, key=lambda row: row.seq)  # RETURNING keeps no order
 
     def settle(

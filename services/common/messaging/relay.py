@@ -129,7 +129,7 @@ class OutboxRelay(BackgroundWorker):
         signal = self.db.outbox_signal
         rounds: deque[Round] = deque()
         backoff = 0.1
-        look = True  # rows may be waiting: at start, after a commit, after a full round
+        look = True  # rows may wait: at start, after a commit, a full window, a freeing settle
         retrying = False  # a round had rows to retry: finish the rounds in flight, then wait
         recheck = Recheck(self.idle_poll_s)  # rows held back by another relay's lease
         while True:
@@ -159,7 +159,7 @@ class OutboxRelay(BackgroundWorker):
                 if overlap_in == 0.0:
                     overlap_in = None
                     rows = self.claims.claim(self.batch_size)
-                    look = len(rows) == self.batch_size
+                    look = len(rows) == self.batch_size or self.claims.more_beyond
                     recheck.after_claim(self.claims.held_back)
                     if rows:
                         rounds.append(self._start_round(rows))

@@ -303,7 +303,11 @@ class NotifyWakeup(WakeupChannel):
         conninfo = make_conninfo(self.conninfo, options=options, **_CLIENT_KEEPALIVES)
         connection = psycopg.connect(conninfo, autocommit=True)
         self.listening = False
-        self._take_the_lead(connection)
+        try:
+            self._take_the_lead(connection)
+        except BaseException:
+            connection.close()  # and the lock with it, if it was taken
+            raise
         return connection
 
     def _take_the_lead(self, connection: psycopg.Connection[tuple[object, ...]]) -> None:

@@ -246,7 +246,7 @@ def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
     assert producer.sent == ["a", "b"]
 
 
-def test_a_round_after_an_answered_one_waits_out_the_interval_and_takes_what_came_meanwhile(
+def test_a_round_after_an_answered_one_waits_out_the_interval(
     db: Database, producer: HeldProducer
 ) -> None:
     relay = OutboxRelay(db, lambda: producer, idle_poll_s=60, round_interval_s=0.5)  # type: ignore[arg-type, return-value]

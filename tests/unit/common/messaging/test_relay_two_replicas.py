@@ -176,12 +176,32 @@ def test_the_relay_holding_a_key_takes_the_rows_it_held_back_once_it_settles(
     eventually(lambda: log.order_ids(relay="a") == ["first"])
     _, db_b = replica("b", idle_poll_s=60.0)
     stage(db_b, "second", user_id=1)
-    time.sleep(2.0)  # b looked again after 5, 10, 20 ... ms; its next look is seconds away
+    time.sleep(2.0)  # b looked again after 5, 10, 20 ... ms: its next look is 2.56 s in
     assert log.order_ids(key=b"1") == ["first"]
     a.producer.release()  # type: ignore[attr-defined]
     eventually(lambda: log.order_ids(key=b"1") == ["first", "second"], timeout_s=1.0)
     assert log.order_ids(relay="a") == ["first", "second"]
     eventually(lambda: remaining(url) == 0)
+
+
+def test_a_backlog_behind_a_held_key_is_drained_without_waiting_for_rechecks(
+    replica: Relays, log: SharedLog, url: str
+) -> None:
+    # A dead relay's lease holds key 1; thirty rows, each of a key of its own, wait behind
+    # its held row. Each claim of two (its window full, one held back) takes one and claims
+    # again at once; the rechecks alone (5 ms, then twice as long each time) would need
+    # minutes, and no settle finds rows of its own keys behind.
+    dead = Database(url, instance="dead")
+    stage(dead, "first", user_id=1)
+    OutboxRelay(dead, lambda: LoggingProducer("dead", log)).claims.claim(10)  # type: ignore[arg-type, return-value]
+    stage(dead, "held", user_id=1)
+    for n in range(30):
+        stage(dead, f"other-{n}", user_id=n + 2)
+    replica("b", batch_size=2, idle_poll_s=60.0)
+    others = [f"other-{n}" for n in range(30)]
+    eventually(lambda: len(log.order_ids(relay="b")) == 30, timeout_s=3.0)
+    assert log.order_ids(relay="b") == others
+    assert log.order_ids(key=b"1") == []  # still held by the dead relay's lease
 
 
 def test_a_relay_dying_between_publish_and_delete_costs_copies_the_inbox_drops_only(

@@ -66,7 +66,8 @@ def test_a_listener_whose_connection_is_lost_listens_again(postgres_database: st
             session.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"
                 )
             )
         woken = [relay_side.receive(0.5) for _ in range(3)]  # notices, then connects again
@@ -92,7 +93,8 @@ def test_when_the_listening_session_is_cut_off_another_relay_takes_over(
             session.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+                    "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid() "
+                    "AND datname = current_database()"
                 )
             )
         eventually(lambda: second.receive(0.1))  # takes over, and its relay looks once
