@@ -249,7 +249,7 @@ def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
 def test_a_round_after_an_answered_one_waits_out_the_interval(
     db: Database, producer: HeldProducer
 ) -> None:
-    relay = OutboxRelay(db, lambda: producer, idle_poll_s=60, round_interval_s=0.5)  # type: ignore[arg-type, return-value]
+    relay = OutboxRelay(db, lambda: producer, idle_poll_s=60, round_interval_s=1.0)  # type: ignore[arg-type, return-value]
     relay.start()
     try:
         stage(db, "a")
@@ -263,9 +263,9 @@ def test_a_round_after_an_answered_one_waits_out_the_interval(
         eventually(lambda: producer.produced == ["a", "b", "c"])
         producer.answer()
         eventually(lambda: producer.sent == ["a", "b", "c"])
-        time.sleep(0.6)  # a quiet spell longer than the interval
+        time.sleep(1.1)  # a quiet spell longer than the interval
         stage(db, "d")
-        eventually(lambda: producer.produced[-1:] == ["d"], timeout_s=0.4)  # at once
+        eventually(lambda: producer.produced[-1:] == ["d"], timeout_s=0.8)  # at once
     finally:
         producer.answer()
         relay.stop(timeout_s=5)
