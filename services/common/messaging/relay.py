@@ -136,8 +136,7 @@ class OutboxRelay(BackgroundWorker):
             if self._stopping.is_set():
                 self._finish(rounds)
                 return
-            if signal.is_set():
-                signal.clear()
+            signal.clear()
             look = signal.take_committed() or recheck.due() or look
             overlap_in: float | None = None  # a round may start in this long (None: not)
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -97,6 +98,18 @@ def running(db: Database, producer: HeldProducer) -> Iterator[OutboxRelay]:
     yield relay
     producer.answer()
     relay.stop(timeout_s=5)
+
+
+@contextmanager
+def started(relay: OutboxRelay, producer: HeldProducer) -> Iterator[OutboxRelay]:
+    """Runs `relay` for the block; then the broker answers everything and it stops."""
+    relay.start()
+    try:
+        yield relay
+    finally:
+        producer.answer()
+        relay.stop(timeout_s=5)
+        producer.answer()
 
 
 def stage(db: Database, *order_ids: str, user_id: int = 1) -> None:
@@ -196,8 +209,7 @@ def test_a_round_answered_quickly_is_not_overlapped_and_the_rows_go_together_aft
     # Where the broker answers within overlap_after_s, rows committed during a round wait
     # for it and go in one round (one produce request) instead of a round each.
     relay = OutboxRelay(db, lambda: producer, idle_poll_s=0.2, overlap_after_s=3600)  # type: ignore[arg-type, return-value]
-    relay.start()
-    try:
+    with started(relay, producer):
         stage(db, "a")
         eventually(lambda: producer.produced == ["a"])
         stage(db, "b")
@@ -206,10 +218,6 @@ def test_a_round_answered_quickly_is_not_overlapped_and_the_rows_go_together_aft
         assert producer.produced == ["a"]
         producer.answer()
         eventually(lambda: producer.produced == ["a", "b", "c"])
-    finally:
-        producer.answer()
-        relay.stop(timeout_s=5)
-        producer.answer()
     assert producer.sent == ["a", "b", "c"]
 
 
@@ -228,8 +236,7 @@ def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
         return rows
 
     monkeypatch.setattr(relay.claims, "claim", counted)
-    relay.start()
-    try:
+    with started(relay, producer):
         eventually(lambda: claimed == [0])
         stage(db, "a")
         eventually(lambda: producer.produced == ["a"])
@@ -240,9 +247,6 @@ def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
         stage(db, "b")
         eventually(lambda: producer.produced == ["a", "b"])
         assert claimed == [0, 1, 1]
-    finally:
-        producer.answer()
-        relay.stop(timeout_s=5)
     assert producer.sent == ["a", "b"]
 
 
@@ -250,8 +254,7 @@ def test_a_round_after_an_answered_one_waits_out_the_interval(
     db: Database, producer: HeldProducer
 ) -> None:
     relay = OutboxRelay(db, lambda: producer, idle_poll_s=60, round_interval_s=1.0)  # type: ignore[arg-type, return-value]
-    relay.start()
-    try:
+    with started(relay, producer):
         stage(db, "a")
         eventually(lambda: producer.produced == ["a"])  # the first round: at once
         producer.answer()
@@ -266,6 +269,3 @@ def test_a_round_after_an_answered_one_waits_out_the_interval(
         time.sleep(1.1)  # a quiet spell longer than the interval
         stage(db, "d")
         eventually(lambda: producer.produced[-1:] == ["d"], timeout_s=0.8)  # at once
-    finally:
-        producer.answer()
-        relay.stop(timeout_s=5)

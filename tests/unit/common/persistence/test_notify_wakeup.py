@@ -105,6 +105,30 @@ def test_when_the_listening_session_is_cut_off_another_relay_takes_over(
         db.dispose()
 
 
+def test_the_listening_connection_has_tcp_keepalives_on_the_server_s_side(
+    postgres_database: str,
+) -> None:
+    # So a server that lost the listener's host ends its session, and frees the lock, in
+    # seconds (the client's keepalives are libpq's own, in the same connection string).
+    channel = NotifyWakeup(postgres_database)
+    channel.listen()
+    try:
+        listener = channel._listener
+        assert listener is not None
+        shown = {
+            name: listener.execute(f"SHOW {name}").fetchone()
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_user_timeout")
+        }
+        assert shown == {
+            "tcp_keepalives_idle": ("5",),
+            "tcp_keepalives_interval": ("2",),
+            "tcp_user_timeout": ("10000",),
+        }
+        assert listener.info.get_parameters()["keepalives_idle"] == "5"
+    finally:
+        channel.close()
+
+
 def test_a_commit_in_an_api_process_wakes_the_worker_s_relay(postgres_database: str) -> None:
     api, worker = Database(postgres_database), Database(postgres_database)
     worker.create_tables([OutboxRecord, ParkedRecord, *JOURNAL_TABLES])
