@@ -3,11 +3,24 @@ share the database file (an api and a worker process, services.common.runtime.ro
 
 SQLite itself lets one writer in at a time, but a writer that finds the file locked sleeps
 in SQLite's busy handler, in steps of up to 100 ms, however soon the file is free. Writers
-that take a `WriterLock` first queue instead on a Python lock (within the process) and on a
-lock file next to the database (`flock`, across processes), and go in within about a
-millisecond of the holder's commit. The kernel frees the lock file of a process that dies.
-SQLite's own lock still orders every writer, those that bypass the lock file included (a
-migration, the `sqlite3` shell): the lock file only makes the wait short.
+that take a `WriterLock` queue instead on a Python lock (within the process), then on
+three files next to the database (across processes), and go in at once, in turn:
+
+- `<db>.write-gate` (`flock`): one process at a time waits for the lock. A process that has
+  just let go passes the gate again, behind the one already waiting, so it cannot take the
+  lock back ahead of it. (Without the gate the api process's group commit, always ready
+  with its next group, took the lock back again and again while the worker's consumer
+  waited, tens of milliseconds at times: docs/performance.md, window 16.)
+- `<db>.write-lock` (`flock`): the lock itself.
+- `<db>.write-turn` (a FIFO): a writer that lets go writes a byte to it, and the process at
+  the gate, waiting in `select` until then, tries the lock again at once; it also tries
+  every 10 ms, for a holder that died or did not say.
+
+Every wait has a limit (`WriteLockTimeout`). The kernel frees the locks of a process that
+dies. Where the gate or the FIFO cannot be made, writers try the lock itself in short
+steps, as they did before. SQLite's own lock still orders every writer, those that bypass
+the lock files included (a migration, the `sqlite3` shell): the files only make the wait
+short and fair.
 """
 
 from __future__ import annotations
@@ -15,6 +28,9 @@ from __future__ import annotations
 import fcntl
 import itertools
 import logging
+import os
+import select
+import stat
 import threading
 import time
 from pathlib import Path
@@ -24,8 +40,10 @@ log = logging.getLogger(__name__)
 
 #: How long a writer waits for the lock before giving up: SQLite's busy_timeout (kinds).
 WAIT_LIMIT_S = 30.0
-#: The pauses between tries while another process holds the lock file, then 1 ms each.
+#: The pauses between tries while another process holds a lock file, then 1 ms each.
 _PAUSES_S = (0.0001, 0.0002, 0.0005, 0.001)
+#: The longest the process at the gate waits for a byte on the FIFO before trying again.
+_LONGEST_TURN_WAIT_S = 0.01
 
 
 class WriteLockTimeout(TimeoutError):
@@ -47,6 +65,8 @@ class WriterLock:
         self._threads = threading.Lock()
         self._owner: int | None = None
         self._file = _open(self.path)
+        self._gate = _open(Path(f"{database_path}.write-gate")) if self._file else None
+        self._turns = _Turns.open(Path(f"{database_path}.write-turn")) if self._gate else None
 
     def __enter__(self) -> None:
         if self._owner == threading.get_ident():
@@ -55,7 +75,7 @@ class WriterLock:
             raise WriteLockTimeout(self._held_too_long("another thread of this process"))
         try:
             if self._file is not None:
-                self._lock_file(self._file)
+                self._lock_files(self._file)
         except BaseException:
             self._threads.release()
             raise
@@ -66,31 +86,118 @@ class WriterLock:
         try:
             if self._file is not None:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
+                if self._turns is not None:
+                    self._turns.announce()
         finally:
             self._threads.release()
 
     def close(self) -> None:
-        """Let go of the lock file (Database.dispose); later writes queue in-process only."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Let go of the files (Database.dispose); later writes queue in-process only."""
+        for file in (self._file, self._gate):
+            if file is not None:
+                file.close()
+        if self._turns is not None:
+            self._turns.close()
+        self._file = self._gate = self._turns = None
 
-    def _lock_file(self, file: IO[str]) -> None:
+    def _lock_files(self, file: IO[str]) -> None:
+        """Pass the gate, take the lock, let the gate go (see the module docstring)."""
         deadline = time.monotonic() + self.wait_limit_s
-        for attempt in itertools.count():
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WriteLockTimeout(self._held_too_long("another process")) from None
-                time.sleep(_PAUSES_S[min(attempt, len(_PAUSES_S) - 1)])
+        if self._gate is None:
+            if not _take(file, deadline):
+                raise WriteLockTimeout(self._held_too_long("another process"))
+            return
+        if not _take(self._gate, deadline):  # the process at the gate waited as long
+            raise WriteLockTimeout(self._held_too_long("another process"))
+        try:
+            taken = self._turns.take(file, deadline) if self._turns else _take(file, deadline)
+        finally:
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+        if not taken:
+            raise WriteLockTimeout(self._held_too_long("another process"))
 
     def _held_too_long(self, holder: str) -> str:
         return (
             f"{holder} has held the write lock of {self.path.stem} for {self.wait_limit_s:g} s "
             f"({self.path}): is a process stopped or stuck in a transaction?"
         )
+
+
+class _Turns:
+    """The FIFO `<db>.write-turn`: a byte written to it says the lock was let go."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls, path: Path) -> _Turns | None:
+        """The FIFO, made if missing; None if it can be neither made nor opened."""
+        try:
+            os.mkfifo(path)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            log.warning("no write turn FIFO (%s): writers wait for the lock in steps", exc)
+            return None
+        try:
+            # Read and write: opening never blocks, and a write always has a reader.
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("no write turn FIFO (%s): writers wait for the lock in steps", exc)
+            return None
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            log.warning("%s is not a FIFO: writers wait for the lock in steps", path)
+            return None
+        return cls(fd)
+
+    def announce(self) -> None:
+        """Say the lock was let go (a full FIFO already says so: nobody drained it)."""
+        try:
+            os.write(self._fd, b"\0")
+        except OSError:
+            pass
+
+    def take(self, file: IO[str], deadline: float) -> bool:
+        """Take `file`'s lock, trying again at each announcement (and every 10 ms); False
+        once `deadline` (time.monotonic()) passes."""
+        self._drain()  # announcements from before this wait
+        while True:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            # A byte written after the try above is in the FIFO now: no wake-up is lost.
+            select.select([self._fd], [], [], min(remaining, _LONGEST_TURN_WAIT_S))
+            self._drain()
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def _take(file: IO[str], deadline: float) -> bool:
+    """Take `file`'s lock, trying again after each of _PAUSES_S (then every 1 ms); False
+    once `deadline` (time.monotonic()) passes."""
+    for attempt in itertools.count():
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_PAUSES_S[min(attempt, len(_PAUSES_S) - 1)])
+    raise AssertionError("unreachable")
 
 
 def _open(path: Path) -> IO[str] | None:

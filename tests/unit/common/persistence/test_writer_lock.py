@@ -1,12 +1,14 @@
-"""SQLite writers queue on a Python lock and a lock file (writer_lock): across processes, a
-waiting writer goes in when the holder lets go or dies; a wait has a limit; a write begun
-inside another in one thread is refused instead of waiting for itself."""
+"""SQLite writers queue on a Python lock and lock files (writer_lock): across processes, a
+waiting writer goes in when the holder lets go or dies, ahead of the holder taking the lock
+back; a wait has a limit; a write begun inside another in one thread is refused instead of
+waiting for itself."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,56 @@ def test_a_wait_for_a_stuck_process_ends_in_a_transient_error(tmp_path: Path) ->
         holder.wait()
         with lock:  # and the failed wait left nothing held in this process
             pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_process_that_lets_go_does_not_take_the_lock_back_ahead_of_one_waiting(
+    tmp_path: Path,
+) -> None:
+    # The holder lets go and at once asks again, as a busy group commit does; this process
+    # has waited meanwhile, so it goes first, and the holder's turn comes after it.
+    holder = _holder(
+        tmp_path / "order.db",
+        "sys.stdin.readline(); lock.__exit__(); lock.__enter__();"
+        " print(time.time(), flush=True); time.sleep(60)",
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    lock = WriterLock(tmp_path / "order.db")
+    entered_at: list[float] = []
+
+    def write() -> None:
+        with lock:
+            entered_at.append(time.time())
+            time.sleep(0.3)
+
+    waiter = threading.Thread(target=write, daemon=True)
+    try:
+        waiter.start()
+        time.sleep(0.3)  # the waiter is at the gate now
+        assert not entered_at, "the lock file let a second writer in"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder_again_at = float(holder.stdout.readline())
+        waiter.join(10)
+        assert entered_at, "the waiting writer never went in"
+        assert entered_at[0] < holder_again_at, "the holder took the lock back first"
+        assert holder_again_at - entered_at[0] >= 0.25, "the holder went in during the turn"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_wait_that_ends_in_an_error_leaves_the_gate_to_the_next_writer(tmp_path: Path) -> None:
+    holder = _holder(tmp_path / "order.db", "sys.stdin.readline(); lock.__exit__(); time.sleep(60)")
+    assert holder.stdin is not None
+    try:
+        with pytest.raises(WriteLockTimeout):
+            WriterLock(tmp_path / "order.db", wait_limit_s=0.2).__enter__()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert _writer_in_thread(WriterLock(tmp_path / "order.db", wait_limit_s=5)).wait(10)
     finally:
         holder.kill()
         holder.wait()
