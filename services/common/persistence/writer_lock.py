@@ -8,19 +8,22 @@ three files next to the database (across processes), and go in at once, in turn:
 
 - `<db>.write-gate` (`flock`): one process at a time waits for the lock. A process that has
   just let go passes the gate again, behind the one already waiting, so it cannot take the
-  lock back ahead of it. (Without the gate the api process's group commit, always ready
+  lock back ahead of it. Without the gate the api process's group commit, always ready
   with its next group, took the lock back again and again while the worker's consumer
-  waited, tens of milliseconds at times: docs/performance.md, window 16.)
+  waited, tens of milliseconds at times (docs/performance.md, window 16). Processes
+  waiting for the gate itself try it every 0.25 ms at most, in no set order.
 - `<db>.write-lock` (`flock`): the lock itself.
 - `<db>.write-turn` (a FIFO): a writer that lets go writes a byte to it, and the process at
-  the gate, waiting in `select` until then, tries the lock again at once; it also tries
+  the gate, waiting in `poll` until then, tries the lock again at once; it also tries
   every 10 ms, for a holder that died or did not say.
 
-Every wait has a limit (`WriteLockTimeout`). The kernel frees the locks of a process that
-dies. Where the gate or the FIFO cannot be made, writers try the lock itself in short
-steps, as they did before. SQLite's own lock still orders every writer, those that bypass
-the lock files included (a migration, the `sqlite3` shell): the files only make the wait
-short and fair.
+Every wait has a limit (`WriteLockTimeout`): a process stopped or stuck while it holds the
+lock, or the gate, holds up every writer until then. The kernel frees the locks of a
+process that dies. Where the gate or the FIFO cannot be made (or the processes run as
+users who cannot open each other's), writers try the lock itself in steps of up to 1 ms,
+as they did before. SQLite's own lock still orders every writer, those that bypass the
+lock files included (a migration, the `sqlite3` shell): the files only make the wait short
+and fair.
 """
 
 from __future__ import annotations
@@ -34,14 +37,19 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 log = logging.getLogger(__name__)
 
 #: How long a writer waits for the lock before giving up: SQLite's busy_timeout (kinds).
 WAIT_LIMIT_S = 30.0
-#: The pauses between tries while another process holds a lock file, then 1 ms each.
+#: The pauses between tries while another process holds the lock file, then 1 ms each
+#: (where there is no gate or no FIFO).
 _PAUSES_S = (0.0001, 0.0002, 0.0005, 0.001)
+#: The pauses between tries at the gate, then 0.25 ms each: the process at the gate lets
+#: it go as soon as it has the lock, and a process that waits behind it must take the
+#: gate before that holder's write (a millisecond or more) ends and it comes back.
+_GATE_PAUSES_S = (0.00005, 0.0001, 0.0002, 0.00025)
 #: The longest the process at the gate waits for a byte on the FIFO before trying again.
 _LONGEST_TURN_WAIT_S = 0.01
 
@@ -92,13 +100,17 @@ class WriterLock:
             self._threads.release()
 
     def close(self) -> None:
-        """Let go of the files (Database.dispose); later writes queue in-process only."""
-        for file in (self._file, self._gate):
-            if file is not None:
-                file.close()
-        if self._turns is not None:
-            self._turns.close()
-        self._file = self._gate = self._turns = None
+        """Let go of the files (Database.dispose); later writes queue in-process only. A
+        writer of this process still in its wait or its write is let finish first."""
+        waited = self._threads.acquire(timeout=self.wait_limit_s)
+        try:
+            for file in (self._file, self._gate, self._turns):
+                if file is not None:
+                    file.close()
+            self._file = self._gate = self._turns = None
+        finally:
+            if waited:
+                self._threads.release()
 
     def _lock_files(self, file: IO[str]) -> None:
         """Pass the gate, take the lock, let the gate go (see the module docstring)."""
@@ -107,7 +119,7 @@ class WriterLock:
             if not _take(file, deadline):
                 raise WriteLockTimeout(self._held_too_long("another process"))
             return
-        if not _take(self._gate, deadline):  # the process at the gate waited as long
+        if not _take(self._gate, deadline, _GATE_PAUSES_S):
             raise WriteLockTimeout(self._held_too_long("another process"))
         try:
             taken = self._turns.take(file, deadline) if self._turns else _take(file, deadline)
@@ -118,16 +130,20 @@ class WriterLock:
 
     def _held_too_long(self, holder: str) -> str:
         return (
-            f"{holder} has held the write lock of {self.path.stem} for {self.wait_limit_s:g} s "
-            f"({self.path}): is a process stopped or stuck in a transaction?"
+            f"{holder} has held the write lock of {self.path.stem} (or its gate) for "
+            f"{self.wait_limit_s:g} s ({self.path}): is a process stopped or stuck in a "
+            "transaction?"
         )
 
 
 class _Turns:
     """The FIFO `<db>.write-turn`: a byte written to it says the lock was let go."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, fifo: BinaryIO) -> None:
+        self._fifo = fifo  # unbuffered; closed with this object
+        self._fd = fifo.fileno()
+        self._poll = select.poll()  # not select.select: that refuses descriptors over 1023
+        self._poll.register(self._fd, select.POLLIN)
 
     @classmethod
     def open(cls, path: Path) -> _Turns | None:
@@ -145,11 +161,12 @@ class _Turns:
         except OSError as exc:
             log.warning("no write turn FIFO (%s): writers wait for the lock in steps", exc)
             return None
+        fifo = open(fd, "r+b", buffering=0)  # noqa: SIM115 (kept open for the lock's life)
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            os.close(fd)
+            fifo.close()
             log.warning("%s is not a FIFO: writers wait for the lock in steps", path)
             return None
-        return cls(fd)
+        return cls(fifo)
 
     def announce(self) -> None:
         """Say the lock was let go (a full FIFO already says so: nobody drained it)."""
@@ -172,11 +189,11 @@ class _Turns:
             if remaining <= 0:
                 return False
             # A byte written after the try above is in the FIFO now: no wake-up is lost.
-            select.select([self._fd], [], [], min(remaining, _LONGEST_TURN_WAIT_S))
+            self._poll.poll(1000 * min(remaining, _LONGEST_TURN_WAIT_S))
             self._drain()
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._fifo.close()
 
     def _drain(self) -> None:
         try:
@@ -186,9 +203,9 @@ class _Turns:
             pass
 
 
-def _take(file: IO[str], deadline: float) -> bool:
-    """Take `file`'s lock, trying again after each of _PAUSES_S (then every 1 ms); False
-    once `deadline` (time.monotonic()) passes."""
+def _take(file: IO[str], deadline: float, pauses: tuple[float, ...] = _PAUSES_S) -> bool:
+    """Take `file`'s lock, trying again after each of `pauses` (then after the last, each
+    time); False once `deadline` (time.monotonic()) passes."""
     for attempt in itertools.count():
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,13 +213,14 @@ def _take(file: IO[str], deadline: float) -> bool:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(_PAUSES_S[min(attempt, len(_PAUSES_S) - 1)])
+            time.sleep(pauses[min(attempt, len(pauses) - 1)])
     raise AssertionError("unreachable")
 
 
 def _open(path: Path) -> IO[str] | None:
-    """The lock file, created if missing; None (writers then queue in-process only, and on
-    SQLite's busy handler across processes) if it can be neither created nor read."""
+    """A lock file (the lock, the gate), created if missing; None if it can be neither
+    created nor read. Without the lock file writers queue in-process only (and on SQLite's
+    busy handler across processes); without the gate they take the lock in steps."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return open(path, "a")  # noqa: SIM115 (kept open for the process's life)
@@ -210,5 +228,5 @@ def _open(path: Path) -> IO[str] | None:
         try:
             return open(path)  # noqa: SIM115 (flock works on a file opened for reading)
         except OSError as exc:
-            log.warning("no write lock file (%s): writers of other processes may wait longer", exc)
+            log.warning("no lock file (%s): writers of other processes may wait longer", exc)
             return None

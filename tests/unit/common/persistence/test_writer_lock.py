@@ -5,6 +5,7 @@ waiting for itself."""
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.persistence import writer_lock
 from services.common.persistence.writer_lock import NestedWrite, WriteLockTimeout, WriterLock
 
 pytestmark = pytest.mark.unit
@@ -45,7 +47,39 @@ def _writer_in_thread(lock: WriterLock) -> threading.Event:
     return entered
 
 
-def test_a_writer_waits_for_another_process_and_goes_in_when_it_lets_go(tmp_path: Path) -> None:
+def _is_locked(path: Path) -> bool:
+    """Whether another open file holds `path`'s flock now."""
+    with open(path) as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return False
+
+
+def _wait_until_locked(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while not _is_locked(path):
+        assert time.monotonic() < deadline, f"nobody took {path.name}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "without",
+    [
+        None,
+        "order.db.write-turn",  # a regular file, not a FIFO: the lock is tried in steps
+        "order.db.write-gate",  # a directory, not a file: no gate, the lock tried in steps
+    ],
+)
+def test_a_writer_waits_for_another_process_and_goes_in_when_it_lets_go(
+    tmp_path: Path, without: str | None
+) -> None:
+    if without == "order.db.write-turn":
+        (tmp_path / without).write_text("")
+    elif without is not None:
+        (tmp_path / without).mkdir()
     holder = _holder(tmp_path / "order.db", "sys.stdin.readline(); lock.__exit__()")
     assert holder.stdin is not None
     try:
@@ -104,7 +138,7 @@ def test_a_process_that_lets_go_does_not_take_the_lock_back_ahead_of_one_waiting
     waiter = threading.Thread(target=write, daemon=True)
     try:
         waiter.start()
-        time.sleep(0.3)  # the waiter is at the gate now
+        _wait_until_locked(tmp_path / "order.db.write-gate")  # the waiter is at the gate
         assert not entered_at, "the lock file let a second writer in"
         holder.stdin.write("\n")
         holder.stdin.flush()
@@ -122,11 +156,33 @@ def test_a_wait_that_ends_in_an_error_leaves_the_gate_to_the_next_writer(tmp_pat
     holder = _holder(tmp_path / "order.db", "sys.stdin.readline(); lock.__exit__(); time.sleep(60)")
     assert holder.stdin is not None
     try:
-        with pytest.raises(WriteLockTimeout):
-            WriterLock(tmp_path / "order.db", wait_limit_s=0.2).__enter__()
+        lock = WriterLock(tmp_path / "order.db", wait_limit_s=0.2)
+        with pytest.raises(WriteLockTimeout, match="has held the write lock"):
+            lock.__enter__()
+        assert not _is_locked(tmp_path / "order.db.write-gate"), "the failed wait kept the gate"
         holder.stdin.write("\n")
         holder.stdin.flush()
-        assert _writer_in_thread(WriterLock(tmp_path / "order.db", wait_limit_s=5)).wait(10)
+        lock.wait_limit_s = 10
+        with lock:  # the same lock, once the holder let go
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_process_at_the_gate_is_woken_when_the_holder_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its own tries, every 10 ms, put off for a minute: only the FIFO's byte can let it in.
+    monkeypatch.setattr(writer_lock, "_LONGEST_TURN_WAIT_S", 60.0)
+    holder = _holder(tmp_path / "order.db", "sys.stdin.readline(); lock.__exit__(); time.sleep(60)")
+    assert holder.stdin is not None
+    try:
+        entered = _writer_in_thread(WriterLock(tmp_path / "order.db"))
+        _wait_until_locked(tmp_path / "order.db.write-gate")
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert entered.wait(10), "the writer at the gate was not woken by the holder letting go"
     finally:
         holder.kill()
         holder.wait()
