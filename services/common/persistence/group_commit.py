@@ -1,9 +1,10 @@
 """Group commit: many concurrent small writes (one per RPC) share one transaction and one fsync.
 
 RPCs on an event loop `await GroupCommitter.write(request)`; threads call `submit` (and
-wait) or `submit_future`. One writer thread takes every request queued so far and passes
-them, in order, to the service's `write_group` function inside one transaction, then
-commits. `write_group` answers each request with a result or with the exception that
+wait) or `submit_future`. One writer thread takes every request queued so far, begins a
+transaction (on SQLite that may wait for another process's write), takes the requests
+queued meanwhile too, and passes them all, in order, to the service's `write_group`
+function inside that transaction, then commits. `write_group` answers each request with a result or with the exception that
 rejects it (a domain error such as an unknown product; a rejected request must leave no
 writes behind). Any other error fails the whole group.
 A caller is answered only after the commit, so what it is told is durable. The callers of
@@ -134,21 +135,28 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
     def _run(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
             try:
-                group = [self._queue.get(timeout=0.2)]
+                first = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            while len(group) < self.max_group:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
             # A caller that gave up (deadline, disconnect) cancelled its future: its request
             # is not written (a retry with its request_id is safe). From here a thread's
             # future can no longer be cancelled; a loop's caller that gives up now may be
             # written, and is not told (see write).
-            group = [p for p in group if p.take()]
+            group = [first] if first.take() else []
+            self._gather(group)
             if group:
                 self._apply(group)
+
+    def _gather(self, group: list[_Pending[Request, Result]]) -> None:
+        """Add the requests queued meanwhile to `group` (those whose callers still wait),
+        up to max_group."""
+        while len(group) < self.max_group:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if pending.take():
+                group.append(pending)
 
     def _apply(self, group: list[_Pending[Request, Result]], attempts: int = 3) -> None:
         started_ns = time.time_ns()
@@ -193,6 +201,9 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
 
     def _write(self, group: list[_Pending[Request, Result]]) -> Sequence[Result | Exception]:
         with self.db.write_core() as session:
+            # Requests queued while this writer waited for the database (another process's
+            # write, on SQLite) go in this group too: one commit fewer.
+            self._gather(group)
             outcomes = self.write_group(session, [p.request for p in group])
             if len(outcomes) != len(group):  # rolled back: nobody is told of a write unanswered
                 raise RuntimeError(f"write_group answered {len(outcomes)} of {len(group)} requests")

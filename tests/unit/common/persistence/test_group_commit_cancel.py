@@ -1,4 +1,5 @@
-"""A caller that gives up on a group-committed write never harms the writer or the others."""
+"""A caller that gives up on a group-committed write never harms the writer or the others;
+the requests queued while the writer waits for the database join its group."""
 
 from __future__ import annotations
 
@@ -50,6 +51,28 @@ def test_a_cancelled_caller_is_skipped_and_the_writer_lives_on() -> None:
         assert kept.result(5) == 30
         assert committer.submit(4) == 40
         assert committer.is_alive()
+    finally:
+        committer.stop()
+
+
+def test_requests_queued_while_the_writer_waits_for_the_database_join_its_group() -> None:
+    gate = threading.Event()
+    groups: list[list[int]] = []
+
+    def write_group(_session: object, requests: Sequence[int]) -> list[int]:
+        groups.append(list(requests))
+        return [r * 10 for r in requests]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(_SlowDb(gate), write_group)  # type: ignore[arg-type]
+    committer.start()
+    try:
+        first = committer.submit_future(1)  # taken at once; waits at the gate
+        while not first.running():
+            pass
+        later = [committer.submit_future(n) for n in (2, 3)]
+        gate.set()
+        assert [f.result(5) for f in (first, *later)] == [10, 20, 30]
+        assert groups == [[1, 2, 3]]  # one commit, not two
     finally:
         committer.stop()
 
