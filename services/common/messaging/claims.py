@@ -69,6 +69,7 @@ from services.common.messaging.delivery import Failure
 from services.common.messaging.outbox import OUTBOX_TABLE, ClaimedRow, OutboxRecord
 from services.common.persistence.bulk import from_sqlite_time
 from services.common.persistence.db import Database
+from services.common.persistence.prepared import Prepared
 from services.common.persistence.transaction import Transaction
 
 #: What the relay reads of an outbox row.
@@ -91,8 +92,7 @@ _DELETE_SEQS = delete(OutboxRecord).where(
 #: for its retry holds no lease, so it is a candidate itself and goes first; only when
 #: another relay's claim has it locked right now does it hold its key back. A last row of
 #: nulls but for `attempts`, the number of candidates, says that candidates were held back.
-_CLAIM = text(
-    """
+_CLAIM_SQL = """
     WITH candidate AS (
         SELECT seq, topic, key FROM outbox
         WHERE claimed_until IS NULL OR claimed_until < now()
@@ -121,11 +121,10 @@ _CLAIM = text(
     SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM candidate)::int
     WHERE (SELECT count(*) FROM candidate) > (SELECT count(*) FROM claimed)
     """
-).columns(*_ROW_COLUMNS)
+_CLAIM = Prepared(text(_CLAIM_SQL).columns(*_ROW_COLUMNS))
 #: PostgreSQL: delete a round's confirmed rows and say whether unleased rows of their keys
 #: wait behind them (the statement's snapshot still shows the deleted rows: left out by seq).
-_DELETE_LOOKING_BEHIND = text(
-    """
+_DELETE_LOOKING_BEHIND_SQL = """
     WITH gone AS (
         DELETE FROM outbox WHERE seq = ANY(:seqs) RETURNING seq, topic, key
     )
@@ -136,12 +135,13 @@ _DELETE_LOOKING_BEHIND = text(
           AND (o.claimed_until IS NULL OR o.claimed_until < now())
     )
     """
-)
-_RENEW = (
+_DELETE_LOOKING_BEHIND = Prepared(text(_DELETE_LOOKING_BEHIND_SQL))
+_RENEW = Prepared(
     update(OutboxRecord)
     .where(col(OutboxRecord.claimed_by) == bindparam("relay"))
     .where(col(OutboxRecord.seq).in_(bindparam("seqs", expanding=True)))
-    .values(claimed_until=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease_s")))
+    .values(claimed_until=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("lease_s"))),
+    expanding=("seqs",),
 )
 
 
@@ -220,8 +220,8 @@ class PostgresClaims(OutboxClaims):
 
     def claim(self, limit: int) -> list[ClaimedRow]:
         params = {"limit": limit, "relay": self.relay_id, "lease_s": self.lease_s}
-        found = self.db.commit_alone(_CLAIM, params)  # one round trip
-        rows = [ClaimedRow(*row) for row in found if row.seq is not None]
+        found = [ClaimedRow(*row) for row in self.db.commit_alone(_CLAIM, params)]  # one trip
+        rows = [row for row in found if row.seq is not None]
         marker = next((row for row in found if row.seq is None), None)
         self.held_back = marker is not None
         self.more_beyond = marker is not None and marker.attempts >= limit

@@ -20,6 +20,7 @@ from services.common.messaging.inbox import ProcessedEvent
 from services.common.messaging.journal import SagaStep
 from services.common.messaging.outbox import OutboxRecord, OutboxWriter
 from services.common.persistence.db import Database, is_transient, run_after_commit
+from services.common.persistence.prepared import Prepared
 from services.common.persistence.writer_lock import NestedWrite
 
 pytestmark = pytest.mark.unit
@@ -198,6 +199,12 @@ def test_a_statement_committed_alone_returns_its_rows_and_stays_committed(store_
     assert _inbox_ids(db) == ["a"]  # committed: another connection reads it
     assert db.commit_alone(text("DELETE FROM inbox WHERE event_id = :id"), {"id": "a"}) == []
     assert _inbox_ids(db) == []
+    # A Prepared statement goes to the driver's cursor: its rows are plain tuples.
+    assert db.commit_alone(Prepared(insert)) == [("a",)]
+    assert _inbox_ids(db) == ["a"]
+    deleted = Prepared(text("DELETE FROM inbox WHERE event_id = :id"))
+    assert db.commit_alone(deleted, {"id": "a"}) == []
+    assert _inbox_ids(db) == []
 
 
 @pytest.mark.postgres
@@ -212,6 +219,7 @@ def test_on_postgres_a_statement_committed_alone_is_its_own_transaction_and_rela
         )
         backend = text("SELECT pg_backend_pid()")
         assert [tuple(row) for row in db.commit_alone(own)] == [(True, "off")]
+        assert db.commit_alone(Prepared(own)) == [(True, "off")]  # on the driver's cursor
         (alone,) = db.commit_alone(backend)[0]
         db.create_tables([ProcessedEvent])
         # The same pooled connection, given back: a transaction on it is one again (BEGIN
@@ -237,5 +245,9 @@ def test_on_postgres_a_connection_lost_under_a_statement_alone_is_transient_and_
             db.commit_alone(text("SELECT pg_terminate_backend(pg_backend_pid())"))
         assert is_transient(caught.value)
         assert db.commit_alone(text("SELECT 1")) == [(1,)]  # a new connection, in autocommit
+        with pytest.raises(DBAPIError) as caught:  # the same through the driver's cursor
+            db.commit_alone(Prepared(text("SELECT pg_terminate_backend(pg_backend_pid())")))
+        assert is_transient(caught.value)
+        assert db.commit_alone(Prepared(text("SELECT 1"))) == [(1,)]
     finally:
         db.dispose()
