@@ -4,9 +4,9 @@ RPCs on an event loop `await GroupCommitter.write(request)`; threads call `submi
 wait) or `submit_future`. One writer thread takes every request queued so far, begins a
 transaction (on SQLite that may wait for another process's write), takes the requests
 queued meanwhile too, and passes them all, in order, to the service's `write_group`
-function inside that transaction, then commits. `write_group` answers each request with a result or with the exception that
-rejects it (a domain error such as an unknown product; a rejected request must leave no
-writes behind). Any other error fails the whole group.
+function inside that transaction, then commits. `write_group` answers each request with a
+result or with the exception that rejects it (a domain error such as an unknown product; a
+rejected request must leave no writes behind). Any other error fails the whole group.
 A caller is answered only after the commit, so what it is told is durable. The callers of
 one group awaiting on one event loop are answered in one hand-over to that loop, not one
 per caller (each cost the loop a wake-up and the writer a thread-safe future).
