@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import select
 
 from services.common.messaging.delivery import Failure
 from services.common.messaging.journal import TABLES as JOURNAL_TABLES
-from services.common.messaging.outbox import OutboxRecord, ParkedRecord
+from services.common.messaging.outbox import ClaimedRow, OutboxRecord, ParkedRecord
 from services.common.persistence.db import Database
 from tests.unit.common.messaging.test_relay import (
     FakeProducer,
@@ -55,4 +56,16 @@ def test_a_relay_whose_lease_was_taken_over_leaves_the_row_to_its_holder(
     assert leases(pg) == [(rows[0].seq, "another-relay")]
     assert parked(pg) == [] and remaining(pg) == 1
     assert settled == (1, 0)  # nothing of it left to this relay
+    pg.dispose()
+
+
+def test_a_claimed_row_reads_back_as_the_outbox_holds_it(pg: Database) -> None:
+    # The claim runs on the driver's cursor (Prepared): its columns converted as the ORM's.
+    stage(pg, "a")
+    with pg.read() as session:
+        stored = session.exec(select(OutboxRecord)).one()
+    (row,) = relay_of(pg, FakeProducer()).claims.claim(10)
+    assert row == ClaimedRow(*(getattr(stored, name) for name in ClaimedRow._fields))
+    assert isinstance(row.value, bytes) and isinstance(row.headers, bytes)
+    assert row.created_at.tzinfo is not None
     pg.dispose()

@@ -16,12 +16,15 @@ class _SlowDb:
 
     def __init__(self, gate: threading.Event) -> None:
         self.gate = gate
+        #: Set once a transaction has begun to wait at the gate.
+        self.entered = threading.Event()
 
     def write_core(self) -> Any:
-        gate = self.gate
+        gate, entered = self.gate, self.entered
 
         class _Session:
             def __enter__(self) -> None:
+                entered.set()
                 gate.wait(5)
 
             def __exit__(self, *_: object) -> None:
@@ -63,12 +66,12 @@ def test_requests_queued_while_the_writer_waits_for_the_database_join_its_group(
         groups.append(list(requests))
         return [r * 10 for r in requests]
 
-    committer: GroupCommitter[int, int] = GroupCommitter(_SlowDb(gate), write_group)  # type: ignore[arg-type]
+    db = _SlowDb(gate)
+    committer: GroupCommitter[int, int] = GroupCommitter(db, write_group)  # type: ignore[arg-type]
     committer.start()
     try:
-        first = committer.submit_future(1)  # taken at once; waits at the gate
-        while not first.running():
-            pass
+        first = committer.submit_future(1)
+        assert db.entered.wait(5)  # its transaction has begun, and waits for the database
         later = [committer.submit_future(n) for n in (2, 3)]
         gate.set()
         assert [f.result(5) for f in (first, *later)] == [10, 20, 30]
