@@ -36,6 +36,13 @@ def _holder(database: Path, then: str) -> subprocess.Popen[str]:
     return holder
 
 
+def _go_on(holder: subprocess.Popen[str]) -> None:
+    """Let the holder run the rest of its script (`then`)."""
+    assert holder.stdin is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+
+
 def _writer_in_thread(lock: WriterLock) -> threading.Event:
     entered = threading.Event()
 
@@ -85,8 +92,7 @@ def test_a_writer_waits_for_another_process_and_goes_in_when_it_lets_go(
     try:
         entered = _writer_in_thread(WriterLock(tmp_path / "order.db"))
         assert not entered.wait(0.3), "the lock file let a second writer in"
-        holder.stdin.write("\n")
-        holder.stdin.flush()
+        _go_on(holder)
         assert entered.wait(10), "the writer was not let in once the other process let go"
     finally:
         holder.kill()
@@ -140,8 +146,7 @@ def test_a_process_that_lets_go_does_not_take_the_lock_back_ahead_of_one_waiting
         waiter.start()
         _wait_until_locked(tmp_path / "order.db.write-gate")  # the waiter is at the gate
         assert not entered_at, "the lock file let a second writer in"
-        holder.stdin.write("\n")
-        holder.stdin.flush()
+        _go_on(holder)
         holder_again_at = float(holder.stdout.readline())
         waiter.join(10)
         assert entered_at, "the waiting writer never went in"
@@ -160,8 +165,7 @@ def test_a_wait_that_ends_in_an_error_leaves_the_gate_to_the_next_writer(tmp_pat
         with pytest.raises(WriteLockTimeout, match="has held the write lock"):
             lock.__enter__()
         assert not _is_locked(tmp_path / "order.db.write-gate"), "the failed wait kept the gate"
-        holder.stdin.write("\n")
-        holder.stdin.flush()
+        _go_on(holder)
         lock.wait_limit_s = 10
         with lock:  # the same lock, once the holder let go
             pass
@@ -180,8 +184,7 @@ def test_the_process_at_the_gate_is_woken_when_the_holder_lets_go(
     try:
         entered = _writer_in_thread(WriterLock(tmp_path / "order.db"))
         _wait_until_locked(tmp_path / "order.db.write-gate")
-        holder.stdin.write("\n")
-        holder.stdin.flush()
+        _go_on(holder)
         assert entered.wait(10), "the writer at the gate was not woken by the holder letting go"
     finally:
         holder.kill()
