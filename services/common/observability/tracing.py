@@ -332,16 +332,15 @@ def capture() -> Context | None:
     return get_current() if _tracer is not None else None
 
 
-def record_group_write(
-    writes: Iterable[tuple[Context | None, str | None]], started_ns: int
-) -> None:
-    """A `group commit` span in each writer's trace: per (captured context, error or None),
-    from `started_ns` (the group's first attempt) to now (committed, or given up)."""
+def record_group_write(writes: Iterable[tuple[Context | None, str | None, int]]) -> None:
+    """A `group commit` span in each writer's trace: per (captured context, error or None,
+    when the group's writer took the write, in time.time_ns()), from then to now
+    (committed, or given up)."""
     if _tracer is None:
         return
     writes = list(writes)
     ended_ns = time.time_ns()
-    for parent, error in writes:
+    for parent, error, started_ns in writes:
         if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
             continue
         span = _tracer.start_span(

@@ -42,7 +42,7 @@ class _Pending(Generic[Request, Result]):
     """A request and how its caller is answered: a thread-safe future, or (`loop` set) a
     future of that event loop, which only that loop's thread may touch."""
 
-    __slots__ = ("request", "loop", "future", "trace")
+    __slots__ = ("request", "loop", "future", "trace", "taken_ns")
 
     def __init__(self, request: Request, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.request = request
@@ -52,9 +52,12 @@ class _Pending(Generic[Request, Result]):
         )
         #: The submitter's trace context (None: tracing off).
         self.trace = tracing.capture()
+        #: When the writer took it (time.time_ns()): where its group commit span starts.
+        self.taken_ns = 0
 
     def take(self) -> bool:
         """On the writer's thread: False if the caller gave up (its request is not written)."""
+        self.taken_ns = time.time_ns()
         future = self.future
         if isinstance(future, Future):
             return future.set_running_or_notify_cancel()
@@ -159,7 +162,6 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 group.append(pending)
 
     def _apply(self, group: list[_Pending[Request, Result]], attempts: int = 3) -> None:
-        started_ns = time.time_ns()
         for attempt in range(1, attempts + 1):
             try:
                 outcomes = self._write(group)
@@ -172,11 +174,8 @@ class GroupCommitter(BackgroundWorker, Generic[Request, Result]):
                 outcomes = [exc] * len(group)
             break
         tracing.record_group_write(
-            (
-                (p.trace, repr(outcome) if isinstance(outcome, BaseException) else None)
-                for p, outcome in zip(group, outcomes, strict=True)
-            ),
-            started_ns,
+            (p.trace, repr(outcome) if isinstance(outcome, BaseException) else None, p.taken_ns)
+            for p, outcome in zip(group, outcomes, strict=True)
         )
         self._settle(list(zip(group, outcomes, strict=True)))
 
