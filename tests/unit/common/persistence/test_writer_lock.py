@@ -191,6 +191,28 @@ def test_the_process_at_the_gate_is_woken_when_the_holder_lets_go(
         holder.wait()
 
 
+def test_closing_waits_for_a_write_in_progress_then_writes_queue_in_the_process(
+    tmp_path: Path,
+) -> None:
+    lock = WriterLock(tmp_path / "order.db")
+    writing, done = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with lock:
+            writing.set()
+            time.sleep(0.3)
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert writing.wait(10)
+    lock.close()  # not under the writer: it waits for the write to end
+    assert done.is_set(), "the lock's files were closed under a write in progress"
+    writer.join(10)
+    with lock:  # later writes queue in the process only
+        assert not _writer_in_thread(lock).wait(0.2), "two writers of one process at once"
+
+
 def test_a_write_inside_another_in_one_thread_is_refused(tmp_path: Path) -> None:
     lock = WriterLock(tmp_path / "order.db")
     with lock:
