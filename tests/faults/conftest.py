@@ -49,14 +49,8 @@ def stack(
     fault_broker: KafkaRuntime, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[FaultStack]:
     """Both services, fresh databases and consumer groups; stopped (and the broker up) after."""
-    fault_stack = FaultStack(fault_broker, tmp_path, request.node.name)
-    try:
-        fault_stack.start()
+    with FaultStack(fault_broker, tmp_path, request.node.name).running() as fault_stack:
         yield fault_stack
-    finally:
-        fault_stack.stop()
-        if not fault_broker.is_running():
-            fault_broker.start()
 
 
 @pytest.fixture
@@ -75,15 +69,8 @@ def scaled_stack(
         replicas=2,
         postgres=postgres_server,
     )
-    try:
-        fault_stack.start()
+    with fault_stack.running():
         yield fault_stack
-    finally:
-        fault_stack.stop()
-        for node in kafka_cluster.nodes:  # the cluster is left whole, every replica in sync
-            if not node.is_running():
-                node.start()
-        kafka_cluster.wait_in_sync()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

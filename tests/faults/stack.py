@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -100,6 +103,29 @@ class FaultStack(Stack):
             self.bootstrap, {self.groups[service]: topics for service, topics in CONSUMES.items()}
         )
         super().start()
+
+    @contextmanager
+    def running(self) -> Iterator[FaultStack]:
+        """Started for a scenario; after it stopped, with Kafka left whole for the next one:
+        a frozen process is continued first (it could not stop gracefully), and every broker
+        a scenario killed is started again (a cluster's replicas back in sync)."""
+        try:
+            self.start()
+            yield self
+        finally:
+            for proc in self.all_processes():
+                proc.signal(signal.SIGCONT)
+            self.stop()
+            self._restore_kafka()
+
+    def _restore_kafka(self) -> None:
+        if isinstance(self.kafka, KafkaCluster):
+            for node in self.kafka.nodes:
+                if not node.is_running():
+                    node.start()
+            self.kafka.wait_in_sync()
+        elif not self.kafka.is_running():
+            self.kafka.start()
 
     def stop(self) -> None:
         for channel in self._channels:

@@ -45,11 +45,8 @@ def stack_on(
     fault_stack = FaultStack(
         fault_broker, tmp_path, f"hostile-{request.param}", db=request.param, postgres=postgres
     )
-    try:
-        fault_stack.start()
+    with fault_stack.running():
         yield fault_stack
-    finally:
-        fault_stack.stop()
 
 
 def send(bootstrap: str, records: list[Poison]) -> None:

@@ -68,18 +68,6 @@ CHARGE, REFUND = payments_pb2.TRANSACTION_KIND_CHARGE, payments_pb2.TRANSACTION_
 # -- stacks ------------------------------------------------------------------------------
 
 
-def _running_stack(fault_stack: FaultStack, broker: KafkaRuntime) -> Iterator[FaultStack]:
-    try:
-        fault_stack.start()
-        yield fault_stack
-    finally:
-        for proc in fault_stack.all_processes():
-            proc.signal(signal.SIGCONT)  # a frozen process could not stop gracefully
-        fault_stack.stop()
-        if not broker.is_running():
-            broker.start()
-
-
 @pytest.fixture
 def postgres_stack(
     fault_broker: KafkaRuntime,
@@ -91,7 +79,8 @@ def postgres_stack(
     fault_stack = FaultStack(
         fault_broker, tmp_path, request.node.name, db="postgres", postgres=postgres_server
     )
-    yield from _running_stack(fault_stack, fault_broker)
+    with fault_stack.running():
+        yield fault_stack
 
 
 @pytest.fixture
@@ -102,7 +91,8 @@ def deadline_stack(
     fault_stack = FaultStack(fault_broker, tmp_path, request.node.name)
     for proc in fault_stack.all_processes():
         proc.env = {**proc.env, "ORDER_SAGA_DEADLINE_S": f"{DEADLINE_S:g}"}
-    yield from _running_stack(fault_stack, fault_broker)
+    with fault_stack.running():
+        yield fault_stack
 
 
 def _assert_refunded_once(stack: FaultStack, order_id: str, before: int) -> None:

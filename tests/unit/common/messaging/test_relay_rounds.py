@@ -121,6 +121,14 @@ def stage(db: Database, *order_ids: str, user_id: int = 1) -> None:
         outbox.write(session)
 
 
+def stage_and_hand_over(db: Database, producer: HeldProducer, *order_ids: str) -> None:
+    """Stage `order_ids` and wait until the relay has handed exactly them to the producer,
+    after what it had handed over before (their answers are still held)."""
+    before = list(producer.produced)
+    stage(db, *order_ids)
+    eventually(lambda: producer.produced == before + list(order_ids))
+
+
 def remaining(db: Database) -> int:
     with db.read() as session:
         return len(session.exec(select(OutboxRecord)).all())
@@ -136,8 +144,7 @@ def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
 def test_a_commit_during_a_round_is_produced_before_that_round_is_acknowledged(
     db: Database, producer: HeldProducer, running: OutboxRelay
 ) -> None:
-    stage(db, "a")
-    eventually(lambda: producer.produced == ["a"])
+    stage_and_hand_over(db, producer, "a")
     stage(db, "b")  # a is still waiting for its acknowledgement
     eventually(lambda: producer.produced == ["a", "b"])
     assert producer.sent == []
@@ -150,10 +157,8 @@ def test_a_commit_during_a_round_is_produced_before_that_round_is_acknowledged(
 def test_no_more_rounds_than_allowed_are_in_flight_and_the_rest_follow_in_order(
     db: Database, producer: HeldProducer, running: OutboxRelay
 ) -> None:
-    stage(db, "a")
-    eventually(lambda: producer.produced == ["a"])
-    stage(db, "b")
-    eventually(lambda: producer.produced == ["a", "b"])
+    stage_and_hand_over(db, producer, "a")
+    stage_and_hand_over(db, producer, "b")
     stage(db, "c", "d")  # two rounds in flight already: these wait
     time.sleep(0.3)
     assert producer.produced == ["a", "b"]
@@ -167,10 +172,8 @@ def test_a_failure_while_another_round_is_in_flight_retries_the_row_and_loses_no
     db: Database, producer: HeldProducer, running: OutboxRelay
 ) -> None:
     producer.refuse = {"a": UNREACHABLE}
-    stage(db, "a")
-    eventually(lambda: producer.produced == ["a"])
-    stage(db, "b")
-    eventually(lambda: producer.produced == ["a", "b"])
+    stage_and_hand_over(db, producer, "a")
+    stage_and_hand_over(db, producer, "b")
     producer.answer()  # a is refused, b confirmed
     eventually(lambda: producer.sent == ["b"])
     producer.refuse = {}
@@ -189,10 +192,8 @@ def test_stopping_waits_for_the_rounds_in_flight_and_publishes_what_is_pending(
 ) -> None:
     relay = OutboxRelay(db, lambda: producer, idle_poll_s=0.2)  # type: ignore[arg-type, return-value]
     relay.start()
-    stage(db, "a")
-    eventually(lambda: producer.produced == ["a"])
-    stage(db, "b")
-    eventually(lambda: producer.produced == ["a", "b"])
+    stage_and_hand_over(db, producer, "a")
+    stage_and_hand_over(db, producer, "b")
     stage(db, "c")  # waits: two rounds are in flight
     stopped = threading.Thread(target=relay.stop, kwargs={"timeout_s": 5})
     stopped.start()
@@ -210,8 +211,7 @@ def test_a_round_answered_quickly_is_not_overlapped_and_the_rows_go_together_aft
     # for it and go in one round (one produce request) instead of a round each.
     relay = OutboxRelay(db, lambda: producer, idle_poll_s=0.2, overlap_after_s=3600)  # type: ignore[arg-type, return-value]
     with started(relay, producer):
-        stage(db, "a")
-        eventually(lambda: producer.produced == ["a"])
+        stage_and_hand_over(db, producer, "a")
         stage(db, "b")
         stage(db, "c")
         time.sleep(0.3)
@@ -238,14 +238,12 @@ def test_a_round_answered_is_settled_without_a_claim_that_would_find_nothing(
     monkeypatch.setattr(relay.claims, "claim", counted)
     with started(relay, producer):
         eventually(lambda: claimed == [0])
-        stage(db, "a")
-        eventually(lambda: producer.produced == ["a"])
+        stage_and_hand_over(db, producer, "a")
         producer.answer()
         eventually(lambda: producer.sent == ["a"])
         time.sleep(0.3)
         assert claimed == [0, 1]
-        stage(db, "b")
-        eventually(lambda: producer.produced == ["a", "b"])
+        stage_and_hand_over(db, producer, "b")
         assert claimed == [0, 1, 1]
     assert producer.sent == ["a", "b"]
 
@@ -255,8 +253,7 @@ def test_a_round_after_an_answered_one_waits_out_the_interval(
 ) -> None:
     relay = OutboxRelay(db, lambda: producer, idle_poll_s=60, round_interval_s=1.0)  # type: ignore[arg-type, return-value]
     with started(relay, producer):
-        stage(db, "a")
-        eventually(lambda: producer.produced == ["a"])  # the first round: at once
+        stage_and_hand_over(db, producer, "a")  # the first round: at once
         producer.answer()
         eventually(lambda: producer.sent == ["a"])
         stage(db, "b")
